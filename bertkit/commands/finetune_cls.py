@@ -1,0 +1,236 @@
+"""bertkit finetune-cls: sequence classification (single-label, multi-label, regression, pairs)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import save_config
+from ..data import load_inputs, split_columns
+from ..errors import DataError, UsageError
+from ..evaluation import DEFAULT_METRIC, METRICS_BY_PROBLEM, best_threshold, classification_metrics
+from ..labels import LabelSpace
+from ..log import get_logger
+from ..modeling import check_compatible, check_model_dir, count_parameters, load_model_config
+from ..schemas import FinetuneConfig
+from ..summary import print_summary
+from ..tokenization import encode_for_classification, load_tokenizer
+from ..training import (METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
+                        remove_default_printers, training_arguments, write_final, write_json)
+
+log = get_logger()
+
+
+def _read_split(path: str | None, flag: str, cfg: FinetuneConfig, need_labels: bool = True):
+    d = cfg.data
+    cols = {"--text-column": d.text_column, "--text-pair-column": d.text_pair_column}
+    if need_labels:
+        cols["--label-column"] = d.label_column
+    ds, _ = load_inputs([path], flag, cols, text_mode="lines")
+    return ds
+
+
+def class_weight_tensor(spec: str | None, space: LabelSpace, train_labels) -> "list[float] | None":
+    if not spec:
+        return None
+    if space.problem == "regression":
+        raise UsageError("--class-weights applies to classification, not regression")
+    n = space.num_labels
+    if spec == "auto":
+        arr = np.asarray(train_labels)
+        counts = arr.sum(0) if space.problem == "multi" else np.bincount(arr.astype(int), minlength=n)
+        counts = np.maximum(counts.astype(float), 1.0)
+        w = counts.sum() / (n * counts)
+        return [float(x) for x in w]
+    try:
+        w = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"--class-weights {spec!r}: use 'auto' or {n} comma-separated numbers") from None
+    if len(w) != n or any(x < 0 for x in w):
+        raise UsageError(f"--class-weights {spec!r}: need {n} non-negative weights, one per label id")
+    return w
+
+
+def make_loss(problem: str, weights: list[float] | None):
+    """Weighted loss for the Trainer's ``compute_loss_func`` (no Trainer subclass needed)."""
+    if weights is None:
+        return None
+    import torch
+
+    w = torch.tensor(weights)
+
+    def loss_fn(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        if problem == "multi":
+            return torch.nn.functional.binary_cross_entropy_with_logits(
+                logits.float(), labels.float(), pos_weight=w.to(logits.device))
+        return torch.nn.functional.cross_entropy(logits.float(), labels.long(), weight=w.to(logits.device))
+
+    return loss_fn
+
+
+def run(cfg: FinetuneConfig) -> dict:
+    import datasets
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EarlyStoppingCallback
+
+    d = cfg.data
+    if not d.train:
+        raise UsageError("--train is required: the labelled training file")
+    mdir = check_model_dir(cfg.model, "--model")
+    out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
+    tok = load_tokenizer(mdir, "--model")
+    mconfig = load_model_config(mdir)
+    check_compatible(mconfig, tok, d.max_seq_length, "--model")
+    if is_main_process():
+        save_config(cfg, out, "finetune-cls")
+
+    train_raw = _read_split(d.train, "--train", cfg)
+    if d.validation:
+        val_raw = _read_split(d.validation, "--validation", cfg)
+    else:
+        if len(train_raw) < 10:
+            raise DataError(f"--train {d.train}: too few rows to hold out a validation split; pass --validation FILE")
+        split = train_raw.train_test_split(test_size=0.1, seed=cfg.train.seed)
+        train_raw, val_raw = split["train"], split["test"]
+        log.info(f"No --validation: holding out {len(val_raw):,} training rows for evaluation")
+    test_raw = _read_split(d.test, "--test", cfg) if d.test else None
+
+    space = LabelSpace.from_values(train_raw[d.label_column], cfg.problem, cfg.labels, column=d.label_column)
+    space.threshold = cfg.threshold
+    train_raw = space.attach(train_raw, d.label_column, d.train)
+    val_raw = space.attach(val_raw, d.label_column, d.validation or d.train)
+    if test_raw is not None:
+        test_raw = space.attach(test_raw, d.label_column, d.test)
+    if space.problem == "single":
+        present = set(train_raw["labels"])
+        absent = [space.names[i] for i in range(space.num_labels) if i not in present]
+        if absent and not cfg.labels:
+            log.warning(f"labels without training examples: {', '.join(absent)}")
+
+    text_cols = split_columns(d.text_column)
+    enc = lambda ds: encode_for_classification(ds, tok, text_cols, d.text_pair_column, d.max_seq_length,  # noqa: E731
+                                               d.long_text, d.stride)
+    train_ds, val_ds = enc(train_raw), enc(val_raw)
+    test_ds = enc(test_raw) if test_raw is not None else None
+    truncated = sum(1 for x in train_ds["input_ids"] if len(x) >= d.max_seq_length)
+    if truncated and d.long_text == "truncate":
+        log.info(f"{truncated:,} training examples reach --max-seq-length {d.max_seq_length} and are truncated "
+                 "(see --long-text head-tail|sliding-window)")
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(mdir), local_files_only=True, trust_remote_code=False, ignore_mismatched_sizes=True,
+            **space.model_config_kwargs())
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"--model {mdir}: cannot load for sequence classification ({str(e).splitlines()[0]})") from None
+    n_params = count_parameters(model)
+
+    metric = cfg.metric or DEFAULT_METRIC[space.problem]
+    known = METRICS_BY_PROBLEM[space.problem] + ["loss"]
+    if metric.removeprefix("eval_") not in known:
+        raise UsageError(f"--metric {metric}: not computed for {space.problem} problems; use one of {', '.join(known)}")
+    metric = metric.removeprefix("eval_")
+    greater = metric not in ("loss", "mse")
+
+    def compute_metrics(p):
+        logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
+        return classification_metrics(space.problem, logits, p.label_ids, space.num_labels, space.threshold)
+
+    train = cfg.train
+    eval_strategy = "steps" if train.eval_steps else "epoch"
+    if train.save_steps and (not train.eval_steps or train.save_steps % train.eval_steps):
+        raise UsageError("--save-steps needs --eval-steps and must be a multiple of it (the best checkpoint is kept)")
+    args = training_arguments(
+        train, out, eval_strategy=eval_strategy,
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater,
+        train_sampling_strategy="group_by_length", include_num_input_tokens_seen="no")
+    progress, stopper = make_callbacks(out, "examples")
+    callbacks = [progress, stopper]
+    if train.patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.patience))
+    weights = class_weight_tensor(cfg.class_weights, space, train_ds["labels"])
+    from transformers import Trainer
+
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+        data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8), processing_class=tok,
+        compute_metrics=compute_metrics, callbacks=callbacks, compute_loss_func=make_loss(space.problem, weights))
+    remove_default_printers(trainer)
+    log.info(f"Fine-tuning {mdir} ({n_params / 1e6:.1f}M parameters) for {space.problem}-label"
+             f"{'' if space.problem != 'regression' else ''} classification: {len(train_ds):,} train, "
+             f"{len(val_ds):,} validation examples" + (f", labels {', '.join(space.names[:10])}" if space.names else ""))
+    t0 = time.time()
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        stopper.uninstall()
+    exit_for_signal(stopper, out, command_line())
+    train_time = time.time() - t0
+
+    pred = trainer.predict(val_ds, metric_key_prefix="eval")
+    val_logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    metrics = {k: v for k, v in pred.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
+    if space.problem == "multi" and cfg.tune_threshold:
+        t, f1 = best_threshold(val_logits, pred.label_ids)
+        space.threshold = t
+        metrics.update({f"eval_{k}": v for k, v in classification_metrics(
+            "multi", val_logits, pred.label_ids, space.num_labels, t).items()})
+        log.info(f"Tuned threshold: {t} (validation micro-F1 {f1:.4f})")
+    if test_ds is not None:
+        tp = trainer.predict(test_ds, metric_key_prefix="test")
+        test_logits = tp.predictions[0] if isinstance(tp.predictions, tuple) else tp.predictions
+        metrics.update({f"test_{k}": v for k, v in classification_metrics(
+            space.problem, test_logits, tp.label_ids, space.num_labels, space.threshold).items()})
+    metrics.update({
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "epochs": round(trainer.state.epoch or 0.0, 4),
+        "train_examples": len(train_ds),
+        "eval_examples": len(val_ds),
+        "train_seconds": round(train_time, 2),
+        "examples_per_second": round(trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps
+                                     * args.world_size / max(train_time, 1e-9), 2),
+        "best_metric": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "metric_for_best_model": metric,
+        "problem": space.problem,
+        "labels": space.names,
+        "parameters": n_params,
+    })
+    if space.problem == "multi":
+        metrics["threshold"] = space.threshold
+
+    trainer.model.config.bertkit_threshold = space.threshold
+    trainer.model.config.bertkit_long_text = d.long_text
+
+    def save(tmp: Path):
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        tok.save_pretrained(str(tmp))
+
+    write_final(out, save)
+    if is_main_process():
+        write_json(out / METRICS, metrics)
+        from ..reporting import finish_run
+
+        finish_run(out, "finetune-cls", cfg, metrics, progress.history, {
+            "labels": space.names,
+            "data": f"train: `{d.train}` ({len(train_ds):,} examples); validation: `{d.validation or 'held out from train'}` "
+                    f"({len(val_ds):,}); text column `{d.text_column}`"
+                    + (f", pair column `{d.text_pair_column}`" if d.text_pair_column else "")
+                    + f", label column `{d.label_column}`.",
+        })
+    shown = [(k.replace("eval_", "validation ").replace("test_", "test "), f"{v:.4f}") for k, v in metrics.items()
+             if k.startswith(("eval_", "test_")) and isinstance(v, float) and not k.endswith("loss")]
+    print_summary("finetune-cls", [
+        ("model", f"{mdir} ({n_params / 1e6:.2f}M parameters)"),
+        ("problem", f"{space.problem}" + (f", {space.num_labels} labels" if space.problem != "regression" else "")),
+        ("data", f"{len(train_ds):,} train, {len(val_ds):,} validation" + (f", {len(test_ds):,} test" if test_ds else "")),
+        ("steps", f"{metrics['steps']:,} ({metrics['epochs']} epochs)"),
+        ("time", f"{train_time:.1f}s ({metrics['examples_per_second']:,.1f} examples/s)"),
+        *shown,
+        ("model dir", str(out)),
+    ])
+    return metrics

@@ -1,0 +1,127 @@
+"""Metrics: the ``evaluate`` modules shipped in ``bertkit/metric_modules`` (they load offline by
+local path; ``evaluate.load("accuracy")`` would need the Hub), and the Trainer ``compute_metrics``
+functions built from them.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+METRIC_DIR = Path(__file__).parent / "metric_modules"
+
+DEFAULT_METRIC = {"single": "accuracy", "multi": "f1_micro", "regression": "pearsonr"}
+METRICS_BY_PROBLEM = {
+    "single": ["accuracy", "f1", "matthews_correlation"],
+    "multi": ["f1_micro", "f1_macro"],
+    "regression": ["mse", "pearsonr", "spearmanr"],
+}
+
+
+@lru_cache(maxsize=None)
+def load_metric(name: str, config_name: str | None = None):
+    """Load a shipped metric module (never the Hub).  A unique experiment id keeps concurrent
+    processes of a distributed run from sharing evaluate's cache files."""
+    import evaluate
+
+    path = METRIC_DIR / name
+    if not (path / f"{name}.py").is_file():
+        raise KeyError(f"no shipped metric {name!r}; have: {', '.join(sorted(p.name for p in METRIC_DIR.iterdir() if p.is_dir()))}")
+    return evaluate.load(str(path), config_name, experiment_id=uuid.uuid4().hex)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(-1, keepdims=True)
+
+
+def classification_metrics(problem: str, logits: np.ndarray, labels: np.ndarray, num_labels: int,
+                           threshold: float = 0.5) -> dict[str, float]:
+    """All metrics for a problem from raw logits and encoded labels."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    if problem == "regression":
+        preds = logits.reshape(-1).astype(float)
+        refs = labels.reshape(-1).astype(float)
+        out = {"mse": float(np.mean((preds - refs) ** 2))}
+        out.update(load_metric("pearsonr").compute(predictions=preds, references=refs))
+        out.update(load_metric("spearmanr").compute(predictions=preds, references=refs))
+        return out
+    if problem == "multi":
+        preds = (sigmoid(logits) >= threshold).astype(int)
+        refs = labels.astype(int)
+        f1 = load_metric("f1", "multilabel")
+        return {
+            "f1_micro": f1.compute(predictions=preds, references=refs, average="micro")["f1"],
+            "f1_macro": f1.compute(predictions=preds, references=refs, average="macro")["f1"],
+            "exact_match": float((preds == refs).all(1).mean()),
+        }
+    preds = logits.argmax(-1)
+    refs = labels.astype(int)
+    average = "binary" if num_labels == 2 else "macro"
+    out = load_metric("accuracy").compute(predictions=preds, references=refs)
+    out["f1"] = load_metric("f1").compute(predictions=preds, references=refs, average=average,
+                                          labels=list(range(num_labels)))["f1"]
+    out.update(load_metric("matthews_correlation").compute(predictions=preds, references=refs))
+    return out
+
+
+def best_threshold(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Multi-label: the threshold (0.05..0.95) maximising micro-F1; returns (threshold, f1)."""
+    probs = sigmoid(np.asarray(logits))
+    refs = np.asarray(labels).astype(bool)
+    best = (0.5, -1.0)
+    for t in np.arange(0.05, 0.96, 0.05):
+        p = probs >= t
+        tp, fp, fn = (p & refs).sum(), (p & ~refs).sum(), (~p & refs).sum()
+        f1 = 2 * tp / max(2 * tp + fp + fn, 1)
+        if f1 > best[1]:
+            best = (round(float(t), 2), float(f1))
+    return best
+
+
+def confusion_matrix(preds: np.ndarray, refs: np.ndarray, n: int) -> list[list[int]]:
+    cm = np.zeros((n, n), dtype=int)
+    np.add.at(cm, (np.asarray(refs, dtype=int), np.asarray(preds, dtype=int)), 1)
+    return cm.tolist()
+
+
+class MLMEvalAccumulator:
+    """``compute_metrics`` for ``batch_eval_metrics=True``: counts correct masked tokens batch by batch,
+    so no logits are kept whatever the size of the eval set.  The loss comes from the Trainer."""
+
+    def __init__(self):
+        self.correct = 0
+        self.total = 0
+
+    def __call__(self, eval_pred, compute_result: bool = False):
+        preds = eval_pred.predictions
+        if isinstance(preds, tuple):
+            preds = preds[0]
+        labels = eval_pred.label_ids
+        mask = labels != -100
+        self.correct += int(((preds == labels) & mask).sum())
+        self.total += int(mask.sum())
+        if compute_result:
+            acc = self.correct / max(self.total, 1)
+            self.correct = self.total = 0
+            return {"masked_accuracy": acc}
+        return {}
+
+
+def perplexity(loss: float | None) -> float | None:
+    if loss is None:
+        return None
+    try:
+        return float(math.exp(min(loss, 50)))
+    except OverflowError:
+        return float("inf")

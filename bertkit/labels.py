@@ -1,0 +1,177 @@
+"""Label spaces for classification: single-label, multi-label and regression.
+
+Labels may be names or integer ids; multi-label values are lists or comma-separated strings
+("8,20"); regression values are floats.  The mapping is saved in the model config
+(``id2label``/``label2id``) so pipelines print names, never LABEL_0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import DataError, UsageError
+
+PROBLEM_TYPES = {
+    "single": "single_label_classification",
+    "multi": "multi_label_classification",
+    "regression": "regression",
+}
+
+
+def _is_int(s: str) -> bool:
+    s = s.strip()
+    return s.lstrip("-").isdigit()
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def _as_list(v: Any) -> list[str]:
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(x).strip() for x in v]
+    if v is None:
+        return []
+    return [x.strip() for x in str(v).split(",") if x.strip()]
+
+
+def detect_problem(values: list[Any]) -> str:
+    """floats -> regression; lists or ','-separated values -> multi; else single."""
+    if any(isinstance(v, (list, tuple)) for v in values):
+        return "multi"
+    strs = [str(v).strip() for v in values if v is not None]
+    if any("," in s for s in strs):
+        return "multi"
+    if strs and all(_is_float(s) for s in strs) and not all(_is_int(s) for s in strs):
+        if any(isinstance(v, float) and not float(v).is_integer() for v in values) or any("." in s for s in strs):
+            return "regression"
+    return "single"
+
+
+@dataclass
+class LabelSpace:
+    problem: str  # single | multi | regression
+    names: list[str] = field(default_factory=list)
+    threshold: float = 0.5
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.problem == "regression" else len(self.names)
+
+    @property
+    def problem_type(self) -> str:
+        return PROBLEM_TYPES[self.problem]
+
+    @classmethod
+    def from_values(cls, values: Iterable[Any], problem: str = "auto", labels_file: str | None = None,
+                    column: str = "label") -> "LabelSpace":
+        values = list(values)
+        if any(v is None or (isinstance(v, str) and not v.strip()) for v in values):
+            i = next(i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip()))
+            raise DataError(f"label column '{column}': row {i + 1} has no label; remove unlabelled rows")
+        if problem == "auto":
+            problem = detect_problem(values)
+        if problem == "regression":
+            bad = [v for v in values if not _is_float(str(v))]
+            if bad:
+                raise DataError(f"label column '{column}': regression needs numbers, found {bad[0]!r}")
+            return cls("regression", [])
+        if labels_file:
+            names = read_labels_file(labels_file)
+        else:
+            seen = set()
+            for v in values:
+                seen.update(_as_list(v) if problem == "multi" else [str(v).strip()])
+            if all(_is_int(s) for s in seen):
+                ids = sorted(int(s) for s in seen)
+                # integer ids: keep them as ids when they are 0..n-1 (or a subset of that range)
+                names = [str(i) for i in range(ids[-1] + 1)] if ids and ids[0] >= 0 and ids[-1] < 2 * len(ids) + 2 else [str(i) for i in ids]
+            else:
+                names = sorted(seen)
+        if problem == "single" and len(names) < 2:
+            raise DataError(f"label column '{column}': only one label ({', '.join(names)}); classification needs two or more")
+        return cls(problem, names)
+
+    def index(self) -> dict[str, int]:
+        return {n: i for i, n in enumerate(self.names)}
+
+    def encode(self, values: Iterable[Any], source: str = "data", column: str = "label") -> list:
+        if self.problem == "regression":
+            try:
+                return [float(v) for v in values]
+            except (TypeError, ValueError):
+                raise DataError(f"{source}: label column '{column}' has a non-numeric value for regression") from None
+        idx = self.index()
+        by_id = {str(i): i for i in range(len(self.names))}
+        out: list = []
+        missing: list[str] = []
+        for v in values:
+            items = _as_list(v) if self.problem == "multi" else [str(v).strip()]
+            ids = []
+            for it in items:
+                if it in idx:
+                    ids.append(idx[it])
+                elif it in by_id and not any(_is_int(n) for n in self.names):
+                    ids.append(by_id[it])  # ids against a names file
+                else:
+                    missing.append(it)
+            if self.problem == "multi":
+                row = [0.0] * len(self.names)
+                for i in ids:
+                    row[i] = 1.0
+                out.append(row)
+            else:
+                out.append(ids[0] if ids else -1)
+        if missing:
+            uniq = sorted(set(missing))
+            raise DataError(f"{source}: label(s) {', '.join(map(repr, uniq[:10]))} in column '{column}' are not among "
+                            f"the training labels ({', '.join(self.names[:20])}{'...' if len(self.names) > 20 else ''}); "
+                            "fix the data or pass --labels FILE with every label")
+        return out
+
+    def attach(self, ds, column: str, source: str):
+        """Add a ``labels`` column encoding ``column`` (the original stays out of the model inputs)."""
+        labels = self.encode(ds[column], source=source, column=column)
+        if column in ds.column_names:
+            ds = ds.remove_columns(column)
+        return ds.add_column("labels", labels)
+
+    def to_dict(self) -> dict:
+        return {"problem": self.problem, "names": self.names, "threshold": self.threshold}
+
+    def model_config_kwargs(self) -> dict:
+        if self.problem == "regression":
+            return {"num_labels": 1, "problem_type": "regression", "id2label": {0: "score"}, "label2id": {"score": 0}}
+        return {"num_labels": len(self.names), "problem_type": self.problem_type,
+                "id2label": dict(enumerate(self.names)), "label2id": self.index()}
+
+    @classmethod
+    def from_model_config(cls, config) -> "LabelSpace":
+        pt = getattr(config, "problem_type", None)
+        if pt == "regression":
+            return cls("regression", [])
+        problem = "multi" if pt == "multi_label_classification" else "single"
+        n = config.num_labels
+        names = [str(config.id2label.get(i, config.id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
+        return cls(problem, names, float(getattr(config, "bertkit_threshold", 0.5) or 0.5))
+
+
+def read_labels_file(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--labels {path}: no such file")
+    names = [ln.strip() for ln in p.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
+    if len(names) < 1:
+        raise DataError(f"--labels {path}: the file lists no labels (one name per line)")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"--labels {path}: duplicate label names {', '.join(dup)}")
+    return names

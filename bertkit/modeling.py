@@ -1,0 +1,152 @@
+"""Models: size presets, local checkpoint checks, and the sparse-prediction MLM model.
+
+:class:`SparseBertForMaskedLM` has exactly the parameters of ``transformers.BertForMaskedLM``; it
+only runs the MLM head (transform + vocabulary decoder) on the positions that carry a label,
+which is ~15% of tokens, instead of all of them (as Cramming, MosaicBERT and NVIDIA's BERT do).
+It saves as ``BertForMaskedLM`` so ``pipeline("fill-mask")`` loads the output unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import BertConfig, BertForMaskedLM
+from transformers.modeling_outputs import MaskedLMOutput
+
+from .errors import UsageError
+from .schemas import PRESETS
+from .tokenization import require_local_dir
+
+
+def preset_config(model_cfg, vocab_size: int, pad_token_id: int) -> BertConfig:
+    if model_cfg.preset not in PRESETS:
+        raise UsageError(f"--preset {model_cfg.preset}: unknown; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[model_cfg.preset]
+    hidden = model_cfg.hidden_size or p["hidden_size"]
+    layers = model_cfg.num_layers or p["num_layers"]
+    heads = model_cfg.num_heads or max(2, hidden // 64)
+    if hidden % heads:
+        raise UsageError(f"model.hidden_size {hidden} is not divisible by model.num_heads {heads}")
+    return BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=model_cfg.intermediate_size or 4 * hidden,
+        max_position_embeddings=model_cfg.max_position_embeddings,
+        hidden_dropout_prob=model_cfg.dropout,
+        attention_probs_dropout_prob=model_cfg.dropout,
+        pad_token_id=pad_token_id,
+        type_vocab_size=2,
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class SparseBertForMaskedLM(BertForMaskedLM):
+    """BertForMaskedLM whose training/eval loss runs the MLM head only where ``labels != -100``.
+
+    Without labels it behaves exactly like the parent (full logits).  With labels it returns the
+    loss and, in eval mode, as ``logits`` the argmax prediction at each masked position (``-100``
+    elsewhere), from which the evaluation loop counts masked-token accuracy.
+    """
+
+    # The loss is a mean over this batch's masked tokens; let the Trainer handle accumulation.
+    accepts_loss_kwargs = False
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+                inputs_embeds=None, labels=None, **kwargs):
+        if labels is None:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                                   position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
+        kwargs.pop("num_items_in_batch", None)
+        outputs = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                            position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs)
+        hidden = outputs[0]
+        flat_labels = labels.reshape(-1)
+        idx = (flat_labels != -100).nonzero(as_tuple=True)[0]
+        picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, idx)
+        scores = self.cls(picked)
+        target = flat_labels.index_select(0, idx)
+        if idx.numel() == 0:
+            loss = scores.sum() * 0.0 + hidden.sum() * 0.0
+        else:
+            loss = nn.functional.cross_entropy(scores.float(), target)
+        preds = None
+        if not self.training:
+            # per-position predicted ids (-100 where unmasked): shaped like the batch, so the
+            # Trainer can gather it across processes; no vocabulary-sized logits are kept
+            preds = torch.full_like(flat_labels, -100)
+            preds[idx] = scores.argmax(-1)
+            preds = preds.view_as(labels)
+        return MaskedLMOutput(loss=loss, logits=preds)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        super().save_pretrained(save_directory, *args, **kwargs)
+        # Saved as the stock class: the weights are BertForMaskedLM's, so every HF tool loads them.
+        cfg_path = Path(save_directory) / "config.json"
+        if cfg_path.exists():
+            data = json.loads(cfg_path.read_text(encoding="utf-8"))
+            data["architectures"] = ["BertForMaskedLM"]
+            cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def check_model_dir(path: str | None, flag: str = "--model", allow_pickle: bool = False) -> Path:
+    """A local model dir with a config and safetensors weights (pickle needs ``allow_pickle``)."""
+    p = require_local_dir(path, flag, "model")
+    if not (p / "config.json").is_file():
+        raise UsageError(f"{flag} {path}: no config.json in that directory; pass a Hugging Face model dir "
+                         "(config.json + model.safetensors)")
+    has_st = any(p.glob("*.safetensors"))
+    has_pickle = any(p.glob("pytorch_model*.bin"))
+    if not has_st:
+        if has_pickle and not allow_pickle:
+            raise UsageError(f"{flag} {path}: only pickle weights (pytorch_model.bin), which can run code when loaded; "
+                             "convert them to safetensors or pass --allow-pickle if you trust the source")
+        if not has_pickle:
+            raise UsageError(f"{flag} {path}: no weights (model.safetensors) in that directory")
+    return p
+
+
+def load_model_config(path: Path, flag: str = "--model"):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"{flag} {path}: cannot read config.json ({str(e).splitlines()[0]})") from None
+
+
+def check_compatible(config, tokenizer, max_seq_length: int | None, flag: str = "--model") -> None:
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise UsageError(f"{flag}: the tokenizer has {len(tokenizer):,} tokens but the model's vocabulary has {vocab:,}; "
+                         "use the tokenizer the model was trained with")
+    max_pos = getattr(config, "max_position_embeddings", None)
+    if max_seq_length and max_pos and max_seq_length > max_pos:
+        raise UsageError(f"--max-seq-length {max_seq_length} is above the model's {max_pos} positions; "
+                         f"use --max-seq-length {max_pos} or less")
+
+
+def load_mlm_model(path: Path, sparse: bool = True):
+    cls = SparseBertForMaskedLM if sparse else BertForMaskedLM
+    try:
+        return cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
+                                   use_safetensors=any(path.glob("*.safetensors")))
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"--model {path}: cannot load as a BERT masked-LM ({str(e).splitlines()[0]})") from None
+
+
+def new_mlm_model(config: BertConfig, sparse: bool = True):
+    cls = SparseBertForMaskedLM if sparse else BertForMaskedLM
+    return cls(config)
+
+
+__all__ = ["SparseBertForMaskedLM", "preset_config", "check_model_dir", "load_model_config", "check_compatible",
+           "load_mlm_model", "new_mlm_model", "count_parameters"]
+

@@ -1,0 +1,458 @@
+"""Tokenizers and tokenized datasets: WordPiece training, local loading, MLM packing, manifests.
+
+Used by ``bertkit tokenize`` and by ``pretrain-mlm`` on raw files (the same code path), so a
+dataset tokenized ahead of time and one tokenized on the fly are identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from . import __version__
+from .data import DOC_START, is_saved_dataset, join_text, load_inputs, split_columns
+from .errors import DataError, UsageError
+from .log import get_logger
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MANIFEST = "manifest.json"
+DATASET_DIR = "dataset"
+TOKENIZER_DIR = "tokenizer"
+
+log = get_logger()
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizers
+# --------------------------------------------------------------------------------------------
+
+def require_local_dir(path: str | None, flag: str, what: str = "model") -> Path:
+    """A model/tokenizer reference must be a local directory: bertkit never downloads."""
+    if not path:
+        raise UsageError(f"{flag} is required: pass a local {what} directory")
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise UsageError(f"{flag} {path}: a file, not a {what} directory")
+    looks_like_hub = "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1 or "/" not in path
+    hint = (" It looks like a Hugging Face Hub id: bertkit works offline and never downloads; download the "
+            f"{what} elsewhere (e.g. `hf download {path} --local-dir DIR`) and pass DIR") if looks_like_hub else ""
+    raise UsageError(f"{flag} {path}: no such local directory.{hint}")
+
+
+def load_tokenizer(path: str | Path, flag: str = "--tokenizer"):
+    """Load a tokenizer from a local dir (a tokenizer dir, a model dir or a `bertkit tokenize` output)."""
+    from transformers import AutoTokenizer
+
+    p = require_local_dir(str(path), flag, "tokenizer")
+    if (p / TOKENIZER_DIR).is_dir() and (p / MANIFEST).exists():
+        p = p / TOKENIZER_DIR
+    if not any((p / n).exists() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
+        raise UsageError(f"{flag} {path}: no tokenizer files (tokenizer.json or vocab.txt) in that directory")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"{flag} {path}: cannot load the tokenizer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    if not getattr(tok, "is_fast", False):
+        raise UsageError(f"{flag} {path}: bertkit needs a fast (tokenizers) tokenizer; add a tokenizer.json")
+    for name in ("cls_token", "sep_token", "pad_token"):
+        if getattr(tok, name) is None:
+            raise UsageError(f"{flag} {path}: the tokenizer has no {name.replace('_token', '').upper()} token; "
+                             "a BERT tokenizer needs [CLS], [SEP], [PAD] and [MASK]")
+    return tok
+
+
+def train_wordpiece(texts: Iterator[list[str]], vocab_size: int, lowercase: bool, min_frequency: int = 2,
+                    model_max_length: int = 512):
+    """Train a BERT WordPiece tokenizer; CJK characters are split into single-character words, as BERT does."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=None, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=SPECIAL_TOKENS, continuing_subword_prefix="##",
+                                        show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tok.decoder = decoders.WordPiece(prefix="##")
+    from transformers import BertTokenizerFast
+
+    cls = BertTokenizerFast if BertTokenizerFast is not None else PreTrainedTokenizerFast
+    return cls(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+               sep_token="[SEP]", mask_token="[MASK]", do_lower_case=lowercase,
+               tokenize_chinese_chars=True, strip_accents=None, model_max_length=model_max_length)
+
+
+def tokenizer_fingerprint(tok) -> str:
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode("utf-8")).hexdigest()[:16]
+
+
+def text_batches(ds, columns: list[str], batch_size: int = 1000) -> Iterator[list[str]]:
+    for start in range(0, len(ds), batch_size):
+        batch = ds[start:start + batch_size]
+        n = len(batch[columns[0]])
+        yield join_text(batch, columns, n)
+
+
+# --------------------------------------------------------------------------------------------
+# MLM packing
+# --------------------------------------------------------------------------------------------
+
+def _encode_batch(tok, texts: list[str]) -> list[list[int]]:
+    backend = tok.backend_tokenizer
+    # encode_batch_fast skips the offset computation we do not need (tokenizers >= 0.21)
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    return [e.ids for e in encode(texts, add_special_tokens=False)]
+
+
+def tokenize_text_column(ds, tok, columns: list[str], num_proc: int):
+    """Map text -> input_ids (no special tokens), keeping the document-start flag."""
+    def fn(batch):
+        n = len(batch[columns[0]])
+        return {"input_ids": _encode_batch(tok, join_text(batch, columns, n))}
+
+    if num_proc > 1:
+        # forked workers cannot use the tokenizers thread pool; each process tokenizes its shard
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    remove = [c for c in ds.column_names if c != DOC_START]
+    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
+                  remove_columns=remove, desc="Tokenizing")
+
+
+def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str = "docs") -> tuple[Any, dict]:
+    """Pack tokenized rows into blocks of ``block_size`` tokens ([CLS] ... [SEP] included).
+
+    ``docs``: the token stream of all rows, with [SEP] between documents, is cut into full blocks;
+    the tail is kept as a last, shorter block (nothing is dropped, and a tiny corpus still yields a
+    block).  ``lines``: every row is its own example; rows longer than a block are split.
+
+    Works on Arrow buffers with numpy (no Python loop per token), carrying the remainder across
+    record batches so memory stays bounded by one batch.
+    """
+    import datasets
+    import pyarrow as pa
+
+    if block_size < 8:
+        raise UsageError(f"--max-seq-length {block_size} is too small: use at least 8")
+    body = block_size - 2
+    tokenized = tokenized.flatten_indices() if tokenized._indices is not None else tokenized
+    table = tokenized.data.table
+    ids_col = table.column("input_ids")
+    starts_col = table.column(DOC_START) if DOC_START in table.column_names else None
+    out_chunks: list[np.ndarray] = []
+    out_lengths: list[np.ndarray] = []
+    carry = np.zeros(0, dtype=np.int32)
+    n_rows = 0
+    n_tokens = 0
+
+    def emit(stream: np.ndarray, final: bool) -> np.ndarray:
+        full = len(stream) // body
+        if full:
+            blocks = stream[: full * body].reshape(full, body)
+            framed = np.empty((full, block_size), dtype=np.int32)
+            framed[:, 0] = cls_id
+            framed[:, 1:-1] = blocks
+            framed[:, -1] = sep_id
+            out_chunks.append(framed.ravel())
+            out_lengths.append(np.full(full, block_size, dtype=np.int64))
+        rest = stream[full * body:]
+        if final and len(rest):
+            out_chunks.append(np.concatenate([[cls_id], rest, [sep_id]]).astype(np.int32))
+            out_lengths.append(np.array([len(rest) + 2], dtype=np.int64))
+            rest = rest[:0]
+        return rest
+
+    row_offset = 0
+    for ci, chunk in enumerate(ids_col.chunks):
+        chunk = chunk.cast(pa.list_(pa.int32())) if chunk.type != pa.list_(pa.int32()) else chunk
+        offsets = chunk.offsets.to_numpy()
+        values = chunk.values.to_numpy(zero_copy_only=False)
+        values = values[offsets[0]: offsets[-1]]
+        offsets = offsets - offsets[0]
+        lengths = np.diff(offsets)
+        n = len(lengths)
+        n_rows += n
+        n_tokens += int(lengths.sum())
+        if mode == "lines":
+            # one example per row: split rows longer than a block, frame each piece
+            for r in range(n):
+                row = values[offsets[r]: offsets[r + 1]]
+                if len(row) == 0:
+                    continue
+                for s in range(0, len(row), body):
+                    piece = row[s: s + body]
+                    out_chunks.append(np.concatenate([[cls_id], piece, [sep_id]]).astype(np.int32))
+                    out_lengths.append(np.array([len(piece) + 2], dtype=np.int64))
+            continue
+        if starts_col is not None:
+            starts = np.asarray(starts_col.slice(row_offset, n).to_numpy(zero_copy_only=False), dtype=bool)
+        else:
+            starts = np.ones(n, dtype=bool)
+        if row_offset == 0:
+            starts = starts.copy()
+            starts[0] = False  # no [SEP] before the very first document
+        insert_at = offsets[:-1][starts]
+        stream = np.insert(values.astype(np.int32), insert_at, sep_id) if len(insert_at) else values.astype(np.int32)
+        carry = emit(np.concatenate([carry, stream]), final=False)
+        row_offset += n
+    if mode == "docs":
+        emit(carry, final=True)
+    if not out_chunks:
+        raise DataError("the input holds no tokens after tokenization (is the text column empty?)")
+    flat = np.concatenate(out_chunks)
+    lengths = np.concatenate(out_lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()))
+    arr = arr.cast(pa.list_(pa.int32()))
+    packed = datasets.Dataset(pa.table({"input_ids": arr}))
+    n_blocks = len(lengths)
+    stats = {
+        "examples": n_rows,
+        "tokens": n_tokens,
+        "blocks": n_blocks,
+        "block_tokens": int(lengths.sum()),
+        "packing_efficiency": round(float(lengths.sum()) / float(n_blocks * block_size), 4),
+    }
+    return packed, stats
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest and cached tokenized datasets
+# --------------------------------------------------------------------------------------------
+
+def file_digest(path: Path) -> dict:
+    if path.is_dir():
+        h = hashlib.sha256()
+        size = 0
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                st = f.stat()
+                size += st.st_size
+                h.update(f"{f.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}".encode())
+        return {"path": str(path), "bytes": size, "sha256": h.hexdigest(), "kind": "datasets-dir"}
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"path": str(path), "bytes": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def is_tokenized_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and (p / MANIFEST).is_file() and (p / DATASET_DIR).is_dir()
+
+
+def read_manifest(path: str | Path) -> dict:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}/{MANIFEST}: unreadable manifest ({e}); re-run bertkit tokenize") from None
+
+
+def cache_key(digests: list[dict], params: dict, tokenizer_id: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([d["sha256"] for d in digests]).encode())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(tokenizer_id.encode())
+    h.update(__version__.encode())
+    return h.hexdigest()[:20]
+
+
+def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "inputs") -> dict:
+    """Read inputs, train or load a tokenizer, tokenize and (mlm) pack; write dataset, tokenizer and
+    manifest into ``out_dir`` (which must not exist yet: callers write to a temp dir and rename).
+
+    Returns the manifest.
+    """
+    t0 = time.time()
+    text_cols = split_columns(data_cfg.text_column)
+    columns = {"--text-column": data_cfg.text_column}
+    if task == "cls":
+        columns["--text-pair-column"] = data_cfg.text_pair_column
+        columns["--label-column"] = data_cfg.label_column or "label"
+    text_mode = "docs" if task == "mlm" and data_cfg.packing == "docs" else "lines"
+    ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
+    if data_cfg.num_proc < 1:
+        raise UsageError(f"--num-proc {data_cfg.num_proc}: must be at least 1")
+    log.info(f"Read {len(ds):,} rows from {len(paths)} file(s)")
+
+    if tok_cfg.train and tok_cfg.path:
+        raise UsageError("--tokenizer and --train-tokenizer exclude each other: pass one")
+    if tok_cfg.train:
+        if tok_cfg.vocab_size < len(SPECIAL_TOKENS) + 10:
+            raise UsageError(f"--vocab-size {tok_cfg.vocab_size} is too small")
+        log.info(f"Training a WordPiece tokenizer (vocab {tok_cfg.vocab_size:,}, "
+                 f"{'lowercase' if tok_cfg.lowercase else 'cased'})")
+        tok = train_wordpiece(text_batches(ds, text_cols), tok_cfg.vocab_size, tok_cfg.lowercase, tok_cfg.min_frequency)
+        tok_source = "trained"
+    elif tok_cfg.path:
+        tok = load_tokenizer(tok_cfg.path)
+        tok_source = str(tok_cfg.path)
+    else:
+        raise UsageError("no tokenizer: pass --tokenizer DIR (a local tokenizer or model dir) or --train-tokenizer")
+
+    digests = [file_digest(p) for p in paths]
+    out_dir.mkdir(parents=True, exist_ok=False)
+    tok.save_pretrained(str(out_dir / TOKENIZER_DIR))
+
+    if task == "mlm":
+        tokenized = tokenize_text_column(ds, tok, text_cols, data_cfg.num_proc)
+        packed, stats = pack_blocks(tokenized, data_cfg.max_seq_length, tok.cls_token_id, tok.sep_token_id,
+                                    mode=data_cfg.packing)
+        extra = {}
+    else:
+        from .labels import LabelSpace
+
+        labels_col = data_cfg.label_column or "label"
+        space = LabelSpace.from_values(ds[labels_col], problem="auto", column=labels_col)
+        ds = space.attach(ds, labels_col, source=str(paths[0]))
+        packed = encode_for_classification(ds, tok, text_cols, data_cfg.text_pair_column,
+                                           data_cfg.max_seq_length, "truncate", 0, data_cfg.num_proc)
+        lengths = np.array([len(x) for x in packed["input_ids"]])
+        stats = {"examples": len(ds), "tokens": int(lengths.sum()), "blocks": len(packed),
+                 "packing_efficiency": round(float(lengths.mean() / lengths.max()), 4) if len(lengths) else 0.0}
+        extra = {"labels": space.to_dict()}
+    packed.save_to_disk(str(out_dir / DATASET_DIR))
+    manifest = {
+        "bertkit_version": __version__,
+        "task": task,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": digests,
+        "tokenizer": {"source": tok_source, "fingerprint": tokenizer_fingerprint(tok), "vocab_size": len(tok),
+                      "lowercase": bool(getattr(tok, "do_lower_case", tok_cfg.lowercase))},
+        "parameters": {**asdict(data_cfg), "inputs": [str(p) for p in paths]},
+        "counts": stats,
+        "seconds": round(time.time() - t0, 2),
+        **extra,
+    }
+    manifest["cache_key"] = cache_key(digests, _cache_params(data_cfg, task), _tok_id(tok_cfg))
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return manifest
+
+
+def _cache_params(data_cfg, task: str) -> dict:
+    d = asdict(data_cfg)
+    for k in ("inputs", "num_proc", "eval_fraction"):
+        d.pop(k, None)
+    d["task"] = task
+    return d
+
+
+def _tok_id(tok_cfg) -> str:
+    if tok_cfg.train:
+        return f"train:{tok_cfg.vocab_size}:{tok_cfg.lowercase}:{tok_cfg.min_frequency}"
+    p = Path(tok_cfg.path or "")
+    f = p / "tokenizer.json"
+    if (p / TOKENIZER_DIR / "tokenizer.json").exists():
+        f = p / TOKENIZER_DIR / "tokenizer.json"
+    return hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else str(p)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move a completed temp dir into place (the old one, if any, is removed first)."""
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
+    """pretrain-mlm on raw files: tokenize once into ``cache_dir`` and reuse it while inputs,
+    parameters and tokenizer are unchanged.  Runs on the main process first; the others wait for
+    it and then read the cache (see :func:`bertkit.training.main_process_first`)."""
+    from .training import main_process_first
+
+    paths = None
+    with main_process_first():
+        if is_tokenized_dir(cache_dir):
+            from .data import expand_inputs
+
+            paths = expand_inputs(data_cfg.inputs, "--data")
+            key = cache_key([file_digest(p) for p in paths], _cache_params(data_cfg, "mlm"), _tok_id(tok_cfg))
+            if read_manifest(cache_dir).get("cache_key") == key:
+                log.info(f"Using the tokenized cache {cache_dir}")
+                return cache_dir
+        from .training import is_main_process
+
+        if is_main_process():
+            tmp = cache_dir.with_name(cache_dir.name + f".tmp-{os.getpid()}")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            try:
+                build_tokenized(data_cfg, tok_cfg, "mlm", tmp, flag="--data")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            replace_dir(tmp, cache_dir)
+    return cache_dir
+
+
+__all__ = ["load_tokenizer", "train_wordpiece", "pack_blocks", "build_tokenized", "tokenized_cache",
+           "is_tokenized_dir", "read_manifest", "require_local_dir", "is_saved_dataset"]
+
+
+# --------------------------------------------------------------------------------------------
+# Classification examples
+# --------------------------------------------------------------------------------------------
+
+def encode_for_classification(ds, tok, text_cols: list[str], pair_col: str | None, max_len: int,
+                              long_text: str = "truncate", stride: int = 32, num_proc: int = 1):
+    """Tokenize one example per row (no padding: batches are padded dynamically).
+
+    ``long_text``: ``truncate`` keeps the head; ``head-tail`` keeps the first quarter and the last
+    three quarters of the token budget (Sun et al., 2019); ``sliding-window`` turns a long text into
+    overlapping windows (``stride`` tokens of overlap), each a training example carrying the row's
+    label and an ``example_id`` so window scores can be aggregated per text.
+    """
+    if max_len < 8:
+        raise UsageError(f"--max-seq-length {max_len} is too small: use at least 8")
+    if long_text == "sliding-window" and not 0 <= stride < max_len // 2:
+        raise UsageError(f"--stride {stride} must be between 0 and half of --max-seq-length ({max_len // 2})")
+    keep = [c for c in ("labels",) if c in ds.column_names]
+    ds = ds.add_column("example_id", list(range(len(ds))))
+
+    def fn(batch):
+        n = len(batch[text_cols[0]])
+        texts = join_text(batch, text_cols, n)
+        pairs = [str(p) for p in batch[pair_col]] if pair_col else None
+        if long_text == "sliding-window":
+            enc = tok(texts, pairs, truncation="only_second" if pairs else True, max_length=max_len,
+                      stride=stride, return_overflowing_tokens=True)
+            mapping = enc.pop("overflow_to_sample_mapping")
+            out = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+            out["example_id"] = [batch["example_id"][i] for i in mapping]
+            for k in keep:
+                out[k] = [batch[k][i] for i in mapping]
+            return out
+        if long_text == "head-tail" and not pairs:
+            enc = tok(texts, add_special_tokens=False)
+            budget = max_len - 2
+            head = budget // 4
+            ids = [x if len(x) <= budget else x[:head] + x[len(x) - (budget - head):] for x in enc["input_ids"]]
+            full = [tok.build_inputs_with_special_tokens(x) for x in ids]
+            out = {"input_ids": full, "attention_mask": [[1] * len(x) for x in full],
+                   "token_type_ids": [[0] * len(x) for x in full]}
+        else:
+            enc = tok(texts, pairs, truncation=True, max_length=max_len)
+            out = {k: enc[k] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+        out["example_id"] = batch["example_id"]
+        for k in keep:
+            out[k] = batch[k]
+        return out
+
+    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
+                  remove_columns=ds.column_names, desc="Tokenizing")
