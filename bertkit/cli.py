@@ -180,17 +180,19 @@ def recipes_command():
 # Entry point
 # ------------------------------------------------------------------------------------------------
 
+def _is_click_error(e: BaseException) -> bool:
+    # Typer vendors its own copy of click: recognise usage errors by their API, not their module.
+    return hasattr(e, "show") and hasattr(e, "exit_code") and not isinstance(e, BertkitError)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="bertkit", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (typer.Exit, click.exceptions.Exit) as e:
+        sys.exit(getattr(e, "exit_code", 0))
+    except (typer.Abort, click.exceptions.Abort):
         print("bertkit: aborted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
     except BertkitError as e:
         if _STATE["debug"]:
             import traceback
@@ -208,6 +210,9 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+        if _is_click_error(e):
+            e.show()  # type: ignore[attr-defined]
+            sys.exit(e.exit_code)  # type: ignore[attr-defined]
         if _STATE["debug"]:
             raise
         msg = str(e).splitlines()[0] if str(e) else ""

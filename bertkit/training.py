@@ -102,11 +102,12 @@ def prepare_output(output: str | None, overwrite: bool, resume: str) -> tuple[Pa
             wait_for_everyone()
         elif resume_from:
             pass
+        elif (out / METRICS).exists():
+            hint = f", or --resume {ck} to train on from its last checkpoint" if ck else ""
+            raise UsageError(f"--output {output}: holds a finished run; pass --overwrite to replace it{hint}")
         elif ck is not None and resume == "auto":
             resume_from = str(ck)
-            log.info(f"Resuming from {ck} (pass --resume no --overwrite to start over)")
-        elif (out / METRICS).exists():
-            raise UsageError(f"--output {output}: holds a finished run; pass --overwrite to replace it or choose another dir")
+            log.info(f"Resuming from {ck} (pass --overwrite to start over)")
         else:
             ignorable = {"bertkit_config.yaml", "tokenized", CHECKPOINTS, TRAINING_LOG, ".stop"}
             if any(p.name not in ignorable and not p.name.startswith(".tmp") for p in out.iterdir()):

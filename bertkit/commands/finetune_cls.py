@@ -17,7 +17,7 @@ from ..modeling import check_compatible, check_model_dir, count_parameters, load
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification, load_tokenizer
-from ..training import (METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
+from ..training import (check_numbers, METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
                         remove_default_printers, training_arguments, write_final, write_json)
 
 log = get_logger()
@@ -78,6 +78,7 @@ def run(cfg: FinetuneConfig) -> dict:
     d = cfg.data
     if not d.train:
         raise UsageError("--train is required: the labelled training file")
+    check_numbers(cfg.train)
     mdir = check_model_dir(cfg.model, "--model")
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     tok = load_tokenizer(mdir, "--model")

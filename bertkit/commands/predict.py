@@ -62,7 +62,6 @@ def load_model(mdir: Path, task: str, device):
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"--model {mdir}: cannot load for {task} ({str(e).splitlines()[0]})") from None
     model.eval().to(device)
-    torch.set_grad_enabled(False)
     return model
 
 
@@ -127,6 +126,21 @@ def run(cfg: PredictConfig) -> dict:
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
     results: list[dict | None] = [None] * len(texts)
     progress = _Progress(len(texts))
+    with torch.inference_mode():
+        _predict_batches(cfg, task, tok, model, device, texts, pairs, order, results, progress, max_len, config)
+    progress.close()
+    elapsed = time.time() - t0
+    n = write_results(results, out_path, task)
+    rate = n / max(elapsed, 1e-9)
+    if not quiet():
+        print(f"predict: {n:,} rows in {elapsed:.1f}s ({rate:,.1f} rows/s), task {task}"
+              + (f" -> {out_path}" if out_path != "-" else ""), file=sys.stderr)
+    return {"rows": n, "seconds": elapsed, "rows_per_second": rate, "task": task}
+
+
+def _predict_batches(cfg, task, tok, model, device, texts, pairs, order, results, progress, max_len, config):
+    import torch
+
     if task == "fill-mask":
         if tok.mask_token is None:
             raise UsageError(f"--model {mdir}: the tokenizer has no mask token")
@@ -167,14 +181,6 @@ def run(cfg: PredictConfig) -> dict:
             for row, i in enumerate(idx):
                 results[i] = _format_cls(texts[i], pairs[i] if pairs else None, logits[row], space)
             progress.update(len(idx))
-    progress.close()
-    elapsed = time.time() - t0
-    n = write_results(results, out_path, task)
-    rate = n / max(elapsed, 1e-9)
-    if not quiet():
-        print(f"predict: {n:,} rows in {elapsed:.1f}s ({rate:,.1f} rows/s), task {task}"
-              + (f" -> {out_path}" if out_path != "-" else ""), file=sys.stderr)
-    return {"rows": n, "seconds": elapsed, "rows_per_second": rate, "task": task}
 
 
 def _format_cls(text: str, pair: str | None, logits: np.ndarray, space: LabelSpace) -> dict:

@@ -16,7 +16,7 @@ from ..modeling import (check_compatible, check_model_dir, count_parameters, loa
 from ..schemas import PretrainConfig
 from ..summary import print_summary
 from ..tokenization import DATASET_DIR, is_tokenized_dir, load_tokenizer, read_manifest, tokenized_cache
-from ..training import (METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
+from ..training import (check_numbers, METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
                         remove_default_printers, training_arguments, world_size, write_final, write_json)
 
 log = get_logger()
@@ -78,6 +78,7 @@ def load_data(cfg: PretrainConfig, out: Path):
 
 
 def run(cfg: PretrainConfig) -> dict:
+    check_numbers(cfg.train)
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     if is_main_process():
         save_config(cfg, out, "pretrain-mlm")

@@ -45,13 +45,16 @@ def review(rng: random.Random, positive: bool) -> str:
             parts.append(rng.choice(ZH_SUBJ) + rng.choice(words))
         return "，".join(parts) + "。"
     words, ends = (POS, POS_END) if positive else (NEG, NEG_END)
-    s = f"{rng.choice(SUBJECTS)} was {rng.choice(ADV)} {rng.choice(words)}"
+    if rng.random() < 0.3:  # negation: "not great" is negative, "not bad" positive
+        s = f"{rng.choice(SUBJECTS)} was not {rng.choice(NEG if positive else POS)}"
+    else:
+        s = f"{rng.choice(SUBJECTS)} was {rng.choice(ADV)} {rng.choice(words)}"
     parts = [s]
     if rng.random() < 0.5:
         parts.insert(0, rng.choice(NEUTRAL))
     if rng.random() < 0.5:
         parts.append(f"and {rng.choice(SUBJECTS)} was {rng.choice(words)}")
-    if rng.random() < 0.5:
+    if rng.random() < 0.3:
         parts.append(rng.choice(ends))
     return ", ".join(parts) + "."
 
