@@ -138,7 +138,7 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import FinetuneConfig, PredictConfig, PretrainConfig, TokenizeConfig
+    from .schemas import EvaluateConfig, FinetuneConfig, PredictConfig, PretrainConfig, TokenizeConfig
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -146,6 +146,8 @@ def _register_all() -> None:
               "Masked-language-model pretraining from a size preset or a local checkpoint.")
     _register("finetune-cls", FinetuneConfig, "finetune_cls",
               "Fine-tune a sequence classifier (single-label, multi-label, regression, pairs).")
+    _register("evaluate", EvaluateConfig, "evaluate",
+              "Compute a saved model's metrics on a labelled file (classification) or on text (MLM), without training.")
     _register("predict", PredictConfig, "predict",
               "Fill-mask or classification inference: files (or stdin) in, JSON lines or CSV out.")
 

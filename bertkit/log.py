@@ -23,7 +23,10 @@ def is_tty() -> bool:
 
 
 def setup(verbosity: int = 0) -> None:
-    """verbosity: -1 quiet, 0 normal, 1 verbose."""
+    """verbosity: -1 quiet, 0 normal, 1 verbose.  Processes other than the main one of a distributed
+    run only report warnings and errors."""
+    if int(os.environ.get("RANK", "0") or 0) != 0:
+        verbosity = min(verbosity, -1)
     logger = get_logger()
     logger.handlers.clear()
     handler = logging.StreamHandler(sys.stderr)

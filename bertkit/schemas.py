@@ -195,3 +195,19 @@ class PredictConfig:
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the model's limit, 512 at most).",
                                         "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
+
+
+@dataclass
+class EvaluateConfig:
+    model: Optional[str] = opt(None, "Local model directory (a classifier or a masked-LM).", "--model")
+    data: Optional[str] = opt(None, "Labelled file (classification) or text / `bertkit tokenize` output (MLM).", "--data")
+    output: Optional[str] = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
+    task: Literal["auto", "fill-mask", "classification"] = opt(
+        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
+    text_column: str = opt("text", "Column holding the text.", "--text-column")
+    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
+    label_column: str = opt("label", "Column holding the label (classification).", "--label-column")
+    batch_size: int = opt(32, "Rows per forward pass.", "--batch-size")
+    max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (MLM blocks: default 128).", "--max-seq-length")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
+    seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")

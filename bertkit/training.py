@@ -184,6 +184,13 @@ def check_numbers(train) -> None:
         raise UsageError(f"--report-to {train.report_to}: use none or tensorboard (bertkit reports nowhere remote)")
 
 
+def _has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (getattr(torch.backends, "mps", None) is not None
+                                         and torch.backends.mps.is_available())
+
+
 def precision_flags(precision: str) -> dict[str, bool]:
     import torch
 
@@ -244,7 +251,9 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
         logging_dir=str(output / "runs") if train.report_to == "tensorboard" else None,
         disable_tqdm=True,
         torch_compile=train.compile,
-        use_cpu=False,
+        # Without a GPU, use_cpu makes accelerate run torchrun/accelerate-launch processes as MULTI_CPU
+        # (gloo) DDP; without it each process would silently train on its own.
+        use_cpu=not _has_accelerator(),
         ddp_find_unused_parameters=False,
         **precision_flags(train.precision),
     )
@@ -314,7 +323,7 @@ def make_callbacks(output: Path, unit: str, tokens_per_example: int | None = Non
                 self.bar.update(state.global_step - self.bar.n)
 
         def on_log(self, args, state, control, logs=None, **kw):
-            if not state.is_world_process_zero or not logs or "train_runtime" in logs:
+            if not logs or "train_loss" in logs:  # the end-of-training summary
                 return
             now = time.time()
             units = self._units(state, args)
@@ -330,7 +339,9 @@ def make_callbacks(output: Path, unit: str, tokens_per_example: int | None = Non
                 eta = (now - self.t0) / done * (state.max_steps - state.global_step)
                 rec["eta_s"] = round(eta, 1)
             rec["elapsed_s"] = round(now - self.t0, 1)
-            self.history.append(rec)
+            self.history.append(rec)  # on every process: callers decide collectively from it
+            if not state.is_world_process_zero:
+                return
             with open(self.log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
             self._print(rec, state)

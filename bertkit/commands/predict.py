@@ -122,12 +122,19 @@ def run(cfg: PredictConfig) -> dict:
     model = load_model(mdir, task, device)
 
     t0 = time.time()
-    # sort by length so each batch pads little; results go back to input order
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
-    results: list[dict | None] = [None] * len(texts)
     progress = _Progress(len(texts))
-    with torch.inference_mode():
-        _predict_batches(cfg, task, tok, model, device, texts, pairs, order, results, progress, max_len, config)
+    if task == "fill-mask":
+        if tok.mask_token is None:
+            raise UsageError(f"--model {mdir}: the tokenizer has no mask token")
+        # sort by length so each batch pads little; results go back to input order
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        results: list[dict | None] = [None] * len(texts)
+        _fill_mask(cfg, tok, model, device, texts, order, results, progress, max_len)
+    else:
+        space = LabelSpace.from_model_config(config)
+        windowed = getattr(config, "bertkit_long_text", "truncate") == "sliding-window"
+        logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, windowed, progress)
+        results = [_format_cls(t, pairs[i] if pairs else None, logits[i], space) for i, t in enumerate(texts)]
     progress.close()
     elapsed = time.time() - t0
     n = write_results(results, out_path, task)
@@ -138,12 +145,43 @@ def run(cfg: PredictConfig) -> dict:
     return {"rows": n, "seconds": elapsed, "rows_per_second": rate, "task": task}
 
 
-def _predict_batches(cfg, task, tok, model, device, texts, pairs, order, results, progress, max_len, config):
+def classification_logits(model, tok, texts: list[str], pairs: list[str] | None, batch_size: int, max_len: int,
+                          device, windowed: bool = False, progress: "_Progress | None" = None) -> np.ndarray:
+    """Logits for every text, in input order.  Texts are sorted by length into batches (little padding);
+    with ``windowed`` (a model trained with --long-text sliding-window) long texts are split into
+    overlapping windows whose logits are averaged per text."""
     import torch
 
-    if task == "fill-mask":
-        if tok.mask_token is None:
-            raise UsageError(f"--model {mdir}: the tokenizer has no mask token")
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
+    out: np.ndarray | None = None
+    with torch.inference_mode():
+        for idx in _batches(order, batch_size):
+            batch_pairs = [pairs[i] for i in idx] if pairs else None
+            kwargs = dict(truncation="only_second" if batch_pairs else True, max_length=max_len, padding=True,
+                          return_tensors="pt")
+            if windowed:
+                kwargs.update(return_overflowing_tokens=True, stride=min(32, max_len // 4))
+            enc = tok([texts[i] for i in idx], batch_pairs, **kwargs)
+            mapping = enc.pop("overflow_to_sample_mapping", None)
+            feats = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            logits = model(**feats).logits.float().cpu().numpy()
+            if mapping is not None:  # average window logits per text
+                m = mapping.numpy()
+                agg = np.zeros((len(idx), logits.shape[1]))
+                np.add.at(agg, m, logits)
+                logits = agg / np.bincount(m, minlength=len(idx))[:, None]
+            if out is None:
+                out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
+            out[idx] = logits
+            if progress is not None:
+                progress.update(len(idx))
+    return out if out is not None else np.zeros((0, 1), dtype=np.float32)
+
+
+def _fill_mask(cfg, tok, model, device, texts, order, results, progress, max_len):
+    import torch
+
+    with torch.inference_mode():
         for idx in _batches(order, cfg.batch_size):
             enc = tok([texts[i] for i in idx], truncation=True, max_length=max_len, padding=True, return_tensors="pt")
             logits = model(**{k: v.to(device) for k, v in enc.items()}).logits
@@ -159,27 +197,6 @@ def _predict_batches(cfg, task, tok, model, device, texts, pairs, order, results
                 for m in masks:
                     filled = filled.replace(tok.mask_token, m[0]["token_str"].removeprefix("##"), 1)
                 results[i] = {"text": texts[i], "masks": masks, "filled": filled}
-            progress.update(len(idx))
-    else:
-        space = LabelSpace.from_model_config(config)
-        windowed = getattr(config, "bertkit_long_text", "truncate") == "sliding-window"
-        for idx in _batches(order, cfg.batch_size):
-            batch_pairs = [pairs[i] for i in idx] if pairs else None
-            kwargs = dict(truncation="only_second" if batch_pairs else True, max_length=max_len, padding=True,
-                          return_tensors="pt")
-            if windowed:
-                kwargs.update(return_overflowing_tokens=True, stride=32)
-            enc = tok([texts[i] for i in idx], batch_pairs, **kwargs)
-            mapping = enc.pop("overflow_to_sample_mapping", None)
-            feats = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-            logits = model(**feats).logits.float().cpu().numpy()
-            if mapping is not None:  # average window logits per text
-                m = mapping.numpy()
-                agg = np.zeros((len(idx), logits.shape[1]))
-                np.add.at(agg, m, logits)
-                logits = agg / np.bincount(m, minlength=len(idx))[:, None]
-            for row, i in enumerate(idx):
-                results[i] = _format_cls(texts[i], pairs[i] if pairs else None, logits[row], space)
             progress.update(len(idx))
 
 
