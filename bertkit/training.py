@@ -248,7 +248,6 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
         save_total_limit=train.save_total_limit,
         dataloader_num_workers=train.num_workers,
         report_to=[] if train.report_to == "none" else [train.report_to],
-        logging_dir=str(output / "runs") if train.report_to == "tensorboard" else None,
         disable_tqdm=True,
         torch_compile=train.compile,
         # Without a GPU, use_cpu makes accelerate run torchrun/accelerate-launch processes as MULTI_CPU
@@ -262,8 +261,9 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
     if save_strategy == "steps":
         kwargs["save_steps"] = save_steps
     kwargs.update(extra)
-    if kwargs.get("logging_dir") is None:
-        kwargs.pop("logging_dir")
+    if train.report_to == "tensorboard":
+        # transformers 5 reads the TensorBoard directory from the environment (no logging_dir argument)
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(output / "runs"))
     try:
         return TrainingArguments(**kwargs)
     except ValueError as e:

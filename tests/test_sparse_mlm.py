@@ -1,0 +1,368 @@
+"""Sparse MLM head, MLM collator and block packing: fast CPU checks on tiny configs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bertkit.data import DOC_START
+
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "unbelievable transformations happen unexpectedly in wonderland",
+    "tokenization of uncommon words produces continuation pieces",
+    "a small model learns masked language modelling quickly",
+    "pretraining encoders needs lots of unlabelled text",
+    "the dog sleeps while the fox runs around the garden",
+]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from bertkit.tokenization import train_wordpiece
+
+    return train_wordpiece(iter([SENTENCES]), vocab_size=100, lowercase=True, min_frequency=1)
+
+
+def tiny_config(tok, dropout: float = 0.0):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout, pad_token_id=tok.pad_token_id, type_vocab_size=2)
+
+
+def make_pair(tok):
+    from transformers import BertForMaskedLM
+
+    from bertkit.modeling import SparseBertForMaskedLM
+
+    torch.manual_seed(0)
+    sparse = SparseBertForMaskedLM(tiny_config(tok))
+    dense = BertForMaskedLM(tiny_config(tok))
+    dense.load_state_dict(sparse.state_dict())
+    return sparse, dense
+
+
+def mlm_batch(tok, seed: int = 0, n: int = 6, probability: float = 0.3):
+    from bertkit.masking import MLMCollator
+
+    enc = tok([SENTENCES[i % len(SENTENCES)] + " " + SENTENCES[(i * 5 + 1) % len(SENTENCES)] for i in range(n)])
+    coll = MLMCollator(tok, probability)
+    coll.generator = torch.Generator().manual_seed(seed)
+    return coll([{"input_ids": ids} for ids in enc["input_ids"]])
+
+
+# --------------------------------------------------------------------------------------------
+# SparseBertForMaskedLM
+# --------------------------------------------------------------------------------------------
+
+def test_sparse_loss_and_gradients_equal_dense(tok):
+    sparse, dense = make_pair(tok)
+    batch = mlm_batch(tok)
+    assert (batch["labels"] != -100).sum() > 3
+    sparse.train()
+    dense.train()
+    ls = sparse(**batch).loss
+    ld = dense(**batch).loss
+    assert torch.allclose(ls, ld, atol=1e-5), (ls.item(), ld.item())
+    ls.backward()
+    ld.backward()
+    dense_params = dict(dense.named_parameters())
+    n = 0
+    for name, p in sparse.named_parameters():
+        q = dense_params[name]
+        if p.grad is None and q.grad is None:
+            continue
+        gp = p.grad if p.grad is not None else torch.zeros_like(p)
+        gq = q.grad if q.grad is not None else torch.zeros_like(q)
+        assert torch.allclose(gp, gq, atol=1e-5, rtol=1e-4), name
+        n += 1
+    assert n == len(dense_params)
+
+
+def test_sparse_without_masked_tokens_has_zero_loss_and_grads(tok):
+    sparse, _ = make_pair(tok)
+    batch = mlm_batch(tok)
+    batch["labels"].fill_(-100)
+    out = sparse(**batch)
+    assert out.loss.item() == 0.0
+    out.loss.backward()  # still connected to the graph (DDP needs every parameter used)
+
+
+def test_sparse_without_labels_equals_parent(tok):
+    sparse, dense = make_pair(tok)
+    sparse.eval()
+    dense.eval()
+    batch = mlm_batch(tok)
+    with torch.no_grad():
+        a = sparse(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        b = dense(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert a.shape == (*batch["input_ids"].shape, len(tok))
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_sparse_eval_returns_loss_and_masked_predictions(tok):
+    sparse, dense = make_pair(tok)
+    sparse.eval()
+    dense.eval()
+    batch = mlm_batch(tok)
+    with torch.no_grad():
+        out = sparse(**batch)
+        ref = dense(**batch)
+    assert torch.allclose(out.loss, ref.loss, atol=1e-5)
+    masked = batch["labels"] != -100
+    assert out.logits.shape == batch["labels"].shape
+    assert (out.logits[~masked] == -100).all()
+    assert torch.equal(out.logits[masked], ref.logits.argmax(-1)[masked])
+
+
+def test_save_pretrained_loads_as_stock_bert(tok, tmp_path):
+    from transformers import BertForMaskedLM
+
+    sparse, _ = make_pair(tok)
+    sparse.save_pretrained(str(tmp_path), safe_serialization=True)
+    cfg = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    assert cfg["architectures"] == ["BertForMaskedLM"]
+    loaded = BertForMaskedLM.from_pretrained(str(tmp_path), local_files_only=True)
+    assert type(loaded) is BertForMaskedLM
+    a, b = sparse.state_dict(), loaded.state_dict()
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# --------------------------------------------------------------------------------------------
+# MLMCollator
+# --------------------------------------------------------------------------------------------
+
+def content_ids(tok):
+    special = set(tok.all_special_ids)
+    return torch.tensor([i for i in range(len(tok)) if i not in special])
+
+
+def random_examples(tok, rows: int, length: int, seed: int = 0, ragged: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    ids = content_ids(tok)
+    out = []
+    for r in range(rows):
+        n = length - (r % 7 if ragged else 0)
+        body = ids[torch.randint(len(ids), (n - 2,), generator=g)].tolist()
+        out.append({"input_ids": [tok.cls_token_id] + body + [tok.sep_token_id]})
+    return out
+
+
+def test_collator_never_masks_special_tokens(tok):
+    from bertkit.masking import MLMCollator
+
+    coll = MLMCollator(tok, probability=0.9)
+    examples = random_examples(tok, 32, 40, ragged=True)
+    # a [SEP] in the middle, as pack_blocks puts between documents
+    examples[0]["input_ids"][10] = tok.sep_token_id
+    batch = coll(examples)
+    ids, _ = coll.pad(examples)
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    assert special.sum() > 64 + 6  # [CLS], [SEP] and padding
+    assert (batch["labels"][special] == -100).all()
+    assert torch.equal(batch["input_ids"][special], ids[special])
+    assert (batch["attention_mask"] == (ids != tok.pad_token_id).long()).all()
+    assert batch["input_ids"].shape[1] % 8 == 0
+
+
+def test_collator_masking_rate_and_80_10_10(tok):
+    from bertkit.masking import MLMCollator
+
+    coll = MLMCollator(tok, probability=0.15)
+    examples = random_examples(tok, 256, 128, seed=1)
+    ids, _ = coll.pad(examples)
+    batch = coll(examples)
+    content = ~torch.isin(ids, torch.tensor(tok.all_special_ids))
+    selected = batch["labels"] != -100
+    assert torch.equal(batch["labels"][selected], ids[selected])
+    rate = selected.sum().item() / content.sum().item()
+    assert 0.14 < rate < 0.16, rate
+    inp = batch["input_ids"][selected]
+    orig = ids[selected]
+    n = selected.sum().item()
+    to_mask = (inp == tok.mask_token_id).sum().item() / n
+    kept = (inp == orig).sum().item() / n
+    replaced = ((inp != orig) & (inp != tok.mask_token_id)).sum().item() / n
+    assert 0.77 < to_mask < 0.83, to_mask
+    assert 0.075 < kept < 0.14, kept  # 10% kept, plus random draws that hit the same token
+    assert 0.07 < replaced < 0.125, replaced
+    # unselected positions are untouched
+    assert torch.equal(batch["input_ids"][~selected], ids[~selected])
+
+
+def test_collator_eval_is_deterministic_at_15_percent(tok):
+    from bertkit.masking import MLMCollator
+
+    coll = MLMCollator(tok, probability=0.5)
+    examples = random_examples(tok, 128, 128, seed=2)
+    with coll.evaluation():
+        a = coll(examples)
+    with coll.evaluation():
+        b = coll(examples)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    content = (a["attention_mask"] == 1).sum().item() - 2 * len(examples)
+    rate = (a["labels"] != -100).sum().item() / content
+    assert 0.135 < rate < 0.165, rate
+    train = coll(examples)  # outside the block: the training probability again
+    rate = (train["labels"] != -100).sum().item() / content
+    assert 0.47 < rate < 0.53, rate
+
+
+def test_collator_whole_word_mask_keeps_words_together(tok):
+    from bertkit.masking import MLMCollator
+
+    vocab = tok.get_vocab()
+    cont = torch.zeros(len(tok), dtype=torch.bool)
+    for t, i in vocab.items():
+        if t.startswith("##"):
+            cont[i] = True
+    enc = tok(SENTENCES * 8)
+    examples = [{"input_ids": ids} for ids in enc["input_ids"]]
+    coll = MLMCollator(tok, probability=0.4, whole_word_mask=True)
+    coll.generator = torch.Generator().manual_seed(0)
+    batch = coll(examples)
+    ids, _ = coll.pad(examples)
+    selected = batch["labels"] != -100
+    n_cont = 0
+    for r in range(ids.size(0)):
+        for c in range(1, ids.size(1)):
+            if cont[ids[r, c]]:
+                n_cont += 1
+                start = c
+                while cont[ids[r, start]]:
+                    start -= 1
+                assert selected[r, c] == selected[r, start], (r, c)
+    assert n_cont > 50  # the tiny vocabulary splits words into ## pieces
+    # some words are masked, some are not
+    assert 0 < selected.sum() < (batch["attention_mask"] == 1).sum()
+
+
+# --------------------------------------------------------------------------------------------
+# pack_blocks / tokenize_text_column
+# --------------------------------------------------------------------------------------------
+
+CLS, SEP = 2, 3
+
+
+def rows_dataset(rows, starts=None):
+    import datasets
+
+    data = {"input_ids": rows}
+    if starts is not None:
+        data[DOC_START] = starts
+    return datasets.Dataset.from_dict(data)
+
+
+def blocks_of(packed) -> list[list[int]]:
+    return [list(x) for x in packed["input_ids"]]
+
+
+def check_framed(blocks, block_size):
+    for b in blocks:
+        assert b[0] == CLS and b[-1] == SEP
+        assert 3 <= len(b) <= block_size
+
+
+def test_pack_docs_keeps_tail_and_joins_documents_with_sep():
+    from bertkit.tokenization import pack_blocks
+
+    rows = [[10, 11, 12], [13, 14], [15, 16, 17, 18], [19]]
+    starts = [True, False, True, True]
+    packed, stats = pack_blocks(rows_dataset(rows, starts), 32, CLS, SEP)
+    blocks = blocks_of(packed)
+    assert blocks == [[CLS, 10, 11, 12, 13, 14, SEP, 15, 16, 17, 18, SEP, 19, SEP]]
+    assert stats["tokens"] == 10 and stats["blocks"] == 1 and stats["examples"] == 4
+
+
+def test_pack_docs_no_token_lost_across_blocks_and_chunks():
+    import datasets
+
+    from bertkit.tokenization import pack_blocks
+
+    rng = np.random.default_rng(0)
+    rows, starts = [], []
+    for i in range(300):
+        rows.append((rng.integers(10, 90, size=int(rng.integers(0, 60)))).tolist())
+        starts.append(bool(i % 3 == 0))
+    # several Arrow record batches: the remainder must carry over from one to the next
+    parts = [rows_dataset(rows[s: s + 70], starts[s: s + 70]) for s in range(0, 300, 70)]
+    ds = datasets.concatenate_datasets(parts)
+    assert len(ds.data.table.column("input_ids").chunks) > 1
+    block = 32
+    packed, stats = pack_blocks(ds, block, CLS, SEP)
+    blocks = blocks_of(packed)
+    check_framed(blocks, block)
+    assert all(len(b) == block for b in blocks[:-1])
+    assert len(blocks[-1]) <= block
+    expected = []
+    for i, (r, s) in enumerate(zip(rows, starts)):
+        if s and i > 0:
+            expected.append(SEP)
+        expected.extend(r)
+    stream = [t for b in blocks for t in b[1:-1]]
+    assert stream == expected
+    n_content = sum(len(r) for r in rows)
+    assert sum(1 for b in blocks for t in b if t not in (CLS, SEP)) == n_content
+    assert stats["tokens"] == n_content and stats["blocks"] == len(blocks)
+    assert stats["block_tokens"] == sum(map(len, blocks))
+
+
+def test_pack_without_doc_start_treats_rows_as_documents():
+    from bertkit.tokenization import pack_blocks
+
+    packed, _ = pack_blocks(rows_dataset([[10, 11], [12], [13, 14]]), 16, CLS, SEP)
+    assert blocks_of(packed) == [[CLS, 10, 11, SEP, 12, SEP, 13, 14, SEP]]
+
+
+def test_pack_lines_one_example_per_line_and_splits_long_lines():
+    from bertkit.tokenization import pack_blocks
+
+    long = list(range(20, 90))  # 70 tokens, block body 30
+    rows = [[10, 11, 12], [], long, [13]]
+    packed, stats = pack_blocks(rows_dataset(rows, [True, False, True, False]), 32, CLS, SEP, mode="lines")
+    blocks = blocks_of(packed)
+    check_framed(blocks, 32)
+    assert blocks == [[CLS, 10, 11, 12, SEP],
+                      [CLS, *long[:30], SEP], [CLS, *long[30:60], SEP], [CLS, *long[60:], SEP],
+                      [CLS, 13, SEP]]
+    assert stats["tokens"] == 74
+
+
+def test_pack_empty_input_is_an_error():
+    from bertkit.errors import DataError
+    from bertkit.tokenization import pack_blocks
+
+    with pytest.raises(DataError):
+        pack_blocks(rows_dataset([[], []], [True, True]), 32, CLS, SEP, mode="lines")
+
+
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_tokenize_and_pack_tiny_corpus(tok, num_proc):
+    import datasets
+
+    from bertkit.tokenization import pack_blocks, tokenize_text_column
+
+    texts = SENTENCES * 3
+    ds = datasets.Dataset.from_dict({"text": texts, DOC_START: [i % 2 == 0 for i in range(len(texts))]})
+    tokenized = tokenize_text_column(ds, tok, ["text"], num_proc)
+    assert set(tokenized.column_names) == {DOC_START, "input_ids"}
+    assert tokenized[DOC_START] == ds[DOC_START]
+    expected = tok(texts, add_special_tokens=False)["input_ids"]
+    assert [list(x) for x in tokenized["input_ids"]] == expected
+    packed, stats = pack_blocks(tokenized, 64, tok.cls_token_id, tok.sep_token_id)
+    blocks = blocks_of(packed)
+    assert len(blocks) >= 1 and len(blocks[-1]) < 64
+    for b in blocks:
+        assert b[0] == tok.cls_token_id and b[-1] == tok.sep_token_id
+    n_content = sum(map(len, expected))
+    specials = {tok.cls_token_id, tok.sep_token_id}
+    assert sum(1 for b in blocks for t in b if t not in specials) == n_content
+    assert stats["tokens"] == n_content
