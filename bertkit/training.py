@@ -10,6 +10,7 @@ The ``Trainer`` and ``accelerate`` do the rest, so the same code runs on CPU, on
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -281,7 +282,7 @@ def _fmt_time(s: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def make_callbacks(output: Path, unit: str, tokens_per_example: int | None = None, time_budget: str | None = None):
+def make_callbacks(output: Path, unit: str, time_budget: str | None = None, warmup_ratio: float = 0.0):
     """Callbacks shared by the training commands.
 
     ``unit`` is what throughput counts: ``tokens`` (pretraining, non-padding tokens) or ``examples``.
@@ -402,14 +403,50 @@ def make_callbacks(output: Path, unit: str, tokens_per_example: int | None = Non
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = time.time()
+            self.start_step = state.global_step
+            self.fitted_steps = None
+            self.orig_max_steps = state.max_steps
+            self.next_fit = 0.05 * (budget_s or 0)
 
         def on_step_end(self, args, state, control, **kw):
-            if budget_s is not None and time.time() - self.t0 >= budget_s:
-                self.budget_hit = True
+            if budget_s is not None:
+                elapsed = time.time() - self.t0
+                if elapsed >= budget_s:
+                    self.budget_hit = True
+                elif state.global_step - self.start_step >= 10 and (
+                        elapsed >= self.next_fit or (self.fitted_steps and state.global_step >= self.fitted_steps)):
+                    self._fit_schedule(state, kw.get("lr_scheduler"), elapsed)
             if self.signal is not None or self.budget_hit:
                 control.should_training_stop = True
                 control.should_save = self.signal is not None
             return control
+
+        def _fit_schedule(self, state, scheduler, elapsed: float) -> None:
+            """Fit the learning-rate schedule to the time budget, so it completes its warm-up and
+            decay by the deadline: estimate the steps that fit from the measured step time and give
+            the scheduler's lambdas that step count.  Refitted every 10% of the budget (and when the
+            estimate runs out early); training itself stops on the clock."""
+            done = state.global_step - self.start_step
+            per_step = elapsed / done
+            total = state.global_step + max(1, int((budget_s - elapsed) / per_step))
+            self.next_fit = elapsed + 0.1 * budget_s
+            total = min(total, self.orig_max_steps) if self.orig_max_steps else total
+            if self.fitted_steps == total:
+                return
+            first = self.fitted_steps is None
+            self.fitted_steps = total
+            state.max_steps = total
+            lambdas = getattr(scheduler, "lr_lambdas", None) or []
+            for i, fn in enumerate(lambdas):
+                kws = getattr(fn, "keywords", None)
+                if kws and "num_training_steps" in kws:
+                    new = dict(kws, num_training_steps=total)
+                    if "num_warmup_steps" in kws:
+                        new["num_warmup_steps"] = min(kws["num_warmup_steps"], int(warmup_ratio * total))
+                    lambdas[i] = functools.partial(fn.func, *fn.args, **new)
+            if not first:
+                return
+            log.info(f"time budget: about {total:,} steps fit; learning-rate schedule fitted to them")
 
     return Progress(), Stopper()
 

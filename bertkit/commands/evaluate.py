@@ -32,7 +32,7 @@ def run(cfg: EvaluateConfig) -> dict:
         raise UsageError("--data is required: the file to evaluate on")
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size {cfg.batch_size}: must be at least 1")
-    mdir = check_model_dir(cfg.model, "--model")
+    mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
     config = load_model_config(mdir)
     task = detect_task(config, cfg.task)
     tok = load_tokenizer(mdir, "--model")

@@ -79,7 +79,7 @@ def run(cfg: FinetuneConfig) -> dict:
     if not d.train:
         raise UsageError("--train is required: the labelled training file")
     check_numbers(cfg.train)
-    mdir = check_model_dir(cfg.model, "--model")
+    mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     tok = load_tokenizer(mdir, "--model")
     mconfig = load_model_config(mdir)

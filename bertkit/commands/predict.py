@@ -103,7 +103,7 @@ def run(cfg: PredictConfig) -> dict:
         raise UsageError(f"--batch-size {cfg.batch_size}: must be at least 1")
     if cfg.top_k < 1:
         raise UsageError(f"--top-k {cfg.top_k}: must be at least 1")
-    mdir = check_model_dir(cfg.model, "--model")
+    mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
     config = load_model_config(mdir)
     task = detect_task(config, cfg.task)
     tok = load_tokenizer(mdir, "--model")

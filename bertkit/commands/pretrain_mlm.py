@@ -6,7 +6,7 @@ import math
 import time
 from pathlib import Path
 
-from ..config import save_config
+from ..config import parse_duration, save_config
 from ..errors import DataError, UsageError
 from ..evaluation import MLMEvalAccumulator, perplexity
 from ..log import get_logger
@@ -85,7 +85,7 @@ def run(cfg: PretrainConfig) -> dict:
     train_ds, eval_ds, tok, manifest, block = load_data(cfg, out)
 
     if cfg.model.path:
-        mdir = check_model_dir(cfg.model.path, "--model")
+        mdir = check_model_dir(cfg.model.path, "--model", cfg.model.allow_pickle)
         mconfig = load_model_config(mdir)
         check_compatible(mconfig, tok, block, "--model")
         model = load_mlm_model(mdir, sparse=cfg.sparse_head)
@@ -104,6 +104,8 @@ def run(cfg: PretrainConfig) -> dict:
         manifest["counts"].get("blocks", len(train_ds)), 1)
     tokens_per_step = train.batch_size * train.grad_accum * world_size() * mean_block
     max_steps = train.max_steps
+    if train.time_budget:
+        parse_duration(train.time_budget)  # validate early
     if train.max_tokens:
         if train.max_tokens < 1:
             raise UsageError(f"--max-tokens {train.max_tokens}: must be positive")
@@ -114,7 +116,7 @@ def run(cfg: PretrainConfig) -> dict:
         eval_steps=train.eval_steps or max(1, total_steps // 4),
         batch_eval_metrics=True, prediction_loss_only=False, include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False)
-    progress, stopper = make_callbacks(out, "tokens", time_budget=train.time_budget)
+    progress, stopper = make_callbacks(out, "tokens", time_budget=train.time_budget, warmup_ratio=train.warmup_ratio)
     trainer = _mlm_trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
         processing_class=tok, compute_metrics=MLMEvalAccumulator() if eval_ds is not None else None,
