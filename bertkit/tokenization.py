@@ -6,6 +6,7 @@ dataset tokenized ahead of time and one tokenized on the fly are identical.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -138,18 +139,69 @@ def _encode_batch(tok, texts: list[str]) -> list[list[int]]:
     return [e.ids for e in encode(texts, add_special_tokens=False)]
 
 
-def tokenize_text_column(ds, tok, columns: list[str], num_proc: int):
-    """Map text -> input_ids (no special tokens), keeping the document-start flag."""
-    def fn(batch):
-        n = len(batch[columns[0]])
-        return {"input_ids": _encode_batch(tok, join_text(batch, columns, n))}
+def _encode_arrow(tok, texts: list[str]):
+    """Token ids of ``texts`` (no special tokens) as an Arrow ``list<int32>`` array."""
+    import itertools
 
-    if num_proc > 1:
-        # forked workers cannot use the tokenizers thread pool; each process tokenizes its shard
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    remove = [c for c in ds.column_names if c != DOC_START]
-    return ds.map(fn, batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
-                  remove_columns=remove, desc="Tokenizing")
+    import pyarrow as pa
+
+    ids = _encode_batch(tok, texts)
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
+    if offsets[-1] < 2 ** 31:
+        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.int32()))
+
+
+@contextlib.contextmanager
+def _tokenizers_parallelism(enabled: bool | None):
+    """Set TOKENIZERS_PARALLELISM for the block (None: leave it as it is)."""
+    if enabled is None:
+        yield
+        return
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true" if enabled else "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def tokenize_text_column(ds, tok, columns: list[str], num_proc: int, batch_size: int = 20000):
+    """Text -> ``input_ids`` (no special tokens, ``list<int32>``), keeping the document-start flag.
+
+    Encodes large batches with the tokenizers library's own thread pool (Rust threads over the
+    texts of a batch) and builds the Arrow columns from numpy, instead of ``datasets.map`` over
+    Python lists: no per-row Python work besides reading the ids, and with ``num_proc > 1`` no
+    worker processes (no fork, no pickling of results); ``num_proc > 1`` turns the thread pool on
+    even where TOKENIZERS_PARALLELISM=false, ``num_proc == 1`` leaves that setting as it is.
+    The result lives in memory (4 bytes per token).
+    """
+    import datasets
+    import pyarrow as pa
+    from datasets.utils import tqdm
+
+    texts_ds = ds.select_columns(columns)
+    n = len(ds)
+    chunks = []
+    with _tokenizers_parallelism(True if num_proc > 1 else None), \
+            tqdm(total=n, unit=" examples", desc="Tokenizing", disable=n < batch_size) as bar:
+        for start in range(0, n, batch_size):
+            batch = texts_ds[start:start + batch_size]
+            m = len(batch[columns[0]])
+            chunks.append(_encode_arrow(tok, join_text(batch, columns, m)))
+            bar.update(m)
+    ids = pa.chunked_array(chunks, type=pa.list_(pa.int32()))
+    cols = {}
+    if DOC_START in ds.column_names:
+        cols[DOC_START] = ds.select_columns([DOC_START]).with_format("arrow")[0:n][DOC_START].cast(pa.bool_())
+    cols["input_ids"] = ids
+    return datasets.Dataset(datasets.table.InMemoryTable(pa.table(cols)))
 
 
 def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str = "docs") -> tuple[Any, dict]:
@@ -207,15 +259,24 @@ def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str 
         n_rows += n
         n_tokens += int(lengths.sum())
         if mode == "lines":
-            # one example per row: split rows longer than a block, frame each piece
-            for r in range(n):
-                row = values[offsets[r]: offsets[r + 1]]
-                if len(row) == 0:
-                    continue
-                for s in range(0, len(row), body):
-                    piece = row[s: s + body]
-                    out_chunks.append(np.concatenate([[cls_id], piece, [sep_id]]).astype(np.int32))
-                    out_lengths.append(np.array([len(piece) + 2], dtype=np.int64))
+            # one example per row: rows longer than a block are split into pieces, each framed
+            lens = lengths[lengths > 0]
+            if len(lens):
+                pieces = (lens + body - 1) // body
+                piece_len = np.full(int(pieces.sum()), body, dtype=np.int64)
+                piece_len[np.cumsum(pieces) - 1] = lens - (pieces - 1) * body
+                out_len = piece_len + 2
+                ends = np.cumsum(out_len)
+                begins = ends - out_len
+                framed = np.empty(int(ends[-1]), dtype=np.int32)
+                content = np.ones(len(framed), dtype=bool)
+                content[begins] = False
+                content[ends - 1] = False
+                framed[content] = values  # the pieces, in order, are exactly the row values
+                framed[begins] = cls_id
+                framed[ends - 1] = sep_id
+                out_chunks.append(framed)
+                out_lengths.append(out_len)
             continue
         if starts_col is not None:
             starts = np.asarray(starts_col.slice(row_offset, n).to_numpy(zero_copy_only=False), dtype=bool)
@@ -461,7 +522,7 @@ def encode_for_classification(ds, tok, text_cols: list[str], pair_col: str | Non
             budget = max_len - 2
             head = budget // 4
             ids = [x if len(x) <= budget else x[:head] + x[len(x) - (budget - head):] for x in enc["input_ids"]]
-            full = [tok.build_inputs_with_special_tokens(x) for x in ids]
+            full = [[tok.cls_token_id, *x, tok.sep_token_id] for x in ids]
             out = {"input_ids": full, "attention_mask": [[1] * len(x) for x in full],
                    "token_type_ids": [[0] * len(x) for x in full]}
         else:

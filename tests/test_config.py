@@ -97,12 +97,15 @@ def test_every_recipe_loads():
     assert len(files) >= 5
     for f in files:
         lines = f.read_text(encoding="utf-8").splitlines()
-        assert lines[0].startswith("# Run: bertkit "), f
-        command = yaml.safe_load(f.read_text())["command"] if "accelerate" not in f.parts else None
-        if command is None:
+        assert lines[1].startswith("# Purpose: "), f
+        data = yaml.safe_load(f.read_text())
+        if "accelerate" in f.parts:  # accelerate launch configs
+            assert lines[0].startswith("# Run: accelerate launch --config_file recipes/accelerate/" + f.name), f
+            assert data["distributed_type"] and data["num_processes"] >= 1
             continue
-        assert lines[0].split()[3] == command, f
-        resolve(SCHEMAS[command], f)
+        assert lines[0].startswith("# Run: bertkit "), f
+        assert lines[0].split()[3] == data["command"], f
+        resolve(SCHEMAS[data["command"]], f)
     names = {r["name"] for r in list_recipes()}
     assert "pretrain-tiny-enwiki.yaml" in names
 
