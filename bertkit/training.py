@@ -359,6 +359,8 @@ def make_callbacks(output: Path, unit: str, time_budget: str | None = None, warm
                 parts.append(f"lr {rec['learning_rate']:.2e}")
             if f"{unit}_per_s" in rec:
                 parts.append(f"{rec[f'{unit}_per_s']:,.0f} {unit}/s")
+            if "padding_share" in rec:
+                parts.append(f"padding {rec['padding_share']:.1%}")
             if "eta_s" in rec:
                 parts.append(f"ETA {_fmt_time(rec['eta_s'])}")
             line = " | ".join(parts)

@@ -23,16 +23,40 @@ log = get_logger()
 
 
 def _mlm_trainer_class():
-    from transformers import Trainer
+    from transformers import Trainer, TrainerCallback
 
     class MLMTrainer(Trainer):
-        """Evaluation masks a fixed 15% with a reseeded generator, so eval losses compare across runs."""
+        """Evaluation masks a fixed 15% with a reseeded generator, so eval losses compare across runs;
+        training counts padded slots so the log can report the padding share."""
+
+        pad_slots = 0
+        real_tokens = 0
 
         def evaluate(self, *args, **kwargs):
             with self.data_collator.evaluation():
                 return super().evaluate(*args, **kwargs)
 
-    return MLMTrainer
+        def compute_loss(self, model, inputs, *args, **kwargs):
+            if model.training and "attention_mask" in inputs:
+                mask = inputs["attention_mask"]
+                self.pad_slots += mask.numel()
+                self.real_tokens += int(mask.sum())
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+    class PaddingShare(TrainerCallback):
+        """Adds ``padding_share`` (padded slots / all slots since the last log) to training logs;
+        it runs before the Progress callback, which prints and records it."""
+
+        def __init__(self):
+            self.trainer = None
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            t = self.trainer
+            if t is not None and logs is not None and "loss" in logs and t.pad_slots:
+                logs["padding_share"] = round(1.0 - t.real_tokens / t.pad_slots, 4)
+                t.pad_slots = t.real_tokens = 0
+
+    return MLMTrainer, PaddingShare
 
 
 def load_data(cfg: PretrainConfig, out: Path):
@@ -117,10 +141,13 @@ def run(cfg: PretrainConfig) -> dict:
         batch_eval_metrics=True, prediction_loss_only=False, include_num_input_tokens_seen="non_padding",
         remove_unused_columns=False)
     progress, stopper = make_callbacks(out, "tokens", time_budget=train.time_budget, warmup_ratio=train.warmup_ratio)
-    trainer = _mlm_trainer_class()(
+    trainer_cls, padding_cb = _mlm_trainer_class()
+    padding = padding_cb()
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
         processing_class=tok, compute_metrics=MLMEvalAccumulator() if eval_ds is not None else None,
-        callbacks=[progress, stopper])
+        callbacks=[padding, progress, stopper])
+    padding.trainer = trainer
     remove_default_printers(trainer)
 
     log.info(f"Pretraining a {origin}: {n_params / 1e6:.1f}M parameters, {len(train_ds):,} training blocks"
