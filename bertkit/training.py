@@ -486,6 +486,33 @@ def command_line() -> str:
     return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])
 
 
+def train_with_signals(trainer, stopper, output: Path, resume_from: str | None):
+    """``trainer.train`` with graceful SIGINT/SIGTERM; returns (TrainOutput, seconds)."""
+    t0 = time.time()
+    stopper.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        stopper.uninstall()
+    exit_for_signal(stopper, output, command_line())
+    return result, time.time() - t0
+
+
+def save_run(trainer, tokenizer, output: Path, command: str, cfg, metrics: dict, history: list[dict],
+             card_extra: dict | None = None) -> None:
+    """Final model + tokenizer (atomically), then metrics.json, the model card and curves.png."""
+    def save(tmp: Path):
+        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+    write_final(output, save)
+    if is_main_process():
+        from .reporting import finish_run
+
+        write_json(output / METRICS, metrics)
+        finish_run(output, command, cfg, metrics, history, card_extra)
+
+
 def steps_per_epoch(n_examples: int, train) -> int:
     per_step = train.batch_size * train.grad_accum * max(world_size(), 1)
     return max(1, math.ceil(n_examples / per_step))

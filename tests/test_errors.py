@@ -4,8 +4,6 @@ nothing half-written."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 
 from conftest import cli, run_cli

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, read_jsonl, run_cli
+from conftest import TINY, read_jsonl, run_cli
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 

@@ -4,9 +4,7 @@ without training.  Classification adds a confusion matrix (JSON and PNG)."""
 from __future__ import annotations
 
 import json
-import math
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 

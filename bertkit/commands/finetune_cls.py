@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 
 import numpy as np
 
@@ -17,8 +15,8 @@ from ..modeling import check_compatible, check_model_dir, count_parameters, load
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification, load_tokenizer
-from ..training import (check_numbers, METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
-                        remove_default_printers, training_arguments, write_final, write_json)
+from ..training import (check_numbers, is_main_process, make_callbacks, prepare_output, remove_default_printers, save_run,
+                        train_with_signals, training_arguments)
 
 log = get_logger()
 
@@ -72,7 +70,6 @@ def make_loss(problem: str, weights: list[float] | None):
 
 
 def run(cfg: FinetuneConfig) -> dict:
-    import datasets
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EarlyStoppingCallback
 
     d = cfg.data
@@ -162,14 +159,7 @@ def run(cfg: FinetuneConfig) -> dict:
     log.info(f"Fine-tuning {mdir} ({n_params / 1e6:.1f}M parameters) for {space.problem}-label"
              f"{'' if space.problem != 'regression' else ''} classification: {len(train_ds):,} train, "
              f"{len(val_ds):,} validation examples" + (f", labels {', '.join(space.names[:10])}" if space.names else ""))
-    t0 = time.time()
-    stopper.install()
-    try:
-        result = trainer.train(resume_from_checkpoint=resume_from)
-    finally:
-        stopper.uninstall()
-    exit_for_signal(stopper, out, command_line())
-    train_time = time.time() - t0
+    result, train_time = train_with_signals(trainer, stopper, out, resume_from)
 
     pred = trainer.predict(val_ds, metric_key_prefix="eval")
     val_logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -207,22 +197,13 @@ def run(cfg: FinetuneConfig) -> dict:
     trainer.model.config.bertkit_threshold = space.threshold
     trainer.model.config.bertkit_long_text = d.long_text
 
-    def save(tmp: Path):
-        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
-
-    write_final(out, save)
-    if is_main_process():
-        write_json(out / METRICS, metrics)
-        from ..reporting import finish_run
-
-        finish_run(out, "finetune-cls", cfg, metrics, progress.history, {
-            "labels": space.names,
-            "data": f"train: `{d.train}` ({len(train_ds):,} examples); validation: `{d.validation or 'held out from train'}` "
-                    f"({len(val_ds):,}); text column `{d.text_column}`"
-                    + (f", pair column `{d.text_pair_column}`" if d.text_pair_column else "")
-                    + f", label column `{d.label_column}`.",
-        })
+    save_run(trainer, tok, out, "finetune-cls", cfg, metrics, progress.history, {
+        "labels": space.names,
+        "data": f"train: `{d.train}` ({len(train_ds):,} examples); validation: `{d.validation or 'held out from train'}` "
+                f"({len(val_ds):,}); text column `{d.text_column}`"
+                + (f", pair column `{d.text_pair_column}`" if d.text_pair_column else "")
+                + f", label column `{d.label_column}`.",
+    })
     shown = [(k.replace("eval_", "validation ").replace("test_", "test "), f"{v:.4f}") for k, v in metrics.items()
              if k.startswith(("eval_", "test_")) and isinstance(v, float) and not k.endswith("loss")]
     print_summary("finetune-cls", [

@@ -53,7 +53,6 @@ def pick_device(name: str):
 
 
 def load_model(mdir: Path, task: str, device):
-    import torch
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     cls = AutoModelForMaskedLM if task == "fill-mask" else AutoModelForSequenceClassification
@@ -95,8 +94,6 @@ def _batches(order: list[int], size: int):
 
 
 def run(cfg: PredictConfig) -> dict:
-    import torch
-
     if cfg.input is None:
         raise UsageError("--input is required: a file, or - for stdin")
     if cfg.batch_size < 1:

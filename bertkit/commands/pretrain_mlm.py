@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 from ..config import parse_duration, save_config
@@ -16,8 +15,8 @@ from ..modeling import (check_compatible, check_model_dir, count_parameters, loa
 from ..schemas import PretrainConfig
 from ..summary import print_summary
 from ..tokenization import DATASET_DIR, is_tokenized_dir, load_tokenizer, read_manifest, tokenized_cache
-from ..training import (check_numbers, METRICS, command_line, exit_for_signal, is_main_process, make_callbacks, prepare_output,
-                        remove_default_printers, training_arguments, world_size, write_final, write_json)
+from ..training import (check_numbers, is_main_process, make_callbacks, prepare_output, remove_default_printers,
+                        save_run, train_with_signals, training_arguments, world_size)
 
 log = get_logger()
 
@@ -153,14 +152,7 @@ def run(cfg: PretrainConfig) -> dict:
     log.info(f"Pretraining a {origin}: {n_params / 1e6:.1f}M parameters, {len(train_ds):,} training blocks"
              + (f", {len(eval_ds):,} eval blocks" if eval_ds is not None else "")
              + f", mlm probability {cfg.mlm.probability}")
-    t0 = time.time()
-    stopper.install()
-    try:
-        result = trainer.train(resume_from_checkpoint=resume_from)
-    finally:
-        stopper.uninstall()
-    exit_for_signal(stopper, out, command_line())
-    train_time = time.time() - t0
+    result, train_time = train_with_signals(trainer, stopper, out, resume_from)
 
     metrics: dict = {
         "train_loss": result.training_loss,
@@ -182,16 +174,7 @@ def run(cfg: PretrainConfig) -> dict:
         metrics["eval_blocks"] = len(eval_ds)
     metrics["packing_efficiency"] = manifest["counts"].get("packing_efficiency")
 
-    def save(tmp: Path):
-        trainer.model.save_pretrained(str(tmp), safe_serialization=True)
-        tok.save_pretrained(str(tmp))
-
-    write_final(out, save)
-    if is_main_process():
-        write_json(out / METRICS, metrics)
-        from ..reporting import finish_run
-
-        finish_run(out, "pretrain-mlm", cfg, metrics, progress.history)
+    save_run(trainer, tok, out, "pretrain-mlm", cfg, metrics, progress.history)
     print_summary("pretrain-mlm", [
         ("model", f"{origin}, {n_params / 1e6:.2f}M parameters"),
         ("data", f"{len(train_ds):,} train blocks" + (f", {len(eval_ds):,} eval" if eval_ds is not None else "")),
