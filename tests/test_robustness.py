@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, read_jsonl, run_cli
+from conftest import ROOT, TINY, read_jsonl, run_cli
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
@@ -44,11 +44,12 @@ def test_torchrun_two_processes_cpu(tmp_path, tokenized, cls_files, mlm_model):
     for step in ls:
         assert 0.9 < ld[step] / ls[step] < 1.1, (step, ld[step], ls[step])
     assert len(read_jsonl(dist / "training_log.jsonl")) == len(read_jsonl(single / "training_log.jsonl"))
-    # finetune-cls under the same launcher
+    # finetune-cls under accelerate launch (2 CPU processes)
     train, dev = cls_files
     out = tmp_path / "cls"
-    p = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29534", "-m", "bertkit",
-                        "finetune-cls", "--model", str(mlm_model), "--train", str(train), "--validation", str(dev),
+    accel = [str(TORCHRUN.parent / "accelerate"), "launch", "--config_file",
+             str(ROOT / "recipes" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", "29534", "-m", "bertkit"]
+    p = subprocess.run([*accel, "finetune-cls", "--model", str(mlm_model), "--train", str(train), "--validation", str(dev),
                         "--output", str(out), "--epochs", "1", "--batch-size", "8", "--max-seq-length", "32"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

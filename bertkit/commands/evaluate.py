@@ -15,12 +15,11 @@ from ..errors import UsageError
 from ..evaluation import classification_metrics, confusion_matrix, perplexity
 from ..labels import LabelSpace
 from ..log import get_logger
-from ..modeling import check_model_dir, load_model_config
 from ..schemas import EvaluateConfig, TokenizerConfig
 from ..summary import print_summary
-from ..tokenization import DATASET_DIR, build_tokenized, is_tokenized_dir, load_tokenizer
+from ..tokenization import DATASET_DIR, build_tokenized, is_tokenized_dir
 from ..training import write_json
-from .predict import _Progress, classification_logits, detect_task, load_model, pick_device
+from .predict import _Progress, classification_logits, load_model, open_model_dir, pick_device
 
 log = get_logger()
 
@@ -28,18 +27,13 @@ log = get_logger()
 def run(cfg: EvaluateConfig) -> dict:
     if not cfg.data:
         raise UsageError("--data is required: the file to evaluate on")
-    if cfg.batch_size < 1:
-        raise UsageError(f"--batch-size {cfg.batch_size}: must be at least 1")
-    mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
-    config = load_model_config(mdir)
-    task = detect_task(config, cfg.task)
-    tok = load_tokenizer(mdir, "--model")
+    mdir, config, task, tok, max_len = open_model_dir(cfg)
     device = pick_device(cfg.device)
     out = Path(cfg.output) if cfg.output else mdir / f"eval-{Path(cfg.data).stem}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out}: a file, not a directory")
     if task == "classification":
-        report = _classification(cfg, mdir, config, tok, device)
+        report = _classification(cfg, mdir, config, tok, device, max_len)
     else:
         report = _mlm(cfg, mdir, tok, device)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +53,7 @@ def run(cfg: EvaluateConfig) -> dict:
     return report
 
 
-def _classification(cfg, mdir, config, tok, device) -> dict:
+def _classification(cfg, mdir, config, tok, device, max_len: int) -> dict:
     space = LabelSpace.from_model_config(config)
     cols = {"--text-column": cfg.text_column, "--text-pair-column": cfg.text_pair_column,
             "--label-column": cfg.label_column}
@@ -70,7 +64,6 @@ def _classification(cfg, mdir, config, tok, device) -> dict:
 
     texts = join_text(ds.to_dict(), tcols, len(ds))
     pairs = [str(x) for x in ds[cfg.text_pair_column]] if cfg.text_pair_column else None
-    max_len = cfg.max_seq_length or min(int(getattr(config, "max_position_embeddings", 512)), 512)
     model = load_model(mdir, "classification", device)
     windowed = getattr(config, "bertkit_long_text", "truncate") == "sliding-window"
     logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, windowed,

@@ -93,13 +93,11 @@ def _batches(order: list[int], size: int):
         yield order[i:i + size]
 
 
-def run(cfg: PredictConfig) -> dict:
-    if cfg.input is None:
-        raise UsageError("--input is required: a file, or - for stdin")
+def open_model_dir(cfg):
+    """Shared by predict and evaluate: check the model dir, read its config, pick the task, load the
+    tokenizer and fix the maximum length.  Returns (dir, config, task, tokenizer, max_len)."""
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size {cfg.batch_size}: must be at least 1")
-    if cfg.top_k < 1:
-        raise UsageError(f"--top-k {cfg.top_k}: must be at least 1")
     mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
     config = load_model_config(mdir)
     task = detect_task(config, cfg.task)
@@ -107,6 +105,15 @@ def run(cfg: PredictConfig) -> dict:
     max_pos = int(getattr(config, "max_position_embeddings", 512) or 512)
     max_len = cfg.max_seq_length or min(max_pos, 512)
     check_compatible(config, tok, max_len, "--model")
+    return mdir, config, task, tok, max_len
+
+
+def run(cfg: PredictConfig) -> dict:
+    if cfg.input is None:
+        raise UsageError("--input is required: a file, or - for stdin")
+    if cfg.top_k < 1:
+        raise UsageError(f"--top-k {cfg.top_k}: must be at least 1")
+    mdir, config, task, tok, max_len = open_model_dir(cfg)
     out_path = cfg.output
     if out_path != "-":
         ext = Path(out_path).suffix.lower()
