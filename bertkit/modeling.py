@@ -9,6 +9,7 @@ It saves as ``BertForMaskedLM`` so ``pipeline("fill-mask")`` loads the output un
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -48,6 +49,44 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class _DecoderCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of ``hidden @ weight.T + bias`` against ``target`` (the sparse MLM loss).
+
+    The log-probabilities are turned in place into the gradient of the loss with respect to the
+    scores, ``(softmax - onehot) / n``, and kept for the backward pass, which is then two matrix
+    products and a sum: no zero-filled one-hot gradient, no log-softmax backward, two ``[n, vocab]``
+    buffers instead of four.  Same value and gradients as
+    ``cross_entropy(linear(hidden, weight, bias), target)`` up to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target):
+        scores = torch.addmm(bias, hidden, weight.t()) if bias is not None else torch.mm(hidden, weight.t())
+        n = scores.size(0)
+        rows = torch.arange(n, device=scores.device)
+        logp = torch.log_softmax(scores, dim=1)
+        del scores
+        loss = -logp[rows, target].sum() / n
+        # softmax / n = exp(log p - log n), written over the log-probabilities
+        grad_scores = logp.sub_(math.log(n)).exp_()
+        grad_scores[rows, target] -= 1.0 / n
+        ctx.save_for_backward(hidden, weight, grad_scores)
+        ctx.has_bias = bias is not None
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        hidden, weight, grad_scores = ctx.saved_tensors
+        grad_hidden = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_hidden = torch.mm(grad_scores, weight).mul_(grad_loss)
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.mm(grad_scores.t(), hidden).mul_(grad_loss)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_scores.sum(0).mul_(grad_loss)
+        return grad_hidden, grad_weight, grad_bias, None
+
+
 class SparseBertForMaskedLM(BertForMaskedLM):
     """BertForMaskedLM whose training/eval loss runs the MLM head only where ``labels != -100``.
 
@@ -71,8 +110,16 @@ class SparseBertForMaskedLM(BertForMaskedLM):
         flat_labels = labels.reshape(-1)
         idx = (flat_labels != -100).nonzero(as_tuple=True)[0]
         picked = hidden.reshape(-1, hidden.size(-1)).index_select(0, idx)
-        scores = self.cls(picked)
         target = flat_labels.index_select(0, idx)
+        head = self.cls.predictions
+        decoder = head.decoder
+        if (self.training and idx.numel() > 0 and torch.is_grad_enabled() and picked.dtype == torch.float32
+                and decoder.weight.dtype == torch.float32 and not torch.is_autocast_enabled(picked.device.type)
+                and type(decoder) is nn.Linear):
+            # training in float32: decoder + loss fused, the [n, vocab] scores are never kept twice
+            loss = _DecoderCrossEntropy.apply(head.transform(picked), decoder.weight, decoder.bias, target)
+            return MaskedLMOutput(loss=loss, logits=None)
+        scores = self.cls(picked)
         if idx.numel() == 0:
             loss = scores.sum() * 0.0 + hidden.sum() * 0.0
         else:
