@@ -248,6 +248,8 @@ def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str 
         return rest
 
     row_offset = 0
+    pending_start = False  # a document started in empty rows at the end of the previous chunk
+    seen_tokens = False
     for ci, chunk in enumerate(ids_col.chunks):
         chunk = chunk.cast(pa.list_(pa.int32())) if chunk.type != pa.list_(pa.int32()) else chunk
         offsets = chunk.offsets.to_numpy()
@@ -282,10 +284,21 @@ def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str 
             starts = np.asarray(starts_col.slice(row_offset, n).to_numpy(zero_copy_only=False), dtype=bool)
         else:
             starts = np.ones(n, dtype=bool)
-        if row_offset == 0:
-            starts = starts.copy()
-            starts[0] = False  # no [SEP] before the very first document
-        insert_at = offsets[:-1][starts]
+        # A [SEP] goes before the first non-empty row of each document after the first one.  Empty
+        # rows carry their document start on to the next non-empty row (no doubled [SEP]).
+        nonempty = np.flatnonzero(lengths > 0)
+        count = np.concatenate([[0], np.cumsum(starts)])  # starts seen before row i: count[i]
+        prev = np.concatenate([[-1], nonempty[:-1]])
+        new_doc = (count[nonempty + 1] - count[prev + 1]) > 0
+        if len(nonempty):
+            new_doc[0] = new_doc[0] or pending_start
+            pending_start = bool(count[-1] - count[nonempty[-1] + 1] > 0)
+        else:
+            pending_start = pending_start or bool(starts.any())
+        if not seen_tokens and len(nonempty):
+            new_doc[0] = False  # no [SEP] before the very first document
+            seen_tokens = True
+        insert_at = offsets[nonempty[new_doc]]
         stream = np.insert(values.astype(np.int32), insert_at, sep_id) if len(insert_at) else values.astype(np.int32)
         carry = emit(np.concatenate([carry, stream]), final=False)
         row_offset += n
@@ -293,6 +306,8 @@ def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str 
         emit(carry, final=True)
     if not out_chunks:
         raise DataError("the input holds no tokens after tokenization (is the text column empty?)")
+    documents = int(sum(int(np.asarray(c.to_numpy(zero_copy_only=False)).sum()) for c in starts_col.chunks)) \
+        if starts_col is not None and mode == "docs" else n_rows
     flat = np.concatenate(out_chunks)
     lengths = np.concatenate(out_lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -302,6 +317,7 @@ def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str 
     n_blocks = len(lengths)
     stats = {
         "examples": n_rows,
+        "documents": documents,
         "tokens": n_tokens,
         "blocks": n_blocks,
         "block_tokens": int(lengths.sum()),

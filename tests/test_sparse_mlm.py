@@ -367,3 +367,20 @@ def test_tokenize_and_pack_tiny_corpus(tok, num_proc):
     specials = {tok.cls_token_id, tok.sep_token_id}
     assert sum(1 for b in blocks for t in b if t not in specials) == n_content
     assert stats["tokens"] == n_content
+
+
+def test_pack_blocks_empty_rows_do_not_double_sep():
+    import datasets
+
+    from bertkit.errors import DataError
+    from bertkit.tokenization import pack_blocks
+
+    ds = datasets.Dataset.from_dict({"input_ids": [[5, 6], [], [7], [], [], [8, 9], []],
+                                     "_doc_start": [True, False, True, True, False, True, True]})
+    packed, stats = pack_blocks(ds, 16, 2, 3)
+    assert packed["input_ids"] == [[2, 5, 6, 3, 7, 3, 8, 9, 3]]
+    assert stats["documents"] == 5 and stats["tokens"] == 5
+    lead = datasets.Dataset.from_dict({"input_ids": [[], [5], [6]], "_doc_start": [True, True, False]})
+    assert pack_blocks(lead, 16, 2, 3)[0]["input_ids"] == [[2, 5, 6, 3]]
+    with pytest.raises(DataError):
+        pack_blocks(datasets.Dataset.from_dict({"input_ids": [[], []], "_doc_start": [True, True]}), 16, 2, 3)

@@ -39,7 +39,7 @@ def run(cfg: TokenizeConfig) -> dict:
     os.replace(tmp, out)
     c = manifest["counts"]
     print_summary("tokenize", [
-        ("examples", f"{c['examples']:,}"),
+        ("examples", f"{c['examples']:,}" + (f" in {c['documents']:,} documents" if c.get("documents") else "")),
         ("tokens", f"{c['tokens']:,}"),
         ("blocks" if cfg.task == "mlm" else "rows", f"{c['blocks']:,} x {cfg.data.max_seq_length} max tokens"),
         ("packing efficiency", f"{c['packing_efficiency']:.1%}"),
