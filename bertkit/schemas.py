@@ -197,7 +197,7 @@ class PredictConfig:
     text_column: str = opt("text", "Column holding the text.", "--text-column")
     text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
     top_k: int = opt(5, "fill-mask: candidates per [MASK].", "--top-k")
-    batch_size: int = opt(32, "Rows per forward pass.", "--batch-size")
+    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the model's limit, 512 at most).",
                                         "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
@@ -215,7 +215,7 @@ class EvaluateConfig:
     text_column: str = opt("text", "Column holding the text.", "--text-column")
     text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
     label_column: str = opt("label", "Column holding the label (classification).", "--label-column")
-    batch_size: int = opt(32, "Rows per forward pass.", "--batch-size")
+    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (MLM blocks: default 128).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
