@@ -18,7 +18,7 @@ step "2/5 bertkit tokenize: train a WordPiece tokenizer, pack the corpus into 64
     --max-seq-length 64
 
 step "3/5 bertkit pretrain-mlm: a tiny BERT (2 layers, 128 hidden) from scratch"
-"$BK" pretrain-mlm --data "$OUT/tokenized" --output "$OUT/mlm" --preset tiny --max-steps 400 \
+"$BK" pretrain-mlm --data "$OUT/tokenized" --output "$OUT/mlm" --preset tiny --max-steps 800 \
     --batch-size 32 --lr 1e-3 --mlm-probability 0.2 --logging-steps 50
 
 step "4/5 bertkit finetune-cls: sentiment classifier on top of the pretrained model"
