@@ -249,7 +249,7 @@ def run_worker(a, kind: str, **kw) -> dict:
 
 def run_bertkit_predict(a, model_dir: str, out_path: Path) -> dict:
     cmd = [sys.executable, "-m", "bertkit", "predict", "--model", model_dir, "--input", str(Path(a.workdir) / "dev.tsv"),
-           "--text-column", "sentence", "--output", str(out_path), "--batch-size", str(a.batch_size)]
+           "--text-column", "sentence", "--output", str(out_path)]  # bertkit predict runs with its own defaults
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(a))
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
