@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki_sample.txt"
 SIZES = {"tiny": (2, 128), "mini": (4, 256), "small": (4, 512)}
@@ -66,21 +68,13 @@ def recipe_dataset(lines: list[str]):
 
 
 def bertkit_dataset(lines: list[str]):
-    """What bertkit reads from a .txt file in docs mode (bertkit.data._read_txt)."""
-    import datasets
+    """What bertkit reads from a .txt file in docs mode: its own reader, on the same slice."""
+    from bertkit.data import read_rows
 
-    from bertkit.data import DOC_START
-
-    rows, starts, new_doc = [], [], True
-    for line in lines:
-        s = line.strip()
-        if not s:
-            new_doc = True
-            continue
-        rows.append(s)
-        starts.append(new_doc)
-        new_doc = False
-    return datasets.Dataset.from_dict({"text": rows, DOC_START: starts})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "slice.txt"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return read_rows(path, text_mode="docs")
 
 
 def recipe_tokenize(ds, tok, block_size: int, num_proc: int):
@@ -279,14 +273,7 @@ def run_worker(a, kind: str, **kw) -> dict:
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
             f"({torch.get_num_threads()} default threads), python {platform.python_version()}")
 

@@ -23,6 +23,11 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+def allow_pickle_field():
+    return opt(False, "Allow loading pickle weights (pytorch_model.bin), which can run code: only for trusted files.",
+               "--allow-pickle")
+
+
 # ------------------------------------------------------------------------------------------
 # Sections
 # ------------------------------------------------------------------------------------------
@@ -77,8 +82,7 @@ class ModelConfig:
     intermediate_size: Optional[int] = opt(None, "Override the preset's feed-forward size (default 4*hidden).")
     max_position_embeddings: int = opt(512, "Positions of a new model.")
     dropout: float = opt(0.1, "Hidden and attention dropout of a new model.")
-    allow_pickle: bool = opt(False, "Allow loading pickle weights (pytorch_model.bin), which can run code: only for trusted files.",
-                             "--allow-pickle")
+    allow_pickle: bool = allow_pickle_field()
 
 
 @dataclass
@@ -167,8 +171,7 @@ class PretrainConfig:
 @dataclass
 class FinetuneConfig:
     model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir).", "--model")
-    allow_pickle: bool = opt(False, "Allow loading pickle weights (pytorch_model.bin), which can run code: only for trusted files.",
-                             "--allow-pickle")
+    allow_pickle: bool = allow_pickle_field()
     output: Optional[str] = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     problem: Literal["auto", "single", "multi", "regression"] = opt(
@@ -188,8 +191,7 @@ class FinetuneConfig:
 @dataclass
 class PredictConfig:
     model: Optional[str] = opt(None, "Local model directory (fill-mask or classification).", "--model")
-    allow_pickle: bool = opt(False, "Allow loading pickle weights (pytorch_model.bin), which can run code: only for trusted files.",
-                             "--allow-pickle")
+    allow_pickle: bool = allow_pickle_field()
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
     task: Literal["auto", "fill-mask", "classification"] = opt(
@@ -206,8 +208,7 @@ class PredictConfig:
 @dataclass
 class EvaluateConfig:
     model: Optional[str] = opt(None, "Local model directory (a classifier or a masked-LM).", "--model")
-    allow_pickle: bool = opt(False, "Allow loading pickle weights (pytorch_model.bin), which can run code: only for trusted files.",
-                             "--allow-pickle")
+    allow_pickle: bool = allow_pickle_field()
     data: Optional[str] = opt(None, "Labelled file (classification) or text / `bertkit tokenize` output (MLM).", "--data")
     output: Optional[str] = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
     task: Literal["auto", "fill-mask", "classification"] = opt(
