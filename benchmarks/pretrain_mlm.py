@@ -159,10 +159,12 @@ def worker_train(a) -> dict:
     tr.save_steps = 10 ** 9  # no checkpoints on either side
     tok = AutoTokenizer.from_pretrained(str(work / "tokenizer"), local_files_only=True)
     mconfig = preset_config(cfg.model, vocab_size=len(tok), pad_token_id=tok.pad_token_id)
-    train_ds = datasets.load_from_disk(str(work / f"train_{a.impl}"))
+    train_ds = datasets.load_from_disk(str(work / ("train_recipe" if a.impl == "recipe" else "train_bertkit")))
     out_dir = Path(tempfile.mkdtemp(prefix=f"bench-{a.impl}-{a.size}-", dir=work))
 
     set_seed(a.seed)
+    if a.impl == "compiled":  # bertkit pretrain-mlm --compile
+        tr.compile = True
     if a.impl == "recipe":
         model = BertForMaskedLM(mconfig)
         collator = DataCollatorForLanguageModeling(tokenizer=tok, mlm_probability=0.15)
@@ -333,7 +335,11 @@ def main(argv=None) -> None:
     p.add_argument("--workdir", default=None)
     # worker mode
     p.add_argument("--worker", choices=("tokenize", "train"), help=argparse.SUPPRESS)
-    p.add_argument("--impl", choices=("recipe", "bertkit"), help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true",
+                   help="also time bertkit with --compile (torch.compile) and print it against plain bertkit")
+    p.add_argument("--compile-only", action="store_true",
+                   help="with --compile: skip the recipe runs (only plain bertkit against bertkit --compile)")
+    p.add_argument("--impl", choices=("recipe", "bertkit", "compiled"), help=argparse.SUPPRESS)
     p.add_argument("--size", help=argparse.SUPPRESS)
     p.add_argument("--num-proc", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--save", default=None, help=argparse.SUPPRESS)
@@ -349,6 +355,8 @@ def main(argv=None) -> None:
 
     if not Path(a.data).is_file():
         raise SystemExit(f"--data {a.data}: no such file")
+    if a.compile_only:
+        a.compile = True
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     for s in sizes:
         if s not in SIZES:
@@ -378,34 +386,57 @@ def main(argv=None) -> None:
             best = {k: min(v, key=lambda r: r["seconds"]) for k, v in res.items()}
             tok_rows.append((n_proc, best["recipe"], best["bertkit"]))
 
-    train_rows = []
+    train_rows, compile_rows = [], []
     for si, size in enumerate(sizes):
         res = {"recipe": [], "bertkit": []}
         for rep in range(a.repeats):
             order = ["recipe", "bertkit"] if (si + rep) % 2 == 0 else ["bertkit", "recipe"]
             for impl in order:
+                if impl == "recipe" and a.compile_only:
+                    continue
                 r = run_worker(a, "train", impl=impl, size=size)
                 res[impl].append(r)
                 print(f"train {size} {impl}: {r['tokens_per_s']:,.0f} tokens/s ({r['tokens']:,} tokens in "
                       f"{r['seconds']:.1f}s), eval loss {r['eval_loss']:.4f}", flush=True)
-        best = {k: max(v, key=lambda r: r["tokens_per_s"]) for k, v in res.items()}
-        train_rows.append((size, best["recipe"], best["bertkit"]))
+            if a.compile:
+                r = run_worker(a, "train", impl="compiled", size=size)
+                res.setdefault("compiled", []).append(r)
+                print(f"train {size} bertkit --compile: {r['tokens_per_s']:,.0f} tokens/s, "
+                      f"{r['train_seconds_total'] - r['seconds']:.1f}s untimed (compilation + warm-up), "
+                      f"eval loss {r['eval_loss']:.4f}", flush=True)
+        best = {k: max(v, key=lambda r: r["tokens_per_s"]) for k, v in res.items() if v}
+        if not a.compile_only:
+            train_rows.append((size, best["recipe"], best["bertkit"]))
+        if a.compile:
+            compile_rows.append((size, best["bertkit"], best["compiled"]))
 
     print()
     print(f"Machine: {machine()}")
     print(f"Data: {Path(a.data).name}, first {a.slice_lines:,} lines; seq {a.seq_len}, batch {a.batch_size}, "
           f"{a.steps} steps (tokens/s over the last {a.steps - a.warmup_steps}), vocab {a.vocab_size:,} requested, "
           f"{a.threads} torch threads each, best of {a.repeats} alternating run(s)")
-    print()
-    print("| size (layers/hidden) | recipe tokens/s | bertkit tokens/s | ratio | target | recipe eval loss | "
-          "bertkit eval loss | loss diff |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    if train_rows:
+        print()
+        print("| size (layers/hidden) | recipe tokens/s | bertkit tokens/s | ratio | target | recipe eval loss | "
+              "bertkit eval loss | loss diff |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for size, r, b in train_rows:
         ratio = b["tokens_per_s"] / r["tokens_per_s"]
         diff = (b["eval_loss"] - r["eval_loss"]) / r["eval_loss"] * 100
         ok = "ok" if ratio >= TARGETS[size] and abs(diff) <= 2 else "MISS"
         print(f"| {size} ({SIZES[size][0]}/{SIZES[size][1]}) | {r['tokens_per_s']:,.0f} | {b['tokens_per_s']:,.0f} | "
               f"{ratio:.2f}x | >={TARGETS[size]}x ({ok}) | {r['eval_loss']:.4f} | {b['eval_loss']:.4f} | {diff:+.2f}% |")
+    if compile_rows:
+        print()
+        print("torch.compile (bertkit --compile against plain bertkit; untimed = compilation and the warm-up steps):")
+        print()
+        print("| size | bertkit tokens/s | --compile tokens/s | ratio | untimed s, plain | untimed s, --compile | "
+              "eval loss, --compile |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for size, b, c in compile_rows:
+            print(f"| {size} | {b['tokens_per_s']:,.0f} | {c['tokens_per_s']:,.0f} | "
+                  f"{c['tokens_per_s'] / b['tokens_per_s']:.2f}x | {b['train_seconds_total'] - b['seconds']:.1f} | "
+                  f"{c['train_seconds_total'] - c['seconds']:.1f} | {c['eval_loss']:.4f} |")
     if tok_rows:
         print()
         print(f"Tokenization of {a.tok_lines:,} lines (tokenize + group/pack into {a.seq_len}-token blocks), best of 2:")

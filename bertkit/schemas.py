@@ -106,7 +106,8 @@ class TrainConfig:
     resume: str = opt("auto", "auto: continue from the newest checkpoint in --output; no; or a checkpoint dir.", "--resume")
     num_workers: int = opt(0, "DataLoader worker processes.", "--num-workers")
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
-    compile: bool = opt(False, "torch.compile the model.", "--compile/--no-compile")
+    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
+                               "worth trying on GPU).", "--compile/--no-compile")
 
 
 @dataclass

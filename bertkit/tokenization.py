@@ -504,6 +504,16 @@ __all__ = ["load_tokenizer", "train_wordpiece", "pack_blocks", "build_tokenized"
 # Classification examples
 # --------------------------------------------------------------------------------------------
 
+def head_tail(ids: list[int], max_len: int, cls_id: int, sep_id: int) -> list[int]:
+    """``--long-text head-tail``: [CLS], the first quarter and the last three quarters of the token
+    budget, [SEP] (Sun et al., 2019, "How to fine-tune BERT for text classification")."""
+    budget = max_len - 2
+    if len(ids) > budget:
+        head = budget // 4
+        ids = ids[:head] + ids[len(ids) - (budget - head):]
+    return [cls_id, *ids, sep_id]
+
+
 def encode_for_classification(ds, tok, text_cols: list[str], pair_col: str | None, max_len: int,
                               long_text: str = "truncate", stride: int = 32, num_proc: int = 1):
     """Tokenize one example per row (no padding: batches are padded dynamically).
@@ -535,10 +545,7 @@ def encode_for_classification(ds, tok, text_cols: list[str], pair_col: str | Non
             return out
         if long_text == "head-tail" and not pairs:
             enc = tok(texts, add_special_tokens=False)
-            budget = max_len - 2
-            head = budget // 4
-            ids = [x if len(x) <= budget else x[:head] + x[len(x) - (budget - head):] for x in enc["input_ids"]]
-            full = [[tok.cls_token_id, *x, tok.sep_token_id] for x in ids]
+            full = [head_tail(x, max_len, tok.cls_token_id, tok.sep_token_id) for x in enc["input_ids"]]
             out = {"input_ids": full, "attention_mask": [[1] * len(x) for x in full],
                    "token_type_ids": [[0] * len(x) for x in full]}
         else:

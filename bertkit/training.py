@@ -489,6 +489,12 @@ def command_line() -> str:
     return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])
 
 
+def eval_seconds(history: list[dict]) -> float:
+    """Seconds spent in evaluations during training (the Trainer logs each one's ``eval_runtime``), so
+    throughput figures can leave them out."""
+    return float(sum(r.get("eval_runtime") or 0.0 for r in history))
+
+
 def train_with_signals(trainer, stopper, output: Path, resume_from: str | None):
     """``trainer.train`` with graceful SIGINT/SIGTERM; returns (TrainOutput, seconds)."""
     t0 = time.time()

@@ -110,9 +110,17 @@ def test_class_weights_patience_test_split_long_text(tmp_path, mlm_model, cls_fi
                    "--output", out, "--long-text", mode, "--stride", 4, "--max-seq-length", 16,
                    "--class-weights", "auto", "--epochs", 3, "--patience", 1, "--batch-size", 8, "-q") == 0
         m = json.loads((out / "metrics.json").read_text())
-        assert "test_accuracy" in m and m["epochs"] <= 3
+        assert "test_accuracy" in m and m["epochs"] <= 3 and m["eval_examples"] == 20
+        # evaluate applies the model as it was trained (length, long-text mode, stride): same metrics
+        assert cli("evaluate", "--model", out, "--data", long, "--output", tmp_path / f"ev-{mode}", "-q") == 0
+        ev = json.loads((tmp_path / f"ev-{mode}" / "metrics.json").read_text())
+        assert ev["examples"] == 20 and abs(ev["accuracy"] - m["eval_accuracy"]) < 1e-9
+        assert abs(ev["f1"] - m["eval_f1"]) < 1e-9
     cfg = json.loads((tmp_path / "sliding-window" / "config.json").read_text())
-    assert cfg["bertkit_long_text"] == "sliding-window"
+    assert cfg["bertkit_long_text"] == "sliding-window" and cfg["bertkit_stride"] == 4
+    assert cfg["bertkit_max_seq_length"] == 16
+    m = json.loads((tmp_path / "sliding-window" / "metrics.json").read_text())
+    assert m["eval_windows"] > 20  # validation metrics are per text: window logits averaged
     p = run_cli("predict", "--model", tmp_path / "sliding-window", "--input", "-", input="great " * 60 + "\n")
     assert json.loads(p.stdout)["label"] in ("good", "bad")
 
@@ -133,3 +141,31 @@ def test_headerless_tsv_columns_by_index(tmp_path, mlm_model):
     assert cli("finetune-cls", "--model", mlm_model, "--train", f, "--validation", f, "--output", out,
                "--text-column", "3", "--label-column", "1", "--epochs", 1, "--metric", "matthews_correlation", "-q") == 0
     assert "eval_matthews_correlation" in json.loads((out / "metrics.json").read_text())
+
+
+def test_inference_batches_keep_order_and_trim_memory(monkeypatch):
+    """predict/evaluate batches: every row once, in the given order; freed memory is handed back to
+    the OS every ``trim_every`` batches (glibc heaps otherwise creep up over a long loop)."""
+    import bertkit.commands.predict as predict
+
+    calls = []
+    monkeypatch.setattr(predict, "trim_freed_memory", lambda: calls.append(1))
+    order = [5, 3, 9, 0, 1, 2, 4, 6, 7, 8, 10]
+    batches = list(predict._batches(order, 2, trim_every=2))
+    assert [i for b in batches for i in b] == order
+    assert [len(b) for b in batches] == [2, 2, 2, 2, 2, 1]
+    assert len(calls) == 2  # before batches 3 and 5
+    from bertkit.evaluation import trim_freed_memory
+
+    trim_freed_memory()  # the real one runs (or is a no-op off glibc) without error
+
+
+def test_per_text_aggregates_windows():
+    from bertkit.evaluation import mean_by_group, per_text
+
+    logits = np.array([[1.0, 0.0], [3.0, 2.0], [0.0, 5.0], [2.0, 2.0]], dtype=np.float32)
+    labels = np.array([1, 0, 1, 0])
+    agg, lab = per_text(logits, labels, [7, 2, 7, 2])  # windows of texts 7 and 2, interleaved
+    assert agg.tolist() == [[2.5, 2.0], [0.5, 2.5]]  # text 2, then text 7 (sorted ids)
+    assert lab.tolist() == [0, 1]
+    assert mean_by_group(logits, [1, 1, 0, 0], 3).tolist() == [[1.0, 3.5], [2.0, 1.0], [0.0, 0.0]]

@@ -19,7 +19,8 @@ from ..schemas import EvaluateConfig, TokenizerConfig
 from ..summary import print_summary
 from ..tokenization import DATASET_DIR, build_tokenized, is_tokenized_dir
 from ..training import write_json
-from .predict import _Progress, classification_logits, load_model, open_model_dir, pick_device
+from .predict import (_Progress, _batches, classification_logits, load_model, long_text_of, open_model_dir,
+                      pick_device)
 
 log = get_logger()
 
@@ -65,9 +66,8 @@ def _classification(cfg, mdir, config, tok, device, max_len: int) -> dict:
     texts = join_text(ds.to_dict(), tcols, len(ds))
     pairs = [str(x) for x in ds[cfg.text_pair_column]] if cfg.text_pair_column else None
     model = load_model(mdir, "classification", device)
-    windowed = getattr(config, "bertkit_long_text", "truncate") == "sliding-window"
-    logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, windowed,
-                                   _Progress(len(texts)))
+    logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, _Progress(len(texts)),
+                                   **long_text_of(config))
     metrics = classification_metrics(space.problem, logits, np.asarray(labels), space.num_labels, space.threshold)
     report = {"task": "classification", "problem": space.problem, "examples": len(texts), **metrics}
     if space.problem == "single":
@@ -100,8 +100,8 @@ def _mlm(cfg, mdir, tok, device) -> dict:
         total_loss, total_tokens, correct = 0.0, 0, 0
         progress = _Progress(len(ds))
         with collator.evaluation(), torch.inference_mode():
-            for start in range(0, len(ds), cfg.batch_size):
-                rows = ds[start:start + cfg.batch_size]["input_ids"]
+            for idx in _batches(list(range(len(ds))), cfg.batch_size):
+                rows = ds[idx[0]:idx[-1] + 1]["input_ids"]
                 batch = collator([{"input_ids": r} for r in rows])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 outp = model(**batch)

@@ -8,15 +8,15 @@ import numpy as np
 from ..config import save_config
 from ..data import load_inputs, split_columns
 from ..errors import DataError, UsageError
-from ..evaluation import DEFAULT_METRIC, METRICS_BY_PROBLEM, best_threshold, classification_metrics
+from ..evaluation import DEFAULT_METRIC, METRICS_BY_PROBLEM, best_threshold, classification_metrics, per_text
 from ..labels import LabelSpace
 from ..log import get_logger
 from ..modeling import check_compatible, check_model_dir, count_parameters, load_model_config
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification, load_tokenizer
-from ..training import (check_numbers, is_main_process, make_callbacks, prepare_output, remove_default_printers, save_run,
-                        train_with_signals, training_arguments)
+from ..training import (check_numbers, eval_seconds, is_main_process, make_callbacks, prepare_output,
+                        remove_default_printers, save_run, train_with_signals, training_arguments)
 
 log = get_logger()
 
@@ -67,6 +67,30 @@ def make_loss(problem: str, weights: list[float] | None):
         return torch.nn.functional.cross_entropy(logits.float(), labels.long(), weight=w.to(logits.device))
 
     return loss_fn
+
+
+def _by_length(ds):
+    """Evaluation rows sorted by length: batches pad little, and the order is known (windows of one
+    text can be matched to it through ``example_id``)."""
+    lengths = np.fromiter((len(x) for x in ds["input_ids"]), dtype=np.int64, count=len(ds))
+    return ds.select(np.argsort(lengths, kind="stable").tolist())
+
+
+def _trainer_class():
+    from torch.utils.data import SequentialSampler
+    from transformers import Trainer
+
+    class ClsTrainer(Trainer):
+        def _get_eval_sampler(self, eval_dataset):
+            # transformers applies train_sampling_strategy="group_by_length" to evaluation as well, with a
+            # shuffle: predictions would come back in an order unknown here, and sliding windows could not be
+            # matched to their texts.  Evaluation sets are sorted by length beforehand instead (even less
+            # padding) and read in order; with several processes accelerate shards them and gathers in order.
+            if eval_dataset is None or self.args.world_size > 1:
+                return None
+            return SequentialSampler(eval_dataset)
+
+    return ClsTrainer
 
 
 def run(cfg: FinetuneConfig) -> dict:
@@ -132,9 +156,24 @@ def run(cfg: FinetuneConfig) -> dict:
     metric = metric.removeprefix("eval_")
     greater = metric not in ("loss", "mse")
 
+    windowed = d.long_text == "sliding-window"
+    val_ds = _by_length(val_ds)
+    test_ds = _by_length(test_ds) if test_ds is not None else None
+
+    def scores(pred, ds):
+        """(logits, labels) of a prediction over ``ds``, one row per text (windows averaged)."""
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        if windowed:
+            if len(logits) != len(ds):  # cannot happen with in-order evaluation; never mis-group windows
+                raise RuntimeError(f"{len(logits)} predictions for {len(ds)} windows")
+            return per_text(logits, pred.label_ids, ds["example_id"])
+        return logits, pred.label_ids
+
+    predicting = {"ds": val_ds}  # the set compute_metrics scores (the test set during the final predict)
+
     def compute_metrics(p):
-        logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
-        return classification_metrics(space.problem, logits, p.label_ids, space.num_labels, space.threshold)
+        logits, labels = scores(p, predicting["ds"])
+        return classification_metrics(space.problem, logits, labels, space.num_labels, space.threshold)
 
     train = cfg.train
     eval_strategy = "steps" if train.eval_steps else "epoch"
@@ -149,41 +188,44 @@ def run(cfg: FinetuneConfig) -> dict:
     if train.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.patience))
     weights = class_weight_tensor(cfg.class_weights, space, train_ds["labels"])
-    from transformers import Trainer
-
-    trainer = Trainer(
+    trainer = _trainer_class()(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8), processing_class=tok,
         compute_metrics=compute_metrics, callbacks=callbacks, compute_loss_func=make_loss(space.problem, weights))
     remove_default_printers(trainer)
-    log.info(f"Fine-tuning {mdir} ({n_params / 1e6:.1f}M parameters) for {space.problem}-label"
-             f"{'' if space.problem != 'regression' else ''} classification: {len(train_ds):,} train, "
-             f"{len(val_ds):,} validation examples" + (f", labels {', '.join(space.names[:10])}" if space.names else ""))
+    kind = "regression" if space.problem == "regression" else f"{space.problem}-label classification"
+    log.info(f"Fine-tuning {mdir} ({n_params / 1e6:.1f}M parameters) for {kind}: {len(train_raw):,} train, "
+             f"{len(val_raw):,} validation examples"
+             + (f" ({len(train_ds):,} and {len(val_ds):,} windows)" if windowed else "")
+             + (f", labels {', '.join(space.names[:10])}" if space.names else ""))
     result, train_time = train_with_signals(trainer, stopper, out, resume_from)
 
     pred = trainer.predict(val_ds, metric_key_prefix="eval")
-    val_logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+    val_logits, val_labels = scores(pred, val_ds)
     metrics = {k: v for k, v in pred.metrics.items() if not k.endswith(("_runtime", "_per_second"))}
     if space.problem == "multi" and cfg.tune_threshold:
-        t, f1 = best_threshold(val_logits, pred.label_ids)
+        t, f1 = best_threshold(val_logits, val_labels)
         space.threshold = t
         metrics.update({f"eval_{k}": v for k, v in classification_metrics(
-            "multi", val_logits, pred.label_ids, space.num_labels, t).items()})
+            "multi", val_logits, val_labels, space.num_labels, t).items()})
         log.info(f"Tuned threshold: {t} (validation micro-F1 {f1:.4f})")
     if test_ds is not None:
-        tp = trainer.predict(test_ds, metric_key_prefix="test")
-        test_logits = tp.predictions[0] if isinstance(tp.predictions, tuple) else tp.predictions
+        predicting["ds"] = test_ds
+        test_logits, test_labels = scores(trainer.predict(test_ds, metric_key_prefix="test"), test_ds)
         metrics.update({f"test_{k}": v for k, v in classification_metrics(
-            space.problem, test_logits, tp.label_ids, space.num_labels, space.threshold).items()})
+            space.problem, test_logits, test_labels, space.num_labels, space.threshold).items()})
     metrics.update({
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
-        "train_examples": len(train_ds),
-        "eval_examples": len(val_ds),
+        "train_examples": len(train_raw),
+        "eval_examples": len(val_raw),
+        **({"train_windows": len(train_ds), "eval_windows": len(val_ds)} if windowed else {}),
         "train_seconds": round(train_time, 2),
+        "eval_seconds": round(eval_seconds(progress.history), 2),
+        # examples/s of training alone (evaluations during training left out)
         "examples_per_second": round(trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps
-                                     * args.world_size / max(train_time, 1e-9), 2),
+                                     * args.world_size / max(train_time - eval_seconds(progress.history), 1e-9), 2),
         "best_metric": trainer.state.best_metric,
         "best_checkpoint": trainer.state.best_model_checkpoint,
         "metric_for_best_model": metric,
@@ -196,11 +238,14 @@ def run(cfg: FinetuneConfig) -> dict:
 
     trainer.model.config.bertkit_threshold = space.threshold
     trainer.model.config.bertkit_long_text = d.long_text
+    trainer.model.config.bertkit_max_seq_length = d.max_seq_length  # predict/evaluate use it by default
+    if windowed:
+        trainer.model.config.bertkit_stride = d.stride
 
     save_run(trainer, tok, out, "finetune-cls", cfg, metrics, progress.history, {
         "labels": space.names,
-        "data": f"train: `{d.train}` ({len(train_ds):,} examples); validation: `{d.validation or 'held out from train'}` "
-                f"({len(val_ds):,}); text column `{d.text_column}`"
+        "data": f"train: `{d.train}` ({len(train_raw):,} examples); validation: `{d.validation or 'held out from train'}` "
+                f"({len(val_raw):,}); text column `{d.text_column}`"
                 + (f", pair column `{d.text_pair_column}`" if d.text_pair_column else "")
                 + f", label column `{d.label_column}`.",
     })
@@ -209,7 +254,8 @@ def run(cfg: FinetuneConfig) -> dict:
     print_summary("finetune-cls", [
         ("model", f"{mdir} ({n_params / 1e6:.2f}M parameters)"),
         ("problem", f"{space.problem}" + (f", {space.num_labels} labels" if space.problem != "regression" else "")),
-        ("data", f"{len(train_ds):,} train, {len(val_ds):,} validation" + (f", {len(test_ds):,} test" if test_ds else "")),
+        ("data", f"{len(train_raw):,} train, {len(val_raw):,} validation"
+                 + (f", {len(test_raw):,} test" if test_raw is not None else "")),
         ("steps", f"{metrics['steps']:,} ({metrics['epochs']} epochs)"),
         ("time", f"{train_time:.1f}s ({metrics['examples_per_second']:,.1f} examples/s)"),
         *shown,

@@ -16,12 +16,12 @@ import numpy as np
 
 from ..data import read_predict_input
 from ..errors import UsageError
-from ..evaluation import sigmoid, softmax
+from ..evaluation import mean_by_group, sigmoid, softmax, trim_freed_memory
 from ..labels import LabelSpace
 from ..log import get_logger, is_tty, quiet
 from ..modeling import check_compatible, check_model_dir, load_model_config
 from ..schemas import PredictConfig
-from ..tokenization import load_tokenizer
+from ..tokenization import head_tail, load_tokenizer
 
 log = get_logger()
 
@@ -88,8 +88,12 @@ class _Progress:
             self.bar.close()
 
 
-def _batches(order: list[int], size: int):
-    for i in range(0, len(order), size):
+def _batches(order: list[int], size: int, trim_every: int = 16):
+    """Slices of ``order``; every ``trim_every`` batches freed memory goes back to the OS, so peak
+    memory does not creep up with the number of batches (see :func:`bertkit.evaluation.trim_freed_memory`)."""
+    for n, i in enumerate(range(0, len(order), size)):
+        if n and n % trim_every == 0:
+            trim_freed_memory()
         yield order[i:i + size]
 
 
@@ -103,9 +107,17 @@ def open_model_dir(cfg):
     task = detect_task(config, cfg.task)
     tok = load_tokenizer(mdir, "--model")
     max_pos = int(getattr(config, "max_position_embeddings", 512) or 512)
-    max_len = cfg.max_seq_length or min(max_pos, 512)
+    # a fine-tuned model is applied at the length it was trained with (and its --long-text mode, see
+    # long_text_of), so predict/evaluate scores match its validation metrics
+    max_len = cfg.max_seq_length or getattr(config, "bertkit_max_seq_length", None) or min(max_pos, 512)
     check_compatible(config, tok, max_len, "--model")
     return mdir, config, task, tok, max_len
+
+
+def long_text_of(config) -> dict:
+    """The ``--long-text`` handling a classifier was fine-tuned with (saved in its config)."""
+    return {"long_text": getattr(config, "bertkit_long_text", "truncate") or "truncate",
+            "stride": getattr(config, "bertkit_stride", None)}
 
 
 def run(cfg: PredictConfig) -> dict:
@@ -135,8 +147,8 @@ def run(cfg: PredictConfig) -> dict:
         _fill_mask(cfg, tok, model, device, texts, order, results, progress, max_len)
     else:
         space = LabelSpace.from_model_config(config)
-        windowed = getattr(config, "bertkit_long_text", "truncate") == "sliding-window"
-        logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, windowed, progress)
+        logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, progress,
+                                       **long_text_of(config))
         results = [_format_cls(t, pairs[i] if pairs else None, logits[i], space) for i, t in enumerate(texts)]
     progress.close()
     elapsed = time.time() - t0
@@ -160,11 +172,16 @@ def _length_order(tok, texts: list[str], pairs: list[str] | None) -> list[int]:
 
 
 def classification_logits(model, tok, texts: list[str], pairs: list[str] | None, batch_size: int, max_len: int,
-                          device, windowed: bool = False, progress: "_Progress | None" = None) -> np.ndarray:
-    """Logits for every text, in input order.  Texts are sorted by length into batches (little padding);
-    with ``windowed`` (a model trained with --long-text sliding-window) long texts are split into
-    overlapping windows whose logits are averaged per text."""
+                          device, progress: "_Progress | None" = None, long_text: str = "truncate",
+                          stride: int | None = None) -> np.ndarray:
+    """Logits for every text, in input order.  Texts are sorted by length into batches (little padding).
+    ``long_text`` as in fine-tuning: ``truncate``; ``head-tail`` (single texts); ``sliding-window``: long
+    texts are split into overlapping windows (``stride`` tokens of overlap) whose logits are averaged."""
     import torch
+
+    windowed = long_text == "sliding-window"
+    if stride is None or not 0 <= stride < max_len // 2:
+        stride = min(32, max_len // 4)
 
     order = _length_order(tok, texts, pairs)
     out: np.ndarray | None = None
@@ -174,16 +191,23 @@ def classification_logits(model, tok, texts: list[str], pairs: list[str] | None,
             kwargs = dict(truncation="only_second" if batch_pairs else True, max_length=max_len, padding=True,
                           return_tensors="pt")
             if windowed:
-                kwargs.update(return_overflowing_tokens=True, stride=min(32, max_len // 4))
-            enc = tok([texts[i] for i in idx], batch_pairs, **kwargs)
+                kwargs.update(return_overflowing_tokens=True, stride=stride)
+            if long_text == "head-tail" and not batch_pairs:
+                raw = tok([texts[i] for i in idx], add_special_tokens=False)["input_ids"]
+                ids = [head_tail(x, max_len, tok.cls_token_id, tok.sep_token_id) for x in raw]
+                input_ids = torch.full((len(ids), max(map(len, ids))), tok.pad_token_id, dtype=torch.long)
+                mask = torch.zeros_like(input_ids)
+                for r, x in enumerate(ids):
+                    input_ids[r, :len(x)] = torch.tensor(x)
+                    mask[r, :len(x)] = 1
+                enc = {"input_ids": input_ids, "attention_mask": mask}
+            else:
+                enc = tok([texts[i] for i in idx], batch_pairs, **kwargs)
             mapping = enc.pop("overflow_to_sample_mapping", None)
             feats = {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             logits = model(**feats).logits.float().cpu().numpy()
             if mapping is not None:  # average window logits per text
-                m = mapping.numpy()
-                agg = np.zeros((len(idx), logits.shape[1]))
-                np.add.at(agg, m, logits)
-                logits = agg / np.bincount(m, minlength=len(idx))[:, None]
+                logits = mean_by_group(logits, mapping.numpy(), len(idx))
             if out is None:
                 out = np.zeros((len(texts), logits.shape[1]), dtype=np.float32)
             out[idx] = logits

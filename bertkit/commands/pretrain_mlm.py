@@ -15,8 +15,8 @@ from ..modeling import (check_compatible, check_model_dir, count_parameters, loa
 from ..schemas import PretrainConfig
 from ..summary import print_summary
 from ..tokenization import DATASET_DIR, is_tokenized_dir, load_tokenizer, read_manifest, tokenized_cache
-from ..training import (check_numbers, is_main_process, make_callbacks, prepare_output, remove_default_printers,
-                        save_run, train_with_signals, training_arguments, world_size)
+from ..training import (check_numbers, eval_seconds, is_main_process, make_callbacks, prepare_output,
+                        remove_default_printers, save_run, train_with_signals, training_arguments, world_size)
 
 log = get_logger()
 
@@ -164,7 +164,9 @@ def run(cfg: PretrainConfig) -> dict:
         "train_blocks": len(train_ds),
         "stopped_by_time_budget": stopper.budget_hit,
     }
-    metrics["tokens_per_second"] = round(metrics["train_tokens"] / max(train_time, 1e-9), 1)
+    metrics["eval_seconds"] = round(eval_seconds(progress.history), 2)
+    # tokens/s of training alone (evaluations during training left out)
+    metrics["tokens_per_second"] = round(metrics["train_tokens"] / max(train_time - metrics["eval_seconds"], 1e-9), 1)
     if eval_ds is not None:
         last = [r for r in progress.history if "eval_loss" in r and r["step"] == trainer.state.global_step]
         ev = last[-1] if last else trainer.evaluate()
