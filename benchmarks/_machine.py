@@ -1,8 +1,9 @@
-"""Machine description shared by the benchmark scripts."""
+"""Machine description and step timing shared by the benchmark scripts."""
 
 from __future__ import annotations
 
 import platform
+import time
 from pathlib import Path
 
 
@@ -15,3 +16,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def step_timer(warmup_steps: int, steps: int, state: dict):
+    """A Trainer callback timing steps ``warmup_steps``..``steps``: sets ``state["t0"]``/``state["t1"]``
+    and ``state["counting"]`` while the timed steps run (token counters read it)."""
+    from transformers import TrainerCallback
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, args, st, control, **kw):
+            if st.global_step == warmup_steps and state["t0"] is None:
+                state["t0"] = time.perf_counter()
+                state["counting"] = True
+
+        def on_step_end(self, args, st, control, **kw):
+            if st.global_step == steps and state["t1"] is None:
+                state["t1"] = time.perf_counter()
+                state["counting"] = False
+
+    return Timer()

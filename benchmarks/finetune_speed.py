@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import cpu_name, step_timer  # benchmarks/_machine.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
@@ -74,20 +74,7 @@ def set_threads(n: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 def _timer(a, state):
-    from transformers import TrainerCallback
-
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, st, control, **kw):
-            if st.global_step == a.warmup_steps and state["t0"] is None:
-                state["t0"] = time.perf_counter()
-                state["counting"] = True
-
-        def on_step_end(self, args, st, control, **kw):
-            if st.global_step == a.steps and state["t1"] is None:
-                state["t1"] = time.perf_counter()
-                state["counting"] = False
-
-    return Timer()
+    return step_timer(a.warmup_steps, a.steps, state)
 
 
 def _count_hook(state):

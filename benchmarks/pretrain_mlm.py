@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import cpu_name, step_timer  # benchmarks/_machine.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki_sample.txt"
@@ -145,7 +145,7 @@ def worker_train(a) -> dict:
     set_threads(a.threads)
     import datasets
     from transformers import (AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer,
-                              TrainerCallback, TrainingArguments, set_seed)
+                              TrainingArguments, set_seed)
 
     from bertkit.modeling import preset_config
     from bertkit.schemas import PretrainConfig
@@ -213,18 +213,7 @@ def worker_train(a) -> dict:
 
     model.register_forward_pre_hook(count_tokens, with_kwargs=True)
 
-    class Timer(TrainerCallback):
-        def on_step_begin(self, args, st, control, **kw):
-            if st.global_step == a.warmup_steps and state["t0"] is None:
-                state["t0"] = time.perf_counter()
-                state["counting"] = True
-
-        def on_step_end(self, args, st, control, **kw):
-            if st.global_step == a.steps:
-                state["t1"] = time.perf_counter()
-                state["counting"] = False
-
-    trainer.add_callback(Timer())
+    trainer.add_callback(step_timer(a.warmup_steps, a.steps, state))
     t_all = time.perf_counter()
     trainer.train()
     t_all = time.perf_counter() - t_all
