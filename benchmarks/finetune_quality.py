@@ -132,10 +132,11 @@ def glue_task(a, r: Runner, task: str) -> list[dict]:
     glue = Path(a.data_dir) / "glue"
     spec = {
         # task: (folder, columns, metric key, target, max_len, epochs, lr, batch, extra flags)
-        "sst2": ("SST-2", dict(text="sentence", label="label"), "accuracy", 0.89, 64, 1, 5e-5, 32, []),
+        "sst2": ("SST-2", dict(text="sentence", label="label"), "accuracy", 0.89, 64, 2, 5e-5, 32,
+                 ["--eval-steps", "500"]),
         "mrpc": ("MRPC", dict(text="#1 String", pair="#2 String", label="Quality"), "f1", 0.85, 128, 4, 5e-5, 32,
                  ["--metric", "f1"]),
-        "stsb": ("STS-B", dict(text="sentence1", pair="sentence2", label="score"), "pearsonr", 0.84, 128, 4, 5e-5, 32,
+        "stsb": ("STS-B", dict(text="sentence1", pair="sentence2", label="score"), "pearsonr", 0.84, 128, 5, 5e-5, 32,
                  ["--problem", "regression"]),
         "cola": ("CoLA", dict(text="3", label="1"), "matthews_correlation", None, 64, 3, 5e-5, 32,
                  ["--metric", "matthews_correlation"]),
@@ -222,7 +223,7 @@ def pretrain_chinese(a, r: Runner, corpus: Path, tok_out: Path, mlm_out: Path):
         "--vocab-size", str(min(8000, a.zh_vocab_size) if a.smoke else a.zh_vocab_size), "--max-seq-length", "128", "--num-proc", "2", "--overwrite"])
     pre = ["pretrain-mlm", "--data", str(tok_out), "--output", str(mlm_out), "--preset", a.zh_preset,
            "--mlm-probability", str(a.zh_mlm_probability), "--batch-size", "32", "--lr", str(a.zh_lr),
-           "--seed", str(a.seed),
+           "--seed", str(a.seed), "--set", f"model.dropout={a.zh_dropout}",
            "--overwrite"]
     pre += (["--max-steps", str(a.smoke_steps), "--logging-steps", "1"] if a.smoke
             else ["--epochs", "10", "--time-budget", a.time_budget, "--eval-steps", "1000", "--logging-steps", "100"])
@@ -239,7 +240,8 @@ def finetune_chinese(a, r: Runner, chn: Path, runs: Path, mlm_out: Path, rand_ou
         args = finetune_args(a, train=chn / "train.tsv", validation=chn / "dev.tsv", out=out, model=str(model),
                              text="text_a", label="label", max_len=128, epochs=a.zh_finetune_epochs,
                              lr=a.zh_finetune_lr, batch=32,
-                             extra=["--long-text", "head-tail"])
+                             extra=["--long-text", "head-tail"]
+                             + (["--head-lr", str(a.zh_finetune_head_lr)] if a.zh_finetune_head_lr else []))
         seconds, shown = r.bertkit(f"{name}-finetune", args)
         m = metrics_of(out)
         results[name] = (seconds, shown, m)
@@ -305,9 +307,13 @@ def main(argv=None) -> None:
                    help="chinese: WordPiece vocabulary (8,000 covers the common characters; the output layer of a "
                         "small model costs more than its encoder at 21,128, BERT-Chinese's size)")
     p.add_argument("--zh-lr", type=float, default=1e-3, help="chinese: pretraining peak learning rate")
+    p.add_argument("--zh-dropout", type=float, default=0.1,
+                   help="chinese: dropout of the pretrained model (kept by its fine-tunes and its random-init copy)")
     p.add_argument("--zh-mlm-probability", type=float, default=0.3, help="chinese: pretraining masking rate")
-    p.add_argument("--zh-finetune-lr", type=float, default=1e-4, help="chinese: ChnSentiCorp learning rate")
-    p.add_argument("--zh-finetune-epochs", type=float, default=3, help="chinese: ChnSentiCorp epochs")
+    p.add_argument("--zh-finetune-lr", type=float, default=3e-4, help="chinese: ChnSentiCorp learning rate")
+    p.add_argument("--zh-finetune-head-lr", type=float, default=None,
+                   help="chinese: ChnSentiCorp learning rate of the new head (default: --zh-finetune-lr)")
+    p.add_argument("--zh-finetune-epochs", type=float, default=5, help="chinese: ChnSentiCorp epochs")
     p.add_argument("--smoke", action="store_true", help="a few optimizer steps per model, to test the script end to end")
     p.add_argument("--smoke-steps", type=int, default=4)
     p.add_argument("--seed", type=int, default=42)

@@ -144,6 +144,27 @@ class LabelSpace:
             ds = ds.remove_columns(column)
         return ds.add_column("labels", labels)
 
+    def prior_bias(self, labels, weights: "list[float] | None" = None) -> list[float]:
+        """The output bias under which a new head predicts the training labels' prior (the best constant
+        predictor under the loss used), instead of transformers' 0.
+
+        single-label: log class frequency (times the class weight, for a weighted loss);
+        multi-label: log-odds of each label (times its ``pos_weight``); regression: the mean target.
+        Starting at 0 makes the first steps of training spend the encoder's gradient on moving the output
+        to the prior: with 28 rare labels (GoEmotions) every logit must go from 0 to about -3, and the
+        shared push through the pooler's tanh can leave a model that only predicts the priors.
+        """
+        arr = np.asarray(labels, dtype=np.float64)
+        if self.problem == "regression":
+            return [float(arr.mean())] if arr.size else [0.0]
+        w = np.ones(self.num_labels) if weights is None else np.asarray(weights, dtype=np.float64)
+        if self.problem == "multi":
+            p = np.clip(arr.mean(0), 1e-4, 1 - 1e-4)
+            return [float(x) for x in np.log(np.maximum(w, 1e-6) * p / (1 - p))]
+        counts = np.bincount(arr.astype(np.int64), minlength=self.num_labels) + 1.0  # +1: no label at -inf
+        logp = np.log(counts * np.maximum(w, 1e-6))
+        return [float(x) for x in logp - logp.mean()]
+
     def to_dict(self) -> dict:
         return {"problem": self.problem, "names": self.names, "threshold": self.threshold}
 

@@ -124,6 +124,8 @@ class FinetuneTrainConfig(TrainConfig):
     epochs: float = opt(3.0, "Training epochs (ignored when --max-steps is set).", "--epochs")
     lr: float = opt(5e-5, "Peak learning rate.", "--lr")
     patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
+    head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
+                                         "checkpoint lacks); default --lr.", "--head-lr")
 
 
 @dataclass
@@ -185,6 +187,8 @@ class FinetuneConfig:
                                "--tune-threshold")
     class_weights: Optional[str] = opt(None, "'auto' (inverse frequency) or comma-separated weights per label id.",
                                        "--class-weights")
+    prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
+                                 "log-odds per label, or the mean target) instead of 0.", "--prior-init/--no-prior-init")
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 

@@ -169,3 +169,60 @@ def test_per_text_aggregates_windows():
     assert agg.tolist() == [[2.5, 2.0], [0.5, 2.5]]  # text 2, then text 7 (sorted ids)
     assert lab.tolist() == [0, 1]
     assert mean_by_group(logits, [1, 1, 0, 0], 3).tolist() == [[1.0, 3.5], [2.0, 1.0], [0.0, 0.0]]
+
+
+def test_prior_bias_is_the_best_constant_predictor():
+    single = LabelSpace("single", ["a", "b", "c"])
+    b = np.array(single.prior_bias([0, 0, 0, 1, 1, 2, 0, 1]))
+    p = np.exp(b) / np.exp(b).sum()
+    assert p == pytest.approx(np.array([5, 4, 2]) / 11)  # (counts + 1) / (n + 3)
+    multi = LabelSpace("multi", ["x", "y"])
+    rows = [[1.0, 0.0], [0.0, 0.0], [1.0, 1.0], [0.0, 0.0]]
+    assert 1 / (1 + np.exp(-np.array(multi.prior_bias(rows)))) == pytest.approx([0.5, 0.25])
+    # with pos_weight w the BCE-optimal constant is w*p / (w*p + 1 - p)
+    sig = 1 / (1 + np.exp(-np.array(multi.prior_bias(rows, [1.0, 3.0]))))
+    assert sig == pytest.approx([0.5, 0.75 / (0.75 + 0.75)])
+    assert LabelSpace("regression").prior_bias([1.0, 2.0, 6.0]) == pytest.approx([3.0])
+
+
+def test_only_a_new_head_starts_at_the_prior(mlm_model, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bertkit.commands.finetune_cls import _init_head_at_prior, new_parameters
+
+    model, info = AutoModelForSequenceClassification.from_pretrained(str(mlm_model), num_labels=3,
+                                                                     output_loading_info=True)
+    # an MLM checkpoint has neither pooler nor classifier
+    assert {"classifier.bias", "classifier.weight", "bert.pooler.dense.weight"} <= new_parameters(info)
+    _init_head_at_prior(model, new_parameters(info), [-1.0, 0.5, 0.5])
+    assert model.classifier.bias.tolist() == pytest.approx([-1.0, 0.5, 0.5])
+    model.save_pretrained(tmp_path / "cls")
+    again, info = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "cls"), output_loading_info=True)
+    assert not new_parameters(info)
+    _init_head_at_prior(again, new_parameters(info), [0.0, 0.0, 0.0])  # the head was loaded: kept as trained
+    assert torch.equal(again.classifier.bias, model.classifier.bias)
+
+
+def test_head_lr_moves_only_the_new_head(mlm_model, tmp_path):
+    from transformers import AutoModelForSequenceClassification, TrainingArguments
+
+    from bertkit.commands.finetune_cls import _trainer_class, new_parameters
+
+    model, info = AutoModelForSequenceClassification.from_pretrained(str(mlm_model), num_labels=2,
+                                                                     output_loading_info=True)
+    head = new_parameters(info)
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, use_cpu=True,
+                             report_to="none", warmup_steps=0)
+    trainer = _trainer_class(head, 3e-3)(model=model, args=args)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    lr_of = {id(p): (g["lr"], g["weight_decay"]) for g in trainer.optimizer.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(lr_of) == sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(named)
+    for n, p in named.items():
+        assert lr_of[id(p)][0] == (3e-3 if n in head else 1e-4), n
+    assert lr_of[id(named["classifier.weight"])][1] == 0.01 and lr_of[id(named["classifier.bias"])][1] == 0.0
+    trainer.optimizer.step()  # no gradients: nothing moves
+    trainer.lr_scheduler.step()  # the linear decay scales every group by the same factor
+    lrs = {g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups}
+    assert len(lrs) == 1 and lrs.pop() == pytest.approx(0.9)

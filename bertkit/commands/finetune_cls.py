@@ -69,6 +69,30 @@ def make_loss(problem: str, weights: list[float] | None):
     return loss_fn
 
 
+def new_parameters(loading: dict) -> set[str]:
+    """Names of the parameters ``from_pretrained`` initialised afresh: missing from the checkpoint, or
+    held there with another shape (another number of labels)."""
+    return set(loading.get("missing_keys") or []) | {k[0] if isinstance(k, (tuple, list)) else k
+                                                     for k in loading.get("mismatched_keys") or []}
+
+
+def _init_head_at_prior(model, new: set[str], bias: list[float]) -> None:
+    """Set the output bias of a newly initialised head (``new``: its parameter names) to ``bias``;
+    a head loaded from the checkpoint is left as trained."""
+    import torch
+
+    # the head's output layer comes last and has one bias entry per label (BERT: classifier.bias,
+    # RoBERTa-style heads: classifier.out_proj.bias)
+    found = [(n, p) for n, p in model.named_parameters()
+             if n in new and n.endswith("bias") and tuple(p.shape) == (len(bias),)]
+    if not found:
+        return
+    name, param = found[-1]
+    with torch.no_grad():
+        param.copy_(torch.tensor(bias, dtype=param.dtype))
+    log.info(f"New head: {name} starts at the training labels' prior")
+
+
 def _by_length(ds):
     """Evaluation rows sorted by length: batches pad little, and the order is known (windows of one
     text can be matched to it through ``example_id``)."""
@@ -76,11 +100,31 @@ def _by_length(ds):
     return ds.select(np.argsort(lengths, kind="stable").tolist())
 
 
-def _trainer_class():
+def _trainer_class(head: set[str] = frozenset(), head_lr: float | None = None):
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
 
     class ClsTrainer(Trainer):
+        def create_optimizer(self, model=None):
+            # --head-lr: the Trainer's own optimizer (same class, options and weight-decay groups), with
+            # the new head's parameters moved to groups of their own at their own peak lr; the scheduler,
+            # created afterwards, scales every group by the same warmup/decay factor.
+            fresh = self.optimizer is None
+            opt = super().create_optimizer(model)
+            if fresh and head and head_lr is not None:
+                ids = {id(p) for n, p in (model or self.model).named_parameters() if n in head}
+                moved = []
+                for group in opt.param_groups:
+                    mine = [p for p in group["params"] if id(p) in ids]
+                    if mine:
+                        group["params"] = [p for p in group["params"] if id(p) not in ids]
+                        moved.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
+                                      "lr": head_lr})
+                opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
+                for group in moved:
+                    opt.add_param_group(group)
+            return opt
+
         def _get_eval_sampler(self, eval_dataset):
             # transformers applies train_sampling_strategy="group_by_length" to evaluation as well, with a
             # shuffle: predictions would come back in an order unknown here, and sliding windows could not be
@@ -100,6 +144,8 @@ def run(cfg: FinetuneConfig) -> dict:
     if not d.train:
         raise UsageError("--train is required: the labelled training file")
     check_numbers(cfg.train)
+    if cfg.train.head_lr is not None and not cfg.train.head_lr > 0:
+        raise UsageError(f"--head-lr {cfg.train.head_lr}: must be positive")
     mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     tok = load_tokenizer(mdir, "--model")
@@ -141,12 +187,16 @@ def run(cfg: FinetuneConfig) -> dict:
         log.info(f"{truncated:,} training examples reach --max-seq-length {d.max_seq_length} and are truncated "
                  "(see --long-text head-tail|sliding-window)")
 
+    weights = class_weight_tensor(cfg.class_weights, space, train_ds["labels"])
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
             str(mdir), local_files_only=True, trust_remote_code=False, ignore_mismatched_sizes=True,
-            **space.model_config_kwargs())
+            output_loading_info=True, **space.model_config_kwargs())
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"--model {mdir}: cannot load for sequence classification ({str(e).splitlines()[0]})") from None
+    head = new_parameters(loading)
+    if cfg.prior_init:
+        _init_head_at_prior(model, head, space.prior_bias(train_ds["labels"], weights))
     n_params = count_parameters(model)
 
     metric = cfg.metric or DEFAULT_METRIC[space.problem]
@@ -187,8 +237,13 @@ def run(cfg: FinetuneConfig) -> dict:
     callbacks = [progress, stopper]
     if train.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.patience))
-    weights = class_weight_tensor(cfg.class_weights, space, train_ds["labels"])
-    trainer = _trainer_class()(
+    if train.head_lr is not None:
+        if not head:
+            log.warning(f"--head-lr: {mdir} already has a classification head for these labels; all parameters "
+                        "train at --lr")
+        else:
+            log.info(f"New head ({', '.join(sorted(head))}) trains at --head-lr {train.head_lr:g}")
+    trainer = _trainer_class(head, train.head_lr)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8), processing_class=tok,
         compute_metrics=compute_metrics, callbacks=callbacks, compute_loss_func=make_loss(space.problem, weights))
