@@ -9,6 +9,7 @@ import random
 
 import numpy as np
 import pytest
+import yaml
 
 from bertkit.errors import DataError
 from bertkit.evaluation import classification_metrics, load_metric
@@ -66,7 +67,10 @@ def test_multilabel_end_to_end(tmp_path, mlm_model):
     labels.write_text("sunny\nrainy\nsnowy\n")
     out = tmp_path / "mlc"
     assert cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", train, "--output", out,
-               "--labels", labels, "--epochs", 2, "--batch-size", 16, "--lr", "1e-3", "--tune-threshold", "-q") == 0
+               "--labels", labels, "--epochs", 2, "--batch-size", 16, "--lr", "1e-3", "--tune-threshold",
+               "--head-lr", "3e-3", "--no-prior-init", "-q") == 0
+    saved = yaml.safe_load((out / "bertkit_config.yaml").read_text())
+    assert saved["train"]["head_lr"] == 3e-3 and saved["prior_init"] is False
     m = json.loads((out / "metrics.json").read_text())
     assert m["problem"] == "multi" and "eval_f1_micro" in m and "eval_f1_macro" in m and 0 < m["threshold"] < 1
     cfg = json.loads((out / "config.json").read_text())
@@ -130,6 +134,9 @@ def test_bad_class_weights(capsys, tmp_path, mlm_model, cls_files):
     rc = cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", tmp_path / "o",
              "--class-weights", "1,2,3")
     assert rc == 2 and "--class-weights" in capsys.readouterr().err
+    rc = cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", tmp_path / "o",
+             "--head-lr", "0")
+    assert rc == 2 and "--head-lr 0" in capsys.readouterr().err
 
 
 def test_headerless_tsv_columns_by_index(tmp_path, mlm_model):
