@@ -1,8 +1,9 @@
-"""Machine description and step timing shared by the benchmark scripts."""
+"""Machine description, the bertkit command and step timing shared by the benchmark scripts."""
 
 from __future__ import annotations
 
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,12 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def bertkit_cmd() -> list[str]:
+    """The ``bertkit`` console script next to this Python (or ``python -m bertkit``)."""
+    exe = Path(sys.executable).parent / "bertkit"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bertkit"]
 
 
 def step_timer(warmup_steps: int, steps: int, state: dict):

@@ -27,19 +27,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "pretrain" / "enwiki_sample.txt"
-
-
-def bertkit_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "bertkit"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bertkit"]
 
 
 def run_measured(args: list[str], env: dict, log: Path) -> tuple[int, float]:

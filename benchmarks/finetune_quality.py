@@ -16,6 +16,8 @@ Tasks (``--tasks``, comma-separated; default all but the two long ones):
 BERT-tiny (``--zh-preset``) with ``bertkit pretrain-mlm`` within ``--time-budget`` (default 30m), fine-tunes it on
 ChnSentiCorp, and fine-tunes the same architecture from random initialisation (the pretrained
 model's config and tokenizer, fresh weights, saved by this script) with the same command for comparison.
+Its "ok" is at that one command; random init may prefer another learning rate (README "Fine-tuning on
+real data" compares each at its better one).
 
     .venv/bin/python benchmarks/finetune_quality.py --tasks mrpc,stsb,cola
     .venv/bin/python benchmarks/finetune_quality.py --tasks all --smoke      # a few steps each, end to end
@@ -36,17 +38,12 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 ALL_TASKS = ("sst2", "mrpc", "stsb", "cola", "goemotions", "chinese")
 DEFAULT_TASKS = "sst2,mrpc,stsb,cola"
-
-
-def bertkit_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "bertkit"
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "bertkit"]
 
 
 def show(cmd: list[str]) -> str:
