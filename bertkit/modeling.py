@@ -169,6 +169,21 @@ def load_model_config(path: Path, flag: str = "--model"):
         raise UsageError(f"{flag} {path}: cannot read config.json ({str(e).splitlines()[0]})") from None
 
 
+# Dropout keys of the BERT family (BERT, RoBERTa, ELECTRA, ...), and of DistilBERT.
+_DROPOUT_KEYS = (("hidden_dropout_prob", "attention_probs_dropout_prob"), ("dropout", "attention_dropout"))
+
+
+def dropout_overrides(config, dropout: float | None, flag: str = "--dropout") -> dict:
+    """Config keyword arguments for ``from_pretrained`` that set the hidden and attention dropout."""
+    if dropout is None:
+        return {}
+    for keys in _DROPOUT_KEYS:
+        if all(hasattr(config, k) for k in keys):
+            return dict.fromkeys(keys, dropout)
+    raise UsageError(f"{flag} {dropout}: the {getattr(config, 'model_type', '?')} model config has no dropout "
+                     "setting bertkit knows; leave --dropout out")
+
+
 def check_compatible(config, tokenizer, max_seq_length: int | None, flag: str = "--model") -> None:
     vocab = getattr(config, "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:

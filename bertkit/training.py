@@ -414,23 +414,45 @@ def make_callbacks(output: Path, unit: str, time_budget: str | None = None, warm
             self.next_fit = 0.05 * (budget_s or 0)
 
         def on_step_end(self, args, state, control, **kw):
+            elapsed = time.time() - self.t0
+            if args.world_size > 1:
+                elapsed = self._agree(args, elapsed)
             if budget_s is not None:
-                elapsed = time.time() - self.t0
-                if elapsed >= budget_s:
+                # The run ends on the clock, or where the schedule fitted to the clock has decayed to 0
+                # (transformers' flow callback stops at state.max_steps, the fitted step count).
+                fitted_end = (self.fitted_steps and state.global_step >= self.fitted_steps
+                              and not (self.orig_max_steps and self.fitted_steps >= self.orig_max_steps))
+                if elapsed >= budget_s or fitted_end:
                     self.budget_hit = True
-                elif state.global_step - self.start_step >= 10 and (
-                        elapsed >= self.next_fit or (self.fitted_steps and state.global_step >= self.fitted_steps)):
+                elif state.global_step - self.start_step >= 10 and elapsed >= self.next_fit:
                     self._fit_schedule(state, kw.get("lr_scheduler"), elapsed)
             if self.signal is not None or self.budget_hit:
                 control.should_training_stop = True
                 control.should_save = self.signal is not None
             return control
 
+        def _agree(self, args, elapsed: float) -> float:
+            """Several processes must take the same decisions at the same step: each measures its own
+            clock and may catch a signal alone, and a process that stops or refits the schedule on its
+            own leaves the others waiting in a collective (a hang) or training at another learning rate.
+            One all-reduce (max) per step of the clock and the signal makes every decision common."""
+            import torch
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):
+                return elapsed
+            t = torch.tensor([elapsed, float(self.signal or 0)], device=args.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            elapsed, sig = t.tolist()
+            if sig and self.signal is None:
+                self.signal = int(sig)
+            return elapsed
+
         def _fit_schedule(self, state, scheduler, elapsed: float) -> None:
             """Fit the learning-rate schedule to the time budget, so it completes its warm-up and
             decay by the deadline: estimate the steps that fit from the measured step time and give
-            the scheduler's lambdas that step count.  Refitted every 10% of the budget (and when the
-            estimate runs out early); training itself stops on the clock."""
+            the scheduler's lambdas that step count.  Refitted every 10% of the budget; training stops on
+            the clock or at the fitted step count, whichever comes first."""
             done = state.global_step - self.start_step
             per_step = elapsed / done
             total = state.global_step + max(1, int((budget_s - elapsed) / per_step))

@@ -68,14 +68,15 @@ def test_multilabel_end_to_end(tmp_path, mlm_model):
     out = tmp_path / "mlc"
     assert cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", train, "--output", out,
                "--labels", labels, "--epochs", 2, "--batch-size", 16, "--lr", "1e-3", "--tune-threshold",
-               "--head-lr", "3e-3", "--no-prior-init", "-q") == 0
+               "--head-lr", "3e-3", "--no-prior-init", "--dropout", "0.25", "-q") == 0
     saved = yaml.safe_load((out / "bertkit_config.yaml").read_text())
-    assert saved["train"]["head_lr"] == 3e-3 and saved["prior_init"] is False
+    assert saved["train"]["head_lr"] == 3e-3 and saved["prior_init"] is False and saved["dropout"] == 0.25
     m = json.loads((out / "metrics.json").read_text())
     assert m["problem"] == "multi" and "eval_f1_micro" in m and "eval_f1_macro" in m and 0 < m["threshold"] < 1
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["problem_type"] == "multi_label_classification" and cfg["id2label"]["1"] == "rainy"
     assert cfg["bertkit_threshold"] == m["threshold"]
+    assert cfg["hidden_dropout_prob"] == cfg["attention_probs_dropout_prob"] == 0.25  # the checkpoint has 0.1
     p = run_cli("predict", "--model", out, "--input", "-", input="sun rain today\n")
     r = json.loads(p.stdout)
     assert set(r["probabilities"]) == {"sunny", "rainy", "snowy"}
@@ -137,6 +138,9 @@ def test_bad_class_weights(capsys, tmp_path, mlm_model, cls_files):
     rc = cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", tmp_path / "o",
              "--head-lr", "0")
     assert rc == 2 and "--head-lr 0" in capsys.readouterr().err
+    rc = cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", tmp_path / "o",
+             "--dropout", "1")
+    assert rc == 2 and "--dropout 1.0: must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_headerless_tsv_columns_by_index(tmp_path, mlm_model):
@@ -233,3 +237,16 @@ def test_head_lr_moves_only_the_new_head(mlm_model, tmp_path):
     trainer.lr_scheduler.step()  # the linear decay scales every group by the same factor
     lrs = {g["lr"] / g["initial_lr"] for g in trainer.optimizer.param_groups}
     assert len(lrs) == 1 and lrs.pop() == pytest.approx(0.9)
+
+
+def test_dropout_overrides_per_config_family():
+    from transformers import BertConfig, DistilBertConfig, GPT2Config
+
+    from bertkit.errors import UsageError
+    from bertkit.modeling import dropout_overrides
+
+    assert dropout_overrides(BertConfig(), None) == {}
+    assert dropout_overrides(BertConfig(), 0.0) == {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+    assert dropout_overrides(DistilBertConfig(), 0.2) == {"dropout": 0.2, "attention_dropout": 0.2}
+    with pytest.raises(UsageError, match="--dropout 0.2: the gpt2 model config"):
+        dropout_overrides(GPT2Config(), 0.2)

@@ -59,6 +59,22 @@ def test_torchrun_two_processes_cpu(tmp_path, tokenized, cls_files, mlm_model):
     assert first["loss"] < 1.5  # ~ln(2) for two labels; a doubled loss would be ~1.4 and up
 
 
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not found next to the interpreter")
+def test_torchrun_time_budget_stops_every_process_together(tmp_path, tokenized):
+    """Each process reads its own clock; unless they agree, one stops (or refits the learning-rate
+    schedule) a step before the other and the run hangs in a collective."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = tmp_path / "budget"
+    p = subprocess.run([str(TORCHRUN), "--nproc_per_node", "2", "--master_port", "29535", "-m", "bertkit",
+                        "pretrain-mlm", "--data", str(tokenized), "--output", str(out), "--batch-size", "4",
+                        "--epochs", "1000", "--time-budget", "12s", "--logging-steps", "1", "--eval-fraction", "0.05",
+                        *map(str, TINY)], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stopped_by_time_budget"] is True and m["steps"] > 10, m
+    assert 12 <= m["train_seconds"] < 60
+
+
 def _start(args, **kw):
     return subprocess.Popen([sys.executable, "-m", "bertkit", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kw)

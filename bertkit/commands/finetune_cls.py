@@ -11,7 +11,7 @@ from ..errors import DataError, UsageError
 from ..evaluation import DEFAULT_METRIC, METRICS_BY_PROBLEM, best_threshold, classification_metrics, per_text
 from ..labels import LabelSpace
 from ..log import get_logger
-from ..modeling import check_compatible, check_model_dir, count_parameters, load_model_config
+from ..modeling import check_compatible, check_model_dir, count_parameters, dropout_overrides, load_model_config
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification, load_tokenizer
@@ -146,11 +146,14 @@ def run(cfg: FinetuneConfig) -> dict:
     check_numbers(cfg.train)
     if cfg.train.head_lr is not None and not cfg.train.head_lr > 0:
         raise UsageError(f"--head-lr {cfg.train.head_lr}: must be positive")
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
+        raise UsageError(f"--dropout {cfg.dropout}: must be in [0, 1)")
     mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     tok = load_tokenizer(mdir, "--model")
     mconfig = load_model_config(mdir)
     check_compatible(mconfig, tok, d.max_seq_length, "--model")
+    dropout = dropout_overrides(mconfig, cfg.dropout)
     if is_main_process():
         save_config(cfg, out, "finetune-cls")
 
@@ -191,7 +194,7 @@ def run(cfg: FinetuneConfig) -> dict:
     try:
         model, loading = AutoModelForSequenceClassification.from_pretrained(
             str(mdir), local_files_only=True, trust_remote_code=False, ignore_mismatched_sizes=True,
-            output_loading_info=True, **space.model_config_kwargs())
+            output_loading_info=True, **space.model_config_kwargs(), **dropout)
     except Exception as e:  # noqa: BLE001
         raise UsageError(f"--model {mdir}: cannot load for sequence classification ({str(e).splitlines()[0]})") from None
     head = new_parameters(loading)
