@@ -297,6 +297,13 @@ def print_table(rows: list[dict], smoke: bool) -> None:
         print(f"| {rw['task']} | {rw['metric']} | {v} | {rw['target']}{status} | {fmt_time(rw['seconds'])} | {cmds} |")
 
 
+def positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be at least 1")
+    return n
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the shared data folder (glue/, goemotions/, ...)")
@@ -311,7 +318,7 @@ def main(argv=None) -> None:
     p.add_argument("--goemotions-lr", type=float, default=8e-5)
     p.add_argument("--zh-pretrained", metavar="RUNS_DIR",
                    help="chinese: reuse zh-tok/ and zh-mlm/ (and their logs) of an earlier run's --runs-dir")
-    p.add_argument("--zh-processes", type=int, default=1,
+    p.add_argument("--zh-processes", type=positive_int, default=1, metavar="N",
                    help="chinese: pretraining processes (torchrun; global batch 32, the cores shared between them). "
                         "On 2 CPU cores, 2 processes of one thread see ~1.3x the tokens of one process of two threads")
     p.add_argument("--zh-vocab-size", type=int, default=8000,

@@ -189,9 +189,8 @@ class FinetuneConfig:
                                        "--class-weights")
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
                                  "log-odds per label, or the mean target) instead of 0.", "--prior-init/--no-prior-init")
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning (default: the checkpoint's, "
-                                         "e.g. 0.1; a model pretrained with dropout 0 often fine-tunes better with 0.1).",
-                                   "--dropout")
+    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
+                                         "checkpoint's).", "--dropout")
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
