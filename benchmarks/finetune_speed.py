@@ -4,7 +4,7 @@
 (a) Training examples/s.  The peer is written out here as ``run_classification.py`` does it:
 ``tokenizer(..., padding="max_length", max_length=128, truncation=True)`` through ``datasets.map``,
 ``default_data_collator``, ``AutoModelForSequenceClassification`` and a plain ``Trainer`` (random
-sampler).  bertkit runs its real command, ``bertkit.commands.finetune_cls.run`` (dynamic padding to a
+sampler).  bertkit runs its real command's stages (``bertkit.commands.finetune_cls``: dynamic padding to a
 multiple of 8, length-grouped batches, its TrainingArguments and callbacks), with a timer attached.
 Same model (MiniLM-L6-H384), the same training rows, batch, steps, learning rate, seed and torch
 thread count.  Every run is its own subprocess and the two sides alternate (peer, bertkit, peer,
@@ -135,7 +135,9 @@ def worker_train_peer(a) -> dict:
 def worker_train_bertkit(a) -> dict:
     set_threads(a.threads)
     import bertkit.commands.finetune_cls as fc
+    from bertkit.outputs import prepare_output
     from bertkit.schemas import FinetuneConfig
+    from bertkit.training import save_run, train_with_signals
 
     work = Path(a.workdir)
     cfg = FinetuneConfig()
@@ -150,38 +152,21 @@ def worker_train_bertkit(a) -> dict:
     tr.logging_steps = max(1, a.steps // 4)
 
     state = {"t0": None, "t1": None, "counting": False, "examples": 0, "tokens": 0, "padded_tokens": 0}
-    timer = _timer(a, state)
-    orig_make_callbacks = fc.make_callbacks
-
-    def make_callbacks(*args, **kw):  # the command's own callbacks, with the timer riding on its stopper
-        progress, stopper = orig_make_callbacks(*args, **kw)
-        begin, end = stopper.on_step_begin, stopper.on_step_end
-
-        def on_step_begin(args_, st, control, **k):
-            timer.on_step_begin(args_, st, control, **k)
-            return begin(args_, st, control, **k)
-
-        def on_step_end(args_, st, control, **k):
-            timer.on_step_end(args_, st, control, **k)
-            return end(args_, st, control, **k)
-
-        stopper.on_step_begin, stopper.on_step_end = on_step_begin, on_step_end
-        return progress, stopper
-
-    fc.make_callbacks = make_callbacks
-    from transformers import AutoModelForSequenceClassification
-
-    orig_fp = AutoModelForSequenceClassification.from_pretrained.__func__
-
-    def from_pretrained(cls, *args, **kw):  # attach the counting hook to the model the command loads
-        model = orig_fp(cls, *args, **kw)
-        model.register_forward_pre_hook(_count_hook(state), with_kwargs=True)
-        return model
-
-    AutoModelForSequenceClassification.from_pretrained = classmethod(from_pretrained)
-    metrics = fc.run(cfg)
+    # the command's own stages (bertkit.commands.finetune_cls.run is this list), with a timer callback
+    # and a counting hook on the model it loads
+    cfg.validate()
+    out, _ = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
+    base = fc.open_base(cfg)
+    data = fc.load_splits(cfg, base.tokenizer)
+    model, head = fc.load_classifier(cfg, base, data)
+    model.register_forward_pre_hook(_count_hook(state), with_kwargs=True)
+    trainer = fc.build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks=[_timer(a, state)])
+    result, seconds = train_with_signals(trainer, out, None)
+    metrics = fc.final_metrics(cfg, trainer, data, result, seconds)
     res = _result(state, a)
     res["eval_accuracy"] = metrics.get("eval_accuracy")
+    fc.stamp_inference_settings(trainer.model.config, cfg, data.space)
+    save_run(trainer, base.tokenizer, out, "finetune-cls", cfg, metrics)
     res["model_dir"] = cfg.output
     return res
 

@@ -176,32 +176,13 @@ def worker_train(a) -> dict:
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, data_collator=collator,
                           processing_class=tok)
     else:
-        from bertkit.commands.pretrain_mlm import _mlm_trainer_class
-        from bertkit.masking import MLMCollator
+        from bertkit.commands.pretrain_mlm import MLMData, build_trainer
         from bertkit.modeling import new_mlm_model
-        from bertkit.training import make_callbacks, remove_default_printers, training_arguments
 
+        # bertkit pretrain-mlm's own trainer stage, on the same pre-tokenized blocks as the recipe
         model = new_mlm_model(mconfig, sparse=True)
-        collator = MLMCollator(tok, cfg.mlm.probability, cfg.mlm.mask_replace_prob, cfg.mlm.random_replace_prob,
-                               cfg.mlm.whole_word_mask)
-        args = training_arguments(tr, out_dir, eval_strategy="no", max_steps=tr.max_steps,
-                                  batch_eval_metrics=True, prediction_loss_only=False,
-                                  include_num_input_tokens_seen="non_padding", remove_unused_columns=False)
-        import inspect
-
-        extra = {"warmup_ratio": tr.warmup_ratio} if "warmup_ratio" in inspect.signature(make_callbacks).parameters else {}
-        progress, stopper = make_callbacks(out_dir, "tokens", **extra)
-        made = _mlm_trainer_class()  # as bertkit pretrain-mlm builds it
-        trainer_cls, padding_cls = made if isinstance(made, tuple) else (made, None)
-        callbacks = [progress, stopper]
-        padding = padding_cls() if padding_cls is not None else None
-        if padding is not None:
-            callbacks.insert(0, padding)
-        trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, data_collator=collator,
-                              processing_class=tok, callbacks=callbacks)
-        if padding is not None:
-            padding.trainer = trainer
-        remove_default_printers(trainer)
+        manifest = {"parameters": {"max_seq_length": a.seq_len}, "counts": {}}
+        trainer = build_trainer(cfg, out_dir, model, MLMData(train_ds, None, tok, manifest))
 
     state = {"tokens": 0, "counting": False, "t0": None, "t1": None}
 

@@ -164,10 +164,23 @@ def env_command():
 
 
 @app.command("recipes")
-def recipes_command():
-    """List the shipped recipes with their purpose and the command that runs each."""
-    from .recipes import list_recipes
+def recipes_command(
+    name: Annotated[Optional[str], typer.Argument(help="A recipe name: print that recipe (with --path: its file).",
+                                                  show_default=False)] = None,
+    path: Annotated[bool, typer.Option("--path", help="Print the recipe's file path (e.g. for accelerate's "
+                                                      "--config_file).")] = False,
+):
+    """List the shipped recipes with their purpose and the command that runs each; `--config NAME` runs
+    one by name."""
+    from .recipes import find_recipe, list_recipes
 
+    if name:
+        found = find_recipe(name)
+        if found is None:
+            typer.echo(f"bertkit: error: no shipped recipe {name!r}; `bertkit recipes` lists them", err=True)
+            raise typer.Exit(2)
+        typer.echo(str(found) if path else found.read_text(encoding="utf-8"), nl=path)
+        return
     rows = list_recipes()
     if not rows:
         typer.echo("no recipes found", err=True)
@@ -189,7 +202,10 @@ def _is_click_error(e: BaseException) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="bertkit", standalone_mode=False)
+        # outside standalone mode click returns the code of a typer.Exit instead of raising it
+        code = app(args=argv, prog_name="bertkit", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except (typer.Exit, click.exceptions.Exit) as e:
         sys.exit(getattr(e, "exit_code", 0))
     except (typer.Abort, click.exceptions.Abort):

@@ -229,9 +229,16 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe file, or a recipe shipped in the package by name (``bertkit recipes`` lists them)."""
+    from .recipes import find_recipe
+
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"--config {path}: no such file")
+        shipped = find_recipe(str(path))
+        if shipped is None:
+            raise UsageError(f"--config {path}: no such file, nor a shipped recipe of that name (`bertkit recipes` "
+                             "lists them)")
+        p = shipped
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -290,7 +297,52 @@ def iter_all_fields(cls: type, prefix: str = ""):
             yield f"{prefix}{f.name}", f, hints[f.name]
 
 
-__all__ = [
-    "CONFIG_FILENAME", "opt", "section", "coerce", "from_dict", "to_dict", "deep_merge", "resolve",
-    "save_config", "parse_set", "parse_duration", "iter_flag_fields", "iter_all_fields", "Optional",
-]
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+class Schema:
+    """Base of the config schemas.  Each schema and section lists what is wrong with its own values in
+    :meth:`problems`; :meth:`validate` collects them from the whole tree once and raises one
+    :class:`UsageError` naming every problem, so a user fixes a command line in one go."""
+
+    def problems(self) -> list[str]:
+        return []
+
+    def validate(self):
+        found = collect_problems(self)
+        if len(found) == 1:
+            raise UsageError(found[0])
+        if found:
+            raise UsageError(f"{len(found)} problems: " + "; ".join(found))
+        return self
+
+
+def collect_problems(obj: Any) -> list[str]:
+    found = list(obj.problems()) if isinstance(obj, Schema) else []
+    for f in dataclasses.fields(obj):
+        if f.metadata.get("section"):
+            found += collect_problems(getattr(obj, f.name))
+    return found
+
+
+def at_least(value: Any, minimum: float, flag: str) -> list[str]:
+    """``[problem]`` if a set ``value`` is below ``minimum``, else ``[]``."""
+    return [f"{flag} {value}: must be at least {minimum}"] if value is not None and value < minimum else []
+
+
+def in_unit_interval(value: Any, flag: str, closed_top: bool = False) -> list[str]:
+    """``[problem]`` unless a set ``value`` is in [0, 1) (or [0, 1] with ``closed_top``)."""
+    if value is None or 0 <= value < 1 or (closed_top and value == 1):
+        return []
+    return [f"{flag} {value}: must be in [0, 1{']' if closed_top else ')'}"]
+
+
+def duration_problems(value: Any, flag: str) -> list[str]:
+    try:
+        parse_duration(value)
+    except UsageError as e:
+        return [f"{flag} {value}: {str(e).split(': ', 1)[-1]}"]
+    return []

@@ -11,7 +11,6 @@ import csv
 import glob
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -304,9 +303,3 @@ def read_predict_input(source: str, text_column: str, pair_column: str | None) -
     texts = join_text(ds.to_dict(), tcols, len(ds)) if len(tcols) > 1 else [str(t) for t in ds[tcols[0]]]
     pairs = [str(t) for t in ds[pair_column]] if pair_column else None
     return texts, pairs, None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -196,3 +196,25 @@ def read_labels_file(path: str) -> list[str]:
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DataError(f"--labels {path}: duplicate label names {', '.join(dup)}")
     return names
+
+
+def class_weights(spec: str | None, space: LabelSpace, train_labels) -> list[float] | None:
+    """``--class-weights``: ``auto`` (inverse label frequency; multi-label: per label, used as pos_weight)
+    or one comma-separated weight per label id."""
+    if not spec:
+        return None
+    if space.problem == "regression":
+        raise UsageError("--class-weights applies to classification, not regression")
+    n = space.num_labels
+    if spec == "auto":
+        arr = np.asarray(train_labels)
+        counts = arr.sum(0) if space.problem == "multi" else np.bincount(arr.astype(int), minlength=n)
+        counts = np.maximum(counts.astype(float), 1.0)
+        return [float(x) for x in counts.sum() / (n * counts)]
+    try:
+        w = [float(x) for x in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"--class-weights {spec!r}: use 'auto' or {n} comma-separated numbers") from None
+    if len(w) != n or any(x < 0 for x in w):
+        raise UsageError(f"--class-weights {spec!r}: need {n} non-negative weights, one per label id")
+    return w

@@ -19,7 +19,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from .errors import UsageError
 from .schemas import PRESETS
-from .tokenization import require_local_dir
+from .loading import load_model
 
 
 def preset_config(model_cfg, vocab_size: int, pad_token_id: int) -> BertConfig:
@@ -143,32 +143,6 @@ class SparseBertForMaskedLM(BertForMaskedLM):
             cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def check_model_dir(path: str | None, flag: str = "--model", allow_pickle: bool = False) -> Path:
-    """A local model dir with a config and safetensors weights (pickle needs ``allow_pickle``)."""
-    p = require_local_dir(path, flag, "model")
-    if not (p / "config.json").is_file():
-        raise UsageError(f"{flag} {path}: no config.json in that directory; pass a Hugging Face model dir "
-                         "(config.json + model.safetensors)")
-    has_st = any(p.glob("*.safetensors"))
-    has_pickle = any(p.glob("pytorch_model*.bin"))
-    if not has_st:
-        if has_pickle and not allow_pickle:
-            raise UsageError(f"{flag} {path}: only pickle weights (pytorch_model.bin), which can run code when loaded; "
-                             "convert them to safetensors or pass --allow-pickle if you trust the source")
-        if not has_pickle:
-            raise UsageError(f"{flag} {path}: no weights (model.safetensors) in that directory")
-    return p
-
-
-def load_model_config(path: Path, flag: str = "--model"):
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
-    except Exception as e:  # noqa: BLE001
-        raise UsageError(f"{flag} {path}: cannot read config.json ({str(e).splitlines()[0]})") from None
-
-
 # Dropout keys of the BERT family (BERT, RoBERTa, ELECTRA, ...), and of DistilBERT.
 _DROPOUT_KEYS = (("hidden_dropout_prob", "attention_probs_dropout_prob"), ("dropout", "attention_dropout"))
 
@@ -196,12 +170,7 @@ def check_compatible(config, tokenizer, max_seq_length: int | None, flag: str = 
 
 
 def load_mlm_model(path: Path, sparse: bool = True):
-    cls = SparseBertForMaskedLM if sparse else BertForMaskedLM
-    try:
-        return cls.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
-                                   use_safetensors=any(path.glob("*.safetensors")))
-    except Exception as e:  # noqa: BLE001
-        raise UsageError(f"--model {path}: cannot load as a BERT masked-LM ({str(e).splitlines()[0]})") from None
+    return load_model(SparseBertForMaskedLM if sparse else BertForMaskedLM, path, "masked-LM")
 
 
 def new_mlm_model(config: BertConfig, sparse: bool = True):
@@ -209,6 +178,41 @@ def new_mlm_model(config: BertConfig, sparse: bool = True):
     return cls(config)
 
 
-__all__ = ["SparseBertForMaskedLM", "preset_config", "check_model_dir", "load_model_config", "check_compatible",
-           "load_mlm_model", "new_mlm_model", "count_parameters"]
+def new_parameters(loading: dict) -> set[str]:
+    """Names of the parameters ``from_pretrained`` initialised afresh: missing from the checkpoint, or
+    held there with another shape (another number of labels)."""
+    return set(loading.get("missing_keys") or []) | {k[0] if isinstance(k, (tuple, list)) else k
+                                                     for k in loading.get("mismatched_keys") or []}
+
+
+def init_head_at_prior(model: nn.Module, new: set[str], bias: list[float]) -> str | None:
+    """Set the output bias of a newly initialised head (``new``: its parameter names) to ``bias``;
+    a head loaded from the checkpoint is left as trained.  Returns the parameter set, if any."""
+    # the head's output layer comes last and has one bias entry per label (BERT: classifier.bias,
+    # RoBERTa-style heads: classifier.out_proj.bias)
+    found = [(n, p) for n, p in model.named_parameters()
+             if n in new and n.endswith("bias") and tuple(p.shape) == (len(bias),)]
+    if not found:
+        return None
+    name, param = found[-1]
+    with torch.no_grad():
+        param.copy_(torch.tensor(bias, dtype=param.dtype))
+    return name
+
+
+def weighted_loss(problem: str, weights: list[float] | None):
+    """A class-weighted loss for the Trainer's ``compute_loss_func`` (None: the model's own loss)."""
+    if weights is None:
+        return None
+    w = torch.tensor(weights)
+
+    def loss_fn(outputs, labels, num_items_in_batch=None):
+        logits = outputs["logits"]
+        if problem == "multi":
+            return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float(),
+                                                                  pos_weight=w.to(logits.device))
+        return nn.functional.cross_entropy(logits.float(), labels.long(), weight=w.to(logits.device))
+
+    return loss_fn
+
 

@@ -4,25 +4,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import yaml
 
 from . import __version__
 from .config import to_dict
 from .log import get_logger
-from .training import command_line
+from .outputs import command_line
 
 log = get_logger()
 
 
-def plot_curves(history: list[dict], path: Path, title: str) -> bool:
-    """Training loss and eval metrics against steps, rendered headless (Agg)."""
+def pyplot(what: str):
+    """matplotlib's pyplot rendering headless (Agg), or None (and a note naming ``what`` is skipped)
+    when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.info("matplotlib is not installed: no curves.png (pip install 'bertkit[plots]')")
+        log.info(f"matplotlib is not installed: no {what} (pip install 'bertkit[plots]')")
+        return None
+    return plt
+
+
+def plot_curves(history: list[dict], path: Path, title: str) -> bool:
+    """Training loss and eval metrics against steps."""
+    plt = pyplot(path.name)
+    if plt is None:
         return False
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
     evals = {k for r in history for k in r if k.startswith("eval_") and k not in ("eval_runtime", "eval_samples_per_second",
@@ -136,3 +147,27 @@ def finish_run(out: Path, command: str, cfg, metrics: dict, history: list[dict],
     except Exception as e:  # noqa: BLE001 - a plot must never fail a finished run
         log.warning(f"could not draw curves.png ({e})")
     (out / "README.md").write_text(model_card(out, command, cfg, metrics, extra), encoding="utf-8")
+
+
+def plot_confusion(cm: list[list[int]], labels: list[str], path: Path) -> bool:
+    plt = pyplot(path.name)
+    if plt is None:
+        return False
+    arr = np.asarray(cm)
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(max(4, 0.5 * n + 2), max(3.5, 0.5 * n + 1.5)))
+    im = ax.imshow(arr, cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("reference")
+    if n <= 30:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(arr[i, j]), ha="center", va="center",
+                        color="white" if arr[i, j] > arr.max() / 2 else "black", fontsize=8)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

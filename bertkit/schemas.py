@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from .config import opt, section
+from pathlib import Path
+
+from .config import Schema, at_least, duration_problems, in_unit_interval, opt, section
 
 PRESETS: dict[str, dict[str, int]] = {
     # name: layers / hidden; heads = hidden // 64 (at least 2), intermediate = 4 * hidden
@@ -33,16 +35,19 @@ def allow_pickle_field():
 # ------------------------------------------------------------------------------------------
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(Schema):
     path: Optional[str] = opt(None, "Local tokenizer or model directory to tokenize with.", "--tokenizer")
     train: bool = opt(False, "Train a new WordPiece tokenizer on the input text.", "--train-tokenizer")
     vocab_size: int = opt(30522, "Vocabulary size of a trained tokenizer.", "--vocab-size")
     lowercase: bool = opt(True, "Lowercase (and strip accents) in a trained tokenizer.", "--lowercase/--no-lowercase")
     min_frequency: int = opt(2, "Minimum pair frequency for a WordPiece merge when training.")
 
+    def problems(self) -> list[str]:
+        return at_least(self.vocab_size, 10, "--vocab-size") if self.train else []
+
 
 @dataclass
-class DataConfig:
+class DataConfig(Schema):
     inputs: list[str] = opt(None, "Input files or globs (.txt .csv .tsv .json .jsonl .parquet) or a saved datasets dir.",
                             argument=True, factory=list)
     text_column: str = opt("text", "Column holding the text (plain .txt files: one example per line).", "--text-column")
@@ -54,6 +59,9 @@ class DataConfig:
         "--packing", choices=("docs", "lines"))
     num_proc: int = opt(1, "Parallel tokenization: tokenizer threads for mlm, worker processes for cls.", "--num-proc")
 
+    def problems(self) -> list[str]:
+        return at_least(self.max_seq_length, 8, "--max-seq-length") + at_least(self.num_proc, 1, "--num-proc")
+
 
 @dataclass
 class PretrainDataConfig(DataConfig):
@@ -61,18 +69,27 @@ class PretrainDataConfig(DataConfig):
                             "--data", factory=list)
     eval_fraction: float = opt(0.02, "Share of blocks held out for evaluation.", "--eval-fraction")
 
+    def problems(self) -> list[str]:
+        return super().problems() + in_unit_interval(self.eval_fraction, "--eval-fraction")
+
 
 @dataclass
-class MaskingConfig:
+class MaskingConfig(Schema):
     probability: float = opt(0.15, "Share of tokens to mask for training (evaluation always uses 0.15).", "--mlm-probability")
     mask_replace_prob: float = opt(0.8, "Of the selected tokens, the share replaced by [MASK].")
     random_replace_prob: float = opt(0.1, "Of the selected tokens, the share replaced by a random token (the rest stay).")
     whole_word_mask: bool = opt(False, "Mask whole words (## continuations with their word; each CJK character is a word).",
                                 "--whole-word-mask/--no-whole-word-mask")
 
+    def problems(self) -> list[str]:
+        found = [f"--mlm-probability {self.probability}: must be in (0, 1)"] if not 0 < self.probability < 1 else []
+        if self.mask_replace_prob + self.random_replace_prob > 1 or min(self.mask_replace_prob, self.random_replace_prob) < 0:
+            found.append("mlm.mask_replace_prob + mlm.random_replace_prob: each >= 0, together at most 1")
+        return found
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Schema):
     preset: str = opt("tiny", "Size of a new model: tiny, mini, small, medium, base, large.", "--preset",
                       choices=tuple(PRESETS))
     path: Optional[str] = opt(None, "Local checkpoint directory to continue pretraining from.", "--model")
@@ -86,7 +103,7 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Schema):
     epochs: float = opt(1.0, "Training epochs (ignored when --max-steps is set).", "--epochs")
     max_steps: Optional[int] = opt(None, "Optimizer steps to train for (overrides --epochs).", "--max-steps")
     batch_size: int = opt(32, "Examples per device per step.", "--batch-size")
@@ -109,6 +126,21 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
                                "worth trying on GPU).", "--compile/--no-compile")
 
+    def problems(self) -> list[str]:
+        found = at_least(self.batch_size, 1, "--batch-size") + at_least(self.grad_accum, 1, "--grad-accum")
+        if not self.lr > 0:
+            found.append(f"--lr {self.lr}: must be positive")
+        found += at_least(self.max_steps, 1, "--max-steps")
+        if self.max_steps is None and not self.epochs > 0:
+            found.append(f"--epochs {self.epochs}: must be positive")
+        found += in_unit_interval(self.warmup_ratio, "--warmup-ratio")
+        found += at_least(self.logging_steps, 1, "--logging-steps") + at_least(self.eval_steps, 1, "--eval-steps")
+        found += at_least(self.save_steps, 1, "--save-steps") + at_least(self.save_total_limit, 1, "--save-total-limit")
+        found += at_least(self.num_workers, 0, "--num-workers")
+        if self.report_to not in ("none", "tensorboard"):
+            found.append(f"--report-to {self.report_to}: use none or tensorboard (bertkit reports nowhere remote)")
+        return found
+
 
 @dataclass
 class PretrainTrainConfig(TrainConfig):
@@ -117,6 +149,10 @@ class PretrainTrainConfig(TrainConfig):
     max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).", "--max-tokens")
     time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
                                      "--time-budget")
+
+    def problems(self) -> list[str]:
+        return super().problems() + at_least(self.max_tokens, 1, "--max-tokens") + duration_problems(
+            self.time_budget, "--time-budget")
 
 
 @dataclass
@@ -127,21 +163,69 @@ class FinetuneTrainConfig(TrainConfig):
     head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
                                          "checkpoint lacks); default --lr.", "--head-lr")
 
+    def problems(self) -> list[str]:
+        found = super().problems() + at_least(self.patience, 1, "--patience")
+        if self.head_lr is not None and not self.head_lr > 0:
+            found.append(f"--head-lr {self.head_lr}: must be positive")
+        if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):
+            found.append("--save-steps needs --eval-steps and must be a multiple of it (the best checkpoint is kept)")
+        return found
+
 
 @dataclass
-class ClsDataConfig:
+class TextColumns(Schema):
+    text_column: str = opt("text", "Column holding the text.", "--text-column")
+    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
+
+
+@dataclass
+class LabelledColumns(TextColumns):
+    label_column: str = opt("label", "Column holding the label.", "--label-column")
+
+
+@dataclass
+class ModelDirFields(Schema):
+    model: Optional[str] = opt(None, "Local model directory.", "--model")
+    allow_pickle: bool = allow_pickle_field()
+
+    def problems(self) -> list[str]:
+        return [] if self.model else ["--model is required: a local model directory"]
+
+
+@dataclass
+class InferenceFields(ModelDirFields):
+    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
+    max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
+                                              "fine-tuned with, else its limit, 512 at most).", "--max-seq-length")
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
+    task: Literal["auto", "fill-mask", "classification"] = opt(
+        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
+
+    def problems(self) -> list[str]:
+        return super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
+            self.max_seq_length, 8, "--max-seq-length")
+
+
+@dataclass
+class ClsDataConfig(LabelledColumns):
     train: Optional[str] = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).", "--train")
     validation: Optional[str] = opt(None, "Validation file, evaluated every epoch.", "--validation")
     test: Optional[str] = opt(None, "Test file, evaluated once with the best model.", "--test")
     text_column: str = opt("text", "Column holding the text (several: comma-separated, joined with a space).",
                            "--text-column")
-    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
-    label_column: str = opt("label", "Column holding the label.", "--label-column")
     max_seq_length: int = opt(128, "Maximum tokens per example (pairs included).", "--max-seq-length")
     long_text: Literal["truncate", "head-tail", "sliding-window"] = opt(
         "truncate", "How to fit texts longer than --max-seq-length.", "--long-text",
         choices=("truncate", "head-tail", "sliding-window"))
     stride: int = opt(32, "Overlap in tokens between sliding windows.", "--stride")
+
+    def problems(self) -> list[str]:
+        found = [] if self.train else ["--train is required: the labelled training file"]
+        found += at_least(self.max_seq_length, 8, "--max-seq-length")
+        if self.long_text == "sliding-window" and not 0 <= self.stride < self.max_seq_length // 2:
+            found.append(f"--stride {self.stride}: must be in [0, {self.max_seq_length // 2}) for --max-seq-length "
+                         f"{self.max_seq_length}")
+        return found
 
 
 # ------------------------------------------------------------------------------------------
@@ -149,7 +233,7 @@ class ClsDataConfig:
 # ------------------------------------------------------------------------------------------
 
 @dataclass
-class TokenizeConfig:
+class TokenizeConfig(Schema):
     output: Optional[str] = opt(None, "Output directory (dataset, tokenizer, manifest.json).", "--output")
     task: Literal["mlm", "cls"] = opt("mlm", "mlm: pack text into blocks; cls: one example per row with its label.",
                                       "--task", choices=("mlm", "cls"))
@@ -157,9 +241,15 @@ class TokenizeConfig:
     data: DataConfig = section(DataConfig)
     tokenizer: TokenizerConfig = section(TokenizerConfig)
 
+    def problems(self) -> list[str]:
+        found = [] if self.output else ["--output is required: the directory to write the dataset to"]
+        if not self.data.inputs:
+            found.append("no input files: pass the files or globs to tokenize")
+        return found
+
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(Schema):
     output: Optional[str] = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     data: PretrainDataConfig = section(PretrainDataConfig)
@@ -170,11 +260,14 @@ class PretrainConfig:
     sparse_head: bool = opt(True, "Run the MLM head only at masked positions (same weights, less compute).",
                             "--sparse-head/--dense-head")
 
+    def problems(self) -> list[str]:
+        return [] if self.data.inputs else ["--data is required: a `bertkit tokenize` output dir or raw text files"]
+
 
 @dataclass
-class FinetuneConfig:
-    model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir).", "--model")
-    allow_pickle: bool = allow_pickle_field()
+class FinetuneConfig(ModelDirFields):
+    model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir), or "
+                                     "minilm-l6.", "--model")
     output: Optional[str] = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     problem: Literal["auto", "single", "multi", "regression"] = opt(
@@ -194,36 +287,44 @@ class FinetuneConfig:
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
+    def problems(self) -> list[str]:
+        found = super().problems() + in_unit_interval(self.dropout, "--dropout")
+        if not 0 < self.threshold < 1:
+            found.append(f"--threshold {self.threshold}: must be in (0, 1)")
+        return found
+
 
 @dataclass
-class PredictConfig:
+class PredictConfig(InferenceFields, TextColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask or classification).", "--model")
-    allow_pickle: bool = allow_pickle_field()
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
-    task: Literal["auto", "fill-mask", "classification"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
-    text_column: str = opt("text", "Column holding the text.", "--text-column")
-    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
     top_k: int = opt(5, "fill-mask: candidates per [MASK].", "--top-k")
-    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
-    max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the model's limit, 512 at most).",
-                                        "--max-seq-length")
-    device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
+
+    def problems(self) -> list[str]:
+        found = super().problems() + at_least(self.top_k, 1, "--top-k")
+        if self.input is None:
+            found.append("--input is required: a file, or - for stdin")
+        if self.output != "-" and Path(self.output).suffix.lower() not in (".jsonl", ".json", ".csv", ".tsv"):
+            found.append(f"--output {self.output}: use a .jsonl, .csv or .tsv file, or - for stdout")
+        elif self.output != "-" and Path(self.output).is_dir():
+            found.append(f"--output {self.output}: a directory; give a file name")
+        return found
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(InferenceFields, LabelledColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier or a masked-LM).", "--model")
-    allow_pickle: bool = allow_pickle_field()
     data: Optional[str] = opt(None, "Labelled file (classification) or text / `bertkit tokenize` output (MLM).", "--data")
     output: Optional[str] = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
-    task: Literal["auto", "fill-mask", "classification"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
-    text_column: str = opt("text", "Column holding the text.", "--text-column")
-    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
-    label_column: str = opt("label", "Column holding the label (classification).", "--label-column")
-    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
-    max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (MLM blocks: default 128).", "--max-seq-length")
-    device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
+    max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (default: the length a classifier was "
+                                              "fine-tuned with; MLM blocks: 128).", "--max-seq-length")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
+
+    def problems(self) -> list[str]:
+        found = super().problems()
+        if not self.data:
+            found.append("--data is required: the file to evaluate on")
+        if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
+            found.append(f"--output {self.output}: a file, not a directory")
+        return found

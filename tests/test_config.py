@@ -7,7 +7,7 @@ import yaml
 
 from bertkit.config import coerce, parse_duration, resolve
 from bertkit.errors import UsageError
-from bertkit.recipes import list_recipes, recipe_files
+from bertkit.recipes import find_recipe, list_recipes, recipe_files
 from bertkit.schemas import FinetuneConfig, PredictConfig, PretrainConfig, TokenizeConfig
 from conftest import run_cli
 
@@ -98,16 +98,42 @@ def test_every_recipe_loads():
         assert lines[1].startswith("# Purpose: "), f
         data = yaml.safe_load(f.read_text())
         if "accelerate" in f.parts:  # accelerate launch configs
-            assert lines[0].startswith("# Run: accelerate launch --config_file recipes/accelerate/" + f.name), f
+            assert lines[0].startswith('# Run: accelerate launch --config_file "$(bertkit recipes --path accelerate/'
+                                       + f.stem + ')"'), f
             assert data["distributed_type"] and data["num_processes"] >= 1
             continue
         assert lines[0].startswith("# Run: bertkit "), f
         assert lines[0].split()[3] == data["command"], f
         resolve(SCHEMAS[data["command"]], f)
     names = {r["name"] for r in list_recipes()}
-    assert "pretrain-tiny-enwiki.yaml" in names
+    assert "pretrain-tiny-enwiki" in names
+    assert find_recipe("pretrain-tiny-enwiki.yaml") == find_recipe("pretrain-tiny-enwiki") is not None
 
 
 def test_recipes_command():
     p = run_cli("recipes")
-    assert "finetune-sst2-minilm.yaml" in p.stdout and "$ bertkit" in p.stdout
+    assert "finetune-sst2-minilm" in p.stdout and "$ bertkit" in p.stdout
+    assert run_cli("recipes", "--path", "accelerate/cpu-2proc").stdout.strip().endswith("cpu-2proc.yaml")
+    assert run_cli("recipes", "finetune-sst2-minilm").stdout.startswith("# Run: bertkit finetune-cls")
+    bad = run_cli("recipes", "no-such-recipe", check=False)
+    assert bad.returncode == 2 and "bertkit recipes" in bad.stderr
+
+
+def test_config_takes_a_shipped_recipe_by_name():
+    cfg = resolve(FinetuneConfig, "finetune-sst2-minilm", {"train.lr": 1e-4})
+    assert cfg.model == "minilm-l6" and cfg.train.lr == 1e-4
+    with pytest.raises(UsageError, match="nor a shipped recipe"):
+        resolve(FinetuneConfig, "no-such-recipe")
+
+
+def test_validate_collects_every_problem():
+    cfg = FinetuneConfig(model="m")
+    cfg.data.train = "t.csv"
+    cfg.train.lr, cfg.train.batch_size, cfg.dropout = 0, 0, 1.5
+    with pytest.raises(UsageError) as e:
+        cfg.validate()
+    msg = str(e.value)
+    assert msg.startswith("3 problems: ") and "--lr 0" in msg and "--batch-size 0" in msg and "--dropout 1.5" in msg
+    assert "\n" not in msg
+    cfg.train.lr, cfg.train.batch_size, cfg.dropout = 1e-4, 8, 0.1
+    assert cfg.validate() is cfg

@@ -17,8 +17,7 @@ log = get_logger()
 
 
 def run(cfg: TokenizeConfig) -> dict:
-    if not cfg.output:
-        raise UsageError("--output is required: the directory to write the dataset to")
+    cfg.validate()
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {cfg.output}: a file, not a directory; choose another path")
@@ -43,10 +42,18 @@ def run(cfg: TokenizeConfig) -> dict:
         ("tokens", f"{c['tokens']:,}"),
         ("blocks" if cfg.task == "mlm" else "rows", f"{c['blocks']:,} x {cfg.data.max_seq_length} max tokens"),
         ("packing efficiency", f"{c['packing_efficiency']:.1%}"),
-        ("vocabulary", f"{manifest['tokenizer']['vocab_size']:,} ({manifest['tokenizer']['source']})"),
+        ("vocabulary", _vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["source"], cfg.tokenizer)),
         ("time", f"{manifest['seconds']:.1f}s"),
         ("dataset", str(out / DATASET_DIR)),
         ("tokenizer", str(out / TOKENIZER_DIR)),
         ("manifest", str(out / MANIFEST)),
     ])
     return manifest
+
+
+def _vocabulary(size: int, source: str, tok_cfg) -> str:
+    text = f"{size:,} ({source})"
+    if tok_cfg.train and size < tok_cfg.vocab_size:
+        text += (f"; {tok_cfg.vocab_size:,} asked, but the corpus supports only {size:,} at min_frequency "
+                 f"{tok_cfg.min_frequency}")
+    return text

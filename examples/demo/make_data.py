@@ -94,9 +94,12 @@ def main() -> None:
         for text, _ in labelled(rng, 20, 0.0):
             fh.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
     with open(a.out / "fill_mask.txt", "w", encoding="utf-8") as fh:
+        # collocations the corpus teaches (a tiny model learns them in the demo's 800 steps), then an
+        # open slot where any adjective of the right sentiment fits
+        fh.write("the coffee was great, highly [MASK].\n")
+        fh.write("the hotel was superb, worth every [MASK].\n")
+        fh.write("这家餐厅值得推[MASK]。\n")
         fh.write("the food was really [MASK], highly recommended.\n")
-        fh.write("the service was [MASK], i want a refund.\n")
-        fh.write("这部手机[MASK]差了。\n")
     print(f"demo data written to {a.out}")
 
 

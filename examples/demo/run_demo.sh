@@ -18,8 +18,10 @@ step "2/5 bertkit tokenize: train a WordPiece tokenizer, pack the corpus into 64
     --max-seq-length 64
 
 step "3/5 bertkit pretrain-mlm: a tiny BERT (2 layers, 128 hidden) from scratch"
+# no dropout: a short pretraining underfits, and dropout 0 leaves the unigram plateau (predicting
+# "the", "was", "and" everywhere) early (NOTES.md, fourth session)
 "$BK" pretrain-mlm --data "$OUT/tokenized" --output "$OUT/mlm" --preset tiny --max-steps 800 \
-    --batch-size 32 --lr 1e-3 --mlm-probability 0.2 --logging-steps 50
+    --batch-size 32 --lr 2e-3 --mlm-probability 0.2 --logging-steps 100 --set model.dropout=0
 
 step "4/5 bertkit finetune-cls: sentiment classifier on top of the pretrained model"
 "$BK" finetune-cls --model "$OUT/mlm" --train "$OUT/data/train.csv" --validation "$OUT/data/dev.csv" \
@@ -44,8 +46,10 @@ bertkit demo finished in {time.time() - start:.0f}s
   classifier              : {out}/classifier
   held-out accuracy       : {acc:.3f} on {m['eval_examples']} dev examples (chance: 0.5), F1 {m['eval_f1']:.3f}
   predictions             : {out}/predictions.jsonl ({len(preds)} rows), e.g. {preds[0]['label']} ({preds[0]['score']:.2f}): {preds[0]['text'][:60]}
-  fill-mask               : {out}/fill_mask.jsonl, e.g. {fill[0]['text']!r} -> {[c['token_str'] for c in fill[0]['masks'][0]]}
-Load them with transformers.pipeline("text-classification", model="{out}/classifier")
+  fill-mask               : {out}/fill_mask.jsonl, top 3 for each [MASK]:""")
+for f in fill:
+    print(f"      {f['text']:50} -> {', '.join(c['token_str'] for c in f['masks'][0])}")
+print(f"""Load them with transformers.pipeline("text-classification", model="{out}/classifier")
             or transformers.pipeline("fill-mask", model="{out}/mlm").""")
 if acc < 0.7:
     sys.exit(f"demo: accuracy {acc:.3f} is not clearly above chance")

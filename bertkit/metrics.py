@@ -139,29 +139,6 @@ class MLMEvalAccumulator:
         return {}
 
 
-@lru_cache(maxsize=None)
-def _malloc_trim():
-    import ctypes
-    import ctypes.util
-
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        return None
-
-
-def trim_freed_memory() -> None:
-    """Hand memory that was freed back to the operating system (glibc ``malloc_trim``).
-
-    Why: torch's CPU allocator keeps no cache, and batches of changing shapes (every batch masks a
-    different number of tokens; predict batches grow with text length) leave glibc's heap fragmented,
-    so the resident memory of a long inference loop creeps up although nothing is kept: +18% for 10x
-    the blocks in ``bertkit evaluate`` before this, +1% with it (``benchmarks/eval_memory.py``)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def perplexity(loss: float | None) -> float | None:
     if loss is None:
         return None
@@ -169,3 +146,47 @@ def perplexity(loss: float | None) -> float | None:
         return float(math.exp(min(loss, 50)))
     except OverflowError:
         return float("inf")
+
+
+# Metrics where lower is better; every other one (accuracy, F1, MCC, Pearson, exact match...) is maximised.
+LOWER_IS_BETTER = {"loss", "mse", "perplexity"}
+
+
+def greater_is_better(metric: str) -> bool:
+    return metric.removeprefix("eval_") not in LOWER_IS_BETTER
+
+
+def choose_metric(requested: str | None, problem: str, flag: str = "--metric") -> str:
+    """The metric that picks the best checkpoint: ``requested`` (with or without ``eval_``) if this
+    problem computes it, else the problem's default; an unknown name is a usage error listing the valid ones."""
+    from .errors import UsageError
+
+    metric = (requested or DEFAULT_METRIC[problem]).removeprefix("eval_")
+    known = METRICS_BY_PROBLEM[problem] + ["loss"]
+    if metric not in known:
+        raise UsageError(f"{flag} {requested}: not computed for {problem} problems; use one of {', '.join(known)}")
+    return metric
+
+
+class ClassificationScorer:
+    """``compute_metrics`` for sequence classification, scored per text: with sliding windows the
+    window logits of a text are averaged (as ``bertkit predict`` does), matched through the
+    ``example_id`` column of ``dataset``, the set being predicted (evaluation reads it in order)."""
+
+    def __init__(self, problem: str, num_labels: int, threshold: float, windowed: bool, dataset=None):
+        self.problem, self.num_labels, self.threshold, self.windowed = problem, num_labels, threshold, windowed
+        self.dataset = dataset
+
+    def text_scores(self, pred, dataset=None) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, labels) of a prediction over ``dataset``, one row per text."""
+        ds = dataset if dataset is not None else self.dataset
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        if not self.windowed:
+            return logits, pred.label_ids
+        if len(logits) != len(ds):  # cannot happen with in-order evaluation; never mis-group windows
+            raise RuntimeError(f"{len(logits)} predictions for {len(ds)} windows")
+        return per_text(logits, pred.label_ids, ds["example_id"])
+
+    def __call__(self, pred) -> dict[str, float]:
+        logits, labels = self.text_scores(pred)
+        return classification_metrics(self.problem, logits, labels, self.num_labels, self.threshold)

@@ -1,0 +1,220 @@
+"""Trainer callbacks shared by the training commands: progress (rate, ETA, ``training_log.jsonl``)
+and the stopper (SIGINT/SIGTERM, time budget), plus the learning-rate schedule refit for a budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from .config import parse_duration
+from .distributed import agree_max
+from .log import get_logger, is_tty, quiet
+from .outputs import TRAINING_LOG
+
+log = get_logger()
+
+# What the progress line shows when the log has it (the training log keeps everything).
+_SHOWN = ("loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_exact_match", "eval_masked_accuracy",
+          "eval_perplexity", "eval_pearsonr", "eval_f1_micro")
+
+
+def fmt_time(s: float) -> str:
+    s = int(max(s, 0))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class Progress(TrainerCallback):
+    """Rate and ETA: a live bar on a terminal, periodic plain lines otherwise; one JSON line per log
+    step in ``training_log.jsonl`` (step, loss, lr, throughput, eval metrics).  ``unit`` is what
+    throughput counts: ``tokens`` (non-padding tokens, pretraining) or ``examples``."""
+
+    def __init__(self, output: Path, unit: str = "examples"):
+        self.unit = unit
+        self.log_path = Path(output) / TRAINING_LOG
+        self.history: list[dict] = []
+        self.t0 = self.last_t = None
+        self.start_step = 0
+        self.last_units = 0
+        self.bar = None
+
+    def _units(self, state, args) -> int:
+        if self.unit == "tokens" and state.num_input_tokens_seen:
+            return int(state.num_input_tokens_seen)
+        return state.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = self.last_t = time.time()
+        self.start_step = state.global_step
+        self.last_units = self._units(state, args)
+        if state.is_world_process_zero and is_tty() and not quiet():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="Training", unit="step",
+                            dynamic_ncols=True, file=sys.stderr)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not logs or "train_loss" in logs:  # the end-of-training summary
+            return
+        now = time.time()
+        units = self._units(state, args)
+        rec = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        rec.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in logs.items()})
+        if "loss" in logs:
+            dt = max(now - self.last_t, 1e-9)
+            rec[f"{self.unit}_per_s"] = round((units - self.last_units) / dt, 1)
+            rec[f"{self.unit}_seen"] = units
+            self.last_t, self.last_units = now, units
+        done = state.global_step - self.start_step
+        if done > 0 and state.max_steps:
+            rec["eta_s"] = round((now - self.t0) / done * (state.max_steps - state.global_step), 1)
+        rec["elapsed_s"] = round(now - self.t0, 1)
+        self.history.append(rec)  # on every process: callers decide collectively from it
+        if not state.is_world_process_zero:
+            return
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        self._print(rec, state)
+
+    def _print(self, rec: dict, state) -> None:
+        if quiet():
+            return
+        parts = [f"step {rec['step']}/{state.max_steps}"]
+        parts += [f"{k} {rec[k]:.4f}" for k in _SHOWN if k in rec]
+        if "learning_rate" in rec:
+            parts.append(f"lr {rec['learning_rate']:.2e}")
+        if f"{self.unit}_per_s" in rec:
+            parts.append(f"{rec[f'{self.unit}_per_s']:,.0f} {self.unit}/s")
+        if "padding_share" in rec:
+            parts.append(f"padding {rec['padding_share']:.1%}")
+        if "eta_s" in rec:
+            parts.append(f"ETA {fmt_time(rec['eta_s'])}")
+        line = " | ".join(parts)
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(parts[1:3]))
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def eval_seconds(self) -> float:
+        """Seconds spent in evaluations during training (the Trainer logs each one's ``eval_runtime``),
+        so throughput figures can leave them out."""
+        return float(sum(r.get("eval_runtime") or 0.0 for r in self.history))
+
+
+def steps_that_fit(global_step: int, steps_done: int, elapsed: float, budget: float, max_steps: int | None) -> int:
+    """The total step count a time budget allows, from the step time measured so far (at least one
+    more step; never above ``max_steps`` when that is set)."""
+    total = global_step + max(1, int((budget - elapsed) / (elapsed / max(steps_done, 1))))
+    return min(total, max_steps) if max_steps else total
+
+
+def refit_schedule(scheduler, total_steps: int, warmup_ratio: float) -> bool:
+    """Make a transformers schedule (``LambdaLR`` whose lambdas are partials taking
+    ``num_training_steps``, as every ``get_*_schedule_with_warmup`` builds) complete its warm-up and
+    decay at ``total_steps``.  Returns whether it could (a constant schedule has nothing to refit)."""
+    lambdas = getattr(scheduler, "lr_lambdas", None) or []
+    changed = False
+    for i, fn in enumerate(lambdas):
+        kws = getattr(fn, "keywords", None)
+        if kws and "num_training_steps" in kws:
+            new = dict(kws, num_training_steps=total_steps)
+            if "num_warmup_steps" in kws:
+                new["num_warmup_steps"] = min(kws["num_warmup_steps"], int(warmup_ratio * total_steps))
+            lambdas[i] = functools.partial(fn.func, *fn.args, **new)
+            changed = True
+    return changed
+
+
+class Stopper(TrainerCallback):
+    """Graceful stop: SIGINT/SIGTERM or the time budget ends training after the current step (a
+    signal also saves a checkpoint).  With a budget, the learning-rate schedule is refitted to the
+    steps that fit (every 10% of the budget), so it completes its decay by the deadline."""
+
+    def __init__(self, time_budget: str | float | None = None, warmup_ratio: float = 0.0):
+        self.budget_s = parse_duration(time_budget)
+        self.warmup_ratio = warmup_ratio
+        self.signal: int | None = None
+        self.budget_hit = False
+        self._old: dict = {}
+
+    # -- signals ---------------------------------------------------------------------------
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def uninstall(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+        print(f"\nbertkit: got {signal.Signals(signum).name}; saving a checkpoint and stopping "
+              "(send again to stop at once)", file=sys.stderr, flush=True)
+
+    # -- training loop ---------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = time.time()
+        self.start_step = state.global_step
+        self.fitted_steps: int | None = None
+        self.orig_max_steps = state.max_steps
+        self.next_fit = 0.05 * (self.budget_s or 0)
+
+    def on_step_end(self, args, state, control, **kw):
+        elapsed = time.time() - self.t0
+        if args.world_size > 1:
+            # Each process reads its own clock and may catch a signal alone; one that stops or refits
+            # on its own leaves the others waiting in a collective (a hang) or at another learning
+            # rate.  One tiny all-reduce per step makes every decision common.
+            elapsed, sig = agree_max([elapsed, float(self.signal or 0)], args.device)
+            if sig and self.signal is None:
+                self.signal = int(sig)
+        if self.budget_s is not None:
+            # The run ends on the clock, or where the schedule fitted to the clock has decayed to 0
+            # (transformers' flow callback stops at state.max_steps, the fitted step count).
+            fitted_end = (self.fitted_steps and state.global_step >= self.fitted_steps
+                          and not (self.orig_max_steps and self.fitted_steps >= self.orig_max_steps))
+            if elapsed >= self.budget_s or fitted_end:
+                self.budget_hit = True
+            elif state.global_step - self.start_step >= 10 and elapsed >= self.next_fit:
+                self._fit(state, kw.get("lr_scheduler"), elapsed)
+        if self.signal is not None or self.budget_hit:
+            control.should_training_stop = True
+            control.should_save = self.signal is not None
+        return control
+
+    def _fit(self, state, scheduler, elapsed: float) -> None:
+        total = steps_that_fit(state.global_step, state.global_step - self.start_step, elapsed, self.budget_s,
+                               self.orig_max_steps)
+        self.next_fit = elapsed + 0.1 * self.budget_s
+        if self.fitted_steps == total:
+            return
+        first = self.fitted_steps is None
+        self.fitted_steps = total
+        state.max_steps = total
+        refit_schedule(scheduler, total, self.warmup_ratio)
+        if first:
+            log.info(f"time budget: about {total:,} steps fit; learning-rate schedule fitted to them")

@@ -1,0 +1,64 @@
+"""Distributed helpers: which process this is, barriers, and the per-step agreement.
+
+Everything here is a no-op in a single process, so commands call it unconditionally; under
+``torchrun`` / ``accelerate launch`` it goes through accelerate's ``PartialState`` (and
+``torch.distributed`` for the agreement), the same state the Trainer uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+
+def _state():
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    if "RANK" not in os.environ and "LOCAL_RANK" not in os.environ:
+        return True
+    return _state().is_main_process
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """The main process runs the block first (tokenizes, writes caches); the others wait, then run it
+    and find the cache.  A no-op in a single process."""
+    if world_size() <= 1:
+        yield
+        return
+    with _state().main_process_first():
+        yield
+
+
+def wait_for_everyone() -> None:
+    if world_size() > 1:
+        _state().wait_for_everyone()
+
+
+def has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (getattr(torch.backends, "mps", None) is not None
+                                         and torch.backends.mps.is_available())
+
+
+def agree_max(values: list[float], device) -> list[float]:
+    """The element-wise maximum of ``values`` over all processes (one all-reduce), or ``values`` itself
+    outside a distributed run.  Processes that must take a decision at the same step (stop on the
+    clock, stop on a signal only one of them caught, refit a schedule) decide on the agreed values."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return list(values)
+    t = torch.tensor([float(v) for v in values], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()

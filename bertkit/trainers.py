@@ -1,0 +1,96 @@
+"""bertkit's ``Trainer`` subclasses, one per kind of training, at module level.
+
+The base class drops the Trainer's own dict printer and tqdm bar (bertkit's :class:`Progress` replaces
+them) and finds bertkit's callbacks; the subclasses add only what their task needs.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from .callbacks import Progress, Stopper
+
+
+class BertkitTrainer(Trainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for cb in (PrinterCallback, ProgressCallback):
+            self.remove_callback(cb)
+
+    def _callback(self, cls):
+        return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, cls)), None)
+
+    @property
+    def progress(self) -> Progress | None:
+        return self._callback(Progress)
+
+    @property
+    def stopper(self) -> Stopper | None:
+        return self._callback(Stopper)
+
+
+class ClsTrainer(BertkitTrainer):
+    """Sequence classification: the new head may train at its own learning rate (``head_lr``), and
+    evaluation sets are read in order."""
+
+    def __init__(self, *args, head_params: frozenset[str] = frozenset(), head_lr: float | None = None, **kwargs):
+        self.head_params = frozenset(head_params)
+        self.head_lr = head_lr
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        # --head-lr: the Trainer's own optimizer (same class, options and weight-decay groups), with
+        # the new head's parameters moved to groups of their own at their own peak lr; the scheduler,
+        # created afterwards, scales every group by the same warmup/decay factor.
+        fresh = self.optimizer is None
+        opt = super().create_optimizer(model)
+        if fresh and self.head_params and self.head_lr is not None:
+            ids = {id(p) for n, p in (model or self.model).named_parameters() if n in self.head_params}
+            moved = []
+            for group in opt.param_groups:
+                mine = [p for p in group["params"] if id(p) in ids]
+                if mine:
+                    group["params"] = [p for p in group["params"] if id(p) not in ids]
+                    moved.append({**{k: v for k, v in group.items() if k != "params"}, "params": mine,
+                                  "lr": self.head_lr})
+            opt.param_groups[:] = [g for g in opt.param_groups if g["params"]]
+            for group in moved:
+                opt.add_param_group(group)
+        return opt
+
+    def _get_eval_sampler(self, eval_dataset):
+        # transformers applies train_sampling_strategy="group_by_length" to evaluation as well, with a
+        # shuffle: predictions would come back in an order unknown here, and sliding windows could not be
+        # matched to their texts.  Evaluation sets are sorted by length beforehand instead (even less
+        # padding) and read in order; with several processes accelerate shards them and gathers in order.
+        if eval_dataset is None or self.args.world_size > 1:
+            return None
+        return SequentialSampler(eval_dataset)
+
+
+class MLMTrainer(BertkitTrainer):
+    """Masked-LM pretraining: evaluation masks a fixed 15% with a reseeded generator, so eval losses
+    compare across runs; training logs report the padding share (padded slots / all slots since the
+    last log)."""
+
+    pad_slots = 0
+    real_tokens = 0
+
+    def evaluate(self, *args, **kwargs):
+        with self.data_collator.evaluation():
+            return super().evaluate(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        if model.training and "attention_mask" in inputs:
+            mask = inputs["attention_mask"]
+            self.pad_slots += mask.numel()
+            self.real_tokens += int(mask.sum())
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+    def log(self, logs, *args, **kwargs):
+        if "loss" in logs and self.pad_slots:
+            logs["padding_share"] = round(1.0 - self.real_tokens / self.pad_slots, 4)
+            self.pad_slots = self.real_tokens = 0
+        super().log(logs, *args, **kwargs)
