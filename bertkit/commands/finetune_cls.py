@@ -100,7 +100,11 @@ def _by_length(ds):
     return ds.select(np.argsort(lengths, kind="stable").tolist())
 
 
-def _trainer_class(head: set[str] = frozenset(), head_lr: float | None = None):
+def _lengths(ds) -> np.ndarray:
+    return np.fromiter((len(x) for x in ds["input_ids"]), dtype=np.int64, count=len(ds))
+
+
+def _trainer_class(head: set[str] = frozenset(), head_lr: float | None = None, batching_window: int | None = None):
     from torch.utils.data import SequentialSampler
     from transformers import Trainer
 
@@ -124,6 +128,18 @@ def _trainer_class(head: set[str] = frozenset(), head_lr: float | None = None):
                 for group in moved:
                     opt.add_param_group(group)
             return opt
+
+        def _get_train_sampler(self, train_dataset=None):
+            # --batching window (batching_window set): bertkit's own sampler; length and random are the
+            # Trainer's own (train_sampling_strategy).  The order depends on data_seed and the epoch alone,
+            # so every process computes the same one and accelerate shards it by batch.
+            train_dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if batching_window is None or train_dataset is None or not hasattr(train_dataset, "__len__"):
+                return super()._get_train_sampler(train_dataset)
+            from ..sampling import WindowedLengthSampler
+
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return WindowedLengthSampler(_lengths(train_dataset), self.args.train_batch_size, batching_window, seed)
 
         def _get_eval_sampler(self, eval_dataset):
             # transformers applies train_sampling_strategy="group_by_length" to evaluation as well, with a
@@ -235,7 +251,8 @@ def run(cfg: FinetuneConfig) -> dict:
     args = training_arguments(
         train, out, eval_strategy=eval_strategy,
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater,
-        train_sampling_strategy="group_by_length", include_num_input_tokens_seen="no")
+        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
+        include_num_input_tokens_seen="no")
     progress, stopper = make_callbacks(out, "examples")
     callbacks = [progress, stopper]
     if train.patience:
@@ -246,7 +263,9 @@ def run(cfg: FinetuneConfig) -> dict:
                         "train at --lr")
         else:
             log.info(f"New head ({', '.join(sorted(head))}) trains at --head-lr {train.head_lr:g}")
-    trainer = _trainer_class(head, train.head_lr)(
+    if train.batching_window < 1:
+        raise UsageError(f"--batching-window {train.batching_window}: must be >= 1")
+    trainer = _trainer_class(head, train.head_lr, train.batching_window if train.batching == "window" else None)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8), processing_class=tok,
         compute_metrics=compute_metrics, callbacks=callbacks, compute_loss_func=make_loss(space.problem, weights))
