@@ -162,9 +162,18 @@ class FinetuneTrainConfig(TrainConfig):
     patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
     head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
                                          "checkpoint lacks); default --lr.", "--head-lr")
+    # measured in benchmarks/finetune_parity.py (issue #16); figures filled in from its table
+    batching: Literal["window", "length", "random"] = opt(
+        "window", "Training batch order. window: shuffled examples, sorted by length only inside windows of "
+        "--batching-window batches, batches shuffled (TBD). length: transformers' group_by_length, batches of "
+        "one length running long to short (TBD). random: shuffled batches, the plain Trainer's order (TBD).",
+        "--batching", choices=("window", "length", "random"))
+    batching_window: int = opt(4, "Batches per length-sorted window with --batching window (1: no grouping).",
+                               "--batching-window")
 
     def problems(self) -> list[str]:
-        found = super().problems() + at_least(self.patience, 1, "--patience")
+        found = super().problems() + at_least(self.patience, 1, "--patience") + at_least(
+            self.batching_window, 1, "--batching-window")
         if self.head_lr is not None and not self.head_lr > 0:
             found.append(f"--head-lr {self.head_lr}: must be positive")
         if self.save_steps and (not self.eval_steps or self.save_steps % self.eval_steps):

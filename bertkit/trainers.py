@@ -11,6 +11,7 @@ from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .callbacks import Progress, Stopper
+from .sampling import WindowedLengthSampler, token_lengths
 
 
 class BertkitTrainer(Trainer):
@@ -32,13 +33,27 @@ class BertkitTrainer(Trainer):
 
 
 class ClsTrainer(BertkitTrainer):
-    """Sequence classification: the new head may train at its own learning rate (``head_lr``), and
-    evaluation sets are read in order."""
+    """Sequence classification: the new head may train at its own learning rate (``head_lr``), training
+    batches may come from bertkit's windowed length grouping (``batching_window``), and evaluation sets
+    are read in order."""
 
-    def __init__(self, *args, head_params: frozenset[str] = frozenset(), head_lr: float | None = None, **kwargs):
+    def __init__(self, *args, head_params: frozenset[str] = frozenset(), head_lr: float | None = None,
+                 batching_window: int | None = None, **kwargs):
         self.head_params = frozenset(head_params)
         self.head_lr = head_lr
+        self.batching_window = batching_window
         super().__init__(*args, **kwargs)
+
+    def _get_train_sampler(self, train_dataset=None):
+        # --batching window (batching_window set): bertkit's own sampler; length and random are the
+        # Trainer's own (train_sampling_strategy).  The order depends on data_seed and the epoch alone,
+        # so every process computes the same one and accelerate shards it by batch.
+        train_dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.batching_window is None or train_dataset is None or not hasattr(train_dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return WindowedLengthSampler(token_lengths(train_dataset), self.args.train_batch_size, self.batching_window,
+                                     seed)
 
     def create_optimizer(self, model=None):
         # --head-lr: the Trainer's own optimizer (same class, options and weight-decay groups), with

@@ -18,6 +18,7 @@ from ..log import get_logger
 from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics, greater_is_better
 from ..modeling import (check_compatible, count_parameters, dropout_overrides, init_head_at_prior, new_parameters,
                         weighted_loss)
+from ..sampling import token_lengths
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification
@@ -127,8 +128,7 @@ def by_length(ds):
     text can be matched to it through ``example_id``)."""
     if ds is None:
         return None
-    lengths = np.fromiter((len(x) for x in ds["input_ids"]), dtype=np.int64, count=len(ds))
-    return ds.select(np.argsort(lengths, kind="stable").tolist())
+    return ds.select(np.argsort(token_lengths(ds), kind="stable").tolist())
 
 
 def load_classifier(cfg: FinetuneConfig, base: Base, data: ClsData):
@@ -155,7 +155,8 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
     args = training_arguments(
         train, out, eval_strategy="steps" if train.eval_steps else "epoch",
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
-        train_sampling_strategy="group_by_length", include_num_input_tokens_seen="no")
+        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
+        include_num_input_tokens_seen="no")
     extra = [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
     if train.head_lr is not None:
         if not head:
@@ -170,7 +171,8 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
         compute_metrics=ClassificationScorer(space.problem, space.num_labels, space.threshold, data.windowed,
                                              data.validation),
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],
-        compute_loss_func=weighted_loss(space.problem, data.weights), head_params=head, head_lr=train.head_lr)
+        compute_loss_func=weighted_loss(space.problem, data.weights), head_params=head, head_lr=train.head_lr,
+        batching_window=train.batching_window if train.batching == "window" else None)
     kind = "regression" if space.problem == "regression" else f"{space.problem}-label classification"
     log.info(f"Fine-tuning {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) for {kind}: "
              f"{len(data.raw['train']):,} train, {len(data.raw['validation']):,} validation examples"

