@@ -137,7 +137,8 @@ def _trainer_class(head: set[str] = frozenset(), head_lr: float | None = None):
     return ClsTrainer
 
 
-def run(cfg: FinetuneConfig) -> dict:
+def run(cfg: FinetuneConfig, callbacks: list | None = None) -> dict:
+    """``callbacks``: extra Trainer callbacks, appended to bertkit's (``bertkit sweep`` adds its pruning one)."""
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EarlyStoppingCallback
 
     d = cfg.data
@@ -237,7 +238,7 @@ def run(cfg: FinetuneConfig) -> dict:
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater,
         train_sampling_strategy="group_by_length", include_num_input_tokens_seen="no")
     progress, stopper = make_callbacks(out, "examples")
-    callbacks = [progress, stopper]
+    callbacks = [progress, stopper, *(callbacks or [])]
     if train.patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.patience))
     if train.head_lr is not None:
