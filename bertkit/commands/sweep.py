@@ -237,13 +237,24 @@ def make_storage(spec: str | None, out: Path | None):
 def make_sampler(s: Sweep, seed: int):
     optuna, kind = s.optuna, s.cfg.sweep.sampler
     if kind == "grid":
-        return optuna.samplers.GridSampler(grid_space(s.params), seed=seed)
+        return _grid_sampler_class(optuna)(grid_space(s.params), seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Optuna's 10 random start-up trials would make a 12-trial sweep a random search; a third of the
     # budget (at least 3) explores, the rest is TPE.  constant_liar: running trials of other workers
     # count as bad, so parallel workers do not all sample next to the same good point.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, s.total // 3)), constant_liar=True)
+
+
+def _grid_sampler_class(optuna):
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler without its stop: after the last grid point it calls ``study.stop()``,
+        which raises outside ``study.optimize``; the sweep stops by counting trials instead."""
+
+        def after_trial(self, study, trial, state, values):
+            pass
+
+    return GridSampler
 
 
 def make_pruner(s: Sweep):
@@ -283,14 +294,23 @@ def _counted(optuna):
     return (S.COMPLETE, S.PRUNED, S.RUNNING, S.WAITING)
 
 
+def counts(s: Sweep, t) -> bool:
+    """Whether a trial counts towards --trials.  Failed trials do not (a rerun replaces them), except on a
+    grid, where Optuna's GridSampler takes a failed point as visited and would never draw it again: there
+    only a dead worker's trial is not counted, and its point is queued again (fail_stale)."""
+    if t.state in _counted(s.optuna):
+        return True
+    return (s.cfg.sweep.sampler == "grid" and t.state == s.optuna.trial.TrialState.FAIL
+            and not t.user_attrs.get("stale"))
+
+
 def next_trial(s: Sweep):
     """A new trial, or None when the study holds --trials trials (failed ones do not count)."""
     optuna = s.optuna
     with file_lock(s.lock_path):
         fail_stale(s)
         trials = s.study.get_trials(deepcopy=False)
-        counted = [t for t in trials if t.state in _counted(optuna)]
-        if len(counted) >= s.total:
+        if sum(counts(s, t) for t in trials) >= s.total:
             return None
         if s.cfg.sweep.sampler != "grid":
             # seeded by the trial's number: one worker's sweep is reproducible, and workers asking one
@@ -302,8 +322,7 @@ def next_trial(s: Sweep):
         trial.set_user_attr("heartbeat", time.time())
     if s.lock_path is None:
         # no lock on a server storage: if workers asked at once, the later numbers give way
-        before = [t for t in s.study.get_trials(deepcopy=False)
-                  if t.number < trial.number and t.state in _counted(optuna)]
+        before = [t for t in s.study.get_trials(deepcopy=False) if t.number < trial.number and counts(s, t)]
         if len(before) >= s.total:
             trial.set_user_attr("note", "over the --trials total (asked at the same time as another worker)")
             s.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -347,9 +366,12 @@ def fail_stale(s: Sweep) -> None:
         try:
             # storage calls by trial id: the trial belongs to another (dead) worker
             s.study._storage.set_trial_user_attr(t._trial_id, "note", why)
+            s.study._storage.set_trial_user_attr(t._trial_id, "stale", True)
             s.study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
         except Exception:  # noqa: BLE001 - another worker failed it first, or its worker finished just now
             continue
+        if s.cfg.sweep.sampler == "grid" and t.params:
+            s.study.enqueue_trial(t.params)  # the grid point is run again (GridSampler alone would skip it)
         shutil.rmtree(s.out / "trials" / str(t.number) / "checkpoints", ignore_errors=True)
         log.warning(f"trial {t.number}: marked failed ({why})")
 
