@@ -154,7 +154,7 @@ def _register_all() -> None:
 
 _register_all()
 
-sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (extra: bertkit[sweep]): bertkit sweep finetune-cls "
+sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep finetune-cls "
                              "[its flags] --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
@@ -167,11 +167,13 @@ def _sweep_root(ctx: typer.Context,
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
     """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls [finetune-cls flags] --param NAME=KIND:..."""
+    from .errors import UsageError as BertkitUsage
+
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
-        typer.echo(ctx.get_help(), err=True)
-        raise typer.Exit(2)
+        raise BertkitUsage("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls ... --param "
+                           "lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 
     sweep_report(report, study)
