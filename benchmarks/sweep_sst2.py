@@ -124,7 +124,8 @@ def main() -> None:
                                   for r in s["rows"]]}
 
     print()
-    print(f"machine: {results['machine']}; {a.train_rows:,} SST-2 training rows, full dev")
+    n_dev = len(dev.read_text(encoding="utf-8").splitlines()) - 1
+    print(f"machine: {results['machine']}; {a.train_rows:,} SST-2 training rows, {n_dev} dev rows")
     if "default" in results:
         print(f"default recipe (3 epochs, lr 5e-5, warm-up 0.06): dev accuracy {results['default']['accuracy']:.4f}, "
               f"{results['default']['steps']} steps")

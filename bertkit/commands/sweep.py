@@ -151,27 +151,38 @@ def run_trials(s: Sweep) -> None:
         if trial is None:
             break
         state = run_one(s, trial)
+        _write(s, final=False)
         failed_in_a_row = failed_in_a_row + 1 if state == "FAIL" else 0
         if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
             raise BertkitError(f"{MAX_FAILED_IN_A_ROW} trials failed in a row (see {s.out / 'trials.csv'} and the "
                                "warnings above); fix the cause and rerun the same command to continue")
 
 
-def finish(s: Sweep) -> None:
-    """Results, the best model, plots and the summary."""
+def _write(s: Sweep, final: bool):
+    """sweep.json, trials.csv, best.yaml (after every trial, so a long sweep can be followed); at the end
+    also best/ and the plots.  Under a lock in the output directory: workers finishing together would
+    otherwise swap best/ at the same time."""
     best = _best(s)
     best_cfg = None
     if best is not None:
         best_cfg = target_config(s.cfg, params=best.user_attrs.get("keys") or {},
                                  output=str(s.out / "best-rerun"))
-    s.summary = write_results(s.out, s.study, s.params, s.metric, COMMAND, best_cfg)
-    kept = None
-    if best is not None and s.cfg.sweep.keep_best:
-        kept = keep_best(s.out, s.out / "trials" / str(best.number))
-        if kept is None:
-            log.info(f"best trial {best.number} ran elsewhere (host {best.user_attrs.get('host')}): its model is in "
-                     f"that worker's OUTPUT/trials/{best.number}")
-    plots = plot(s.out, s.study, s.params, s.metric)
+    kept, plots = None, []
+    with file_lock(s.out / ".results.lock"):
+        s.summary = write_results(s.out, s.study, s.params, s.metric, COMMAND, best_cfg)
+        if final and best is not None and s.cfg.sweep.keep_best:
+            kept = keep_best(s.out, s.out / "trials" / str(best.number))
+            if kept is None:
+                log.info(f"best trial {best.number} ran elsewhere (host {best.user_attrs.get('host')}): its model "
+                         f"is in that worker's OUTPUT/trials/{best.number}")
+        if final:
+            plots = plot(s.out, s.study, s.params, s.metric)
+    return best, kept, plots
+
+
+def finish(s: Sweep) -> None:
+    """Results, the best model, plots and the summary."""
+    best, kept, plots = _write(s, final=True)
     counts = s.summary["trials"]
     rows = [("study", f"{s.study.study_name} in {s.storage_desc}"),
             ("trials", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" (this worker ran {s.ran})"),
