@@ -263,7 +263,7 @@ class PruningCallback(_TrainerCallback):
             import optuna
 
             self.pruned_at = state.global_step
-            raise optuna.TrialPruned(f"{key} {float(value):.4f} at step {state.global_step}")
+            raise optuna.TrialPruned(f"step {state.global_step}: {key.removeprefix('eval_')} {float(value):.4f}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -428,6 +428,9 @@ def plot(out: Path, study, params: list[Param], metric: str) -> list[str]:
     if pruned:
         ax.plot([t.number for t in pruned], [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
                 "x", color="grey", label="pruned (last report)")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     ax.set_title(f"sweep {study.study_name}")

@@ -459,7 +459,7 @@ def run_one(s: Sweep, trial) -> str:
         trial.set_user_attr("note", f"pruned: {e}")
         s.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         shutil.rmtree(tdir, ignore_errors=True)  # a pruned trial's checkpoints and logs are of no further use
-        state, value = "PRUNED", None
+        state, value, note = "PRUNED", None, f"pruned at {e}"
     except (KeyboardInterrupt, SystemExit):
         trial.set_user_attr("note", "interrupted")
         s.study.tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -473,6 +473,7 @@ def run_one(s: Sweep, trial) -> str:
         shutil.rmtree(tdir / "checkpoints", ignore_errors=True)
         state, value = "FAIL", None
         log.warning(f"trial {trial.number} failed: {note}")
+        note = f"failed: {note}"
     else:
         metric = metrics.get("metric_for_best_model", s.metric)
         value = metrics.get(f"eval_{metric}")
@@ -488,7 +489,7 @@ def run_one(s: Sweep, trial) -> str:
             state = "COMPLETE"
     s.ran += 1
     s.durations.append(time.time() - t0)
-    _progress(s, trial.number, trial.params, state, value, time.time() - t0)
+    _progress(s, trial.number, trial.params, state, value, time.time() - t0, note)
     return state
 
 
@@ -499,7 +500,7 @@ def _best(s: Sweep):
         return None
 
 
-def _progress(s: Sweep, number: int, params: dict, state: str, value, seconds: float) -> None:
+def _progress(s: Sweep, number: int, params: dict, state: str, value, seconds: float, note: str = "") -> None:
     trials = s.study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     running = [t for t in trials if t.state.name == "RUNNING"]
@@ -507,7 +508,7 @@ def _progress(s: Sweep, number: int, params: dict, state: str, value, seconds: f
     left = max(0, s.total - len(finished) - len(running))
     eta = sum(s.durations) / len(s.durations) * left / workers if s.durations else 0.0
     best = _best(s)
-    shown = f"{s.metric} {value:.4f}" if value is not None else state.lower()
+    shown = f"{s.metric} {value:.4f}" if value is not None else (note or state.lower())
     best_s = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
     log.info(f"trial {number} {state.lower()}: {fmt_params(params)} | {shown} | {best_s} | "
              f"{len(finished)}/{s.total} done, {seconds:.0f}s, ETA {_fmt(eta)}")
