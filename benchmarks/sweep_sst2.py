@@ -54,8 +54,13 @@ def slice_train(src: Path, dst: Path, rows: int, seed: int) -> Path:
     lines = src.read_text(encoding="utf-8").splitlines()
     header, body = lines[0], lines[1:]
     random.Random(seed).shuffle(body)
+    text = "\n".join([header] + body[:rows]) + "\n"
+    if dst.exists() and dst.read_text(encoding="utf-8") == text:
+        return dst  # a run of this script in parallel (--skip) may be reading it: leave it be
     dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.write_text("\n".join([header] + body[:rows]) + "\n", encoding="utf-8")
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, dst)
     return dst
 
 
