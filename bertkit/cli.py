@@ -19,7 +19,7 @@ import typer
 
 from . import __version__
 from .config import iter_flag_fields, resolve
-from .errors import BertkitError
+from .errors import BertkitError, UsageError
 
 # Nothing is ever fetched from the Hugging Face Hub: models, tokenizers, data and metrics are local.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -167,12 +167,10 @@ def _sweep_root(ctx: typer.Context,
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
     """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls [finetune-cls flags] --param NAME=KIND:..."""
-    from .errors import UsageError as BertkitUsage
-
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
-        raise BertkitUsage("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls ... --param "
+        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls ... --param "
                            "lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 

@@ -195,6 +195,22 @@ def test_failed_trial_does_not_stop_the_sweep(mlm_model, cls_files, tmp_path, ca
     assert not (out / "trials" / "0" / "checkpoints").exists() and not (out / "trials" / "1" / "checkpoints").exists()
 
 
+def test_sqlite_storage_and_report(mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, tmp_path / "sq"), "--epochs", 1,
+               "--param", "lr=log:1e-4:1e-3", "--trials", 1, "--storage", url, "--study", "sq-1",
+               "--no-keep-best") == 0
+    assert not (tmp_path / "sq" / "best").exists() and not (tmp_path / "sq" / "study.journal").exists()
+    capsys.readouterr()
+    assert cli("sweep", "--report", url, "--study", "sq-1") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["#", "lr", "accuracy", "state", "steps", "seconds"] and "complete" in out[1]
+    assert cli("sweep", "--report", url, "--study", "nope") == 2
+    assert "not in" in capsys.readouterr().err
+    assert cli("sweep") == 2
+
+
 def _worker(*args) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.Popen([sys.executable, "-m", "bertkit", "sweep", "finetune-cls", *map(str, args)],
