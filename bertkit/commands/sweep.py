@@ -95,6 +95,9 @@ def check(s: Sweep) -> None:
     base = target_config(cfg)
     if not base.data.train:
         raise UsageError("--train is required: the labelled training file")
+    from ..modeling import check_model_dir
+
+    check_model_dir(base.model, "--model", base.allow_pickle)  # once here, not as a failure in every trial
     s.metric = (cfg.metric or "accuracy").removeprefix("eval_")
     direction(cfg.metric)
     s.total = cfg.sweep.trials
@@ -131,6 +134,8 @@ def open_study(s: Sweep) -> None:
             if diff:
                 raise UsageError(f"study '{name}' in {s.storage_desc} was started with other settings: {diff}; "
                                  "use the same flags (or --resume), or a new --study")
+    # the objective's name once a trial has run (None in the flags: the problem's default metric)
+    s.metric = s.study.user_attrs.get("objective", s.metric)
     _save_sweep_config(s)
     log.info(f"Sweep '{name}' in {s.storage_desc}: {len(s.params)} params "
              f"({', '.join(f'{p.name}={p.spec()}' for p in s.params)}), {s.total} trials, "
@@ -476,6 +481,9 @@ def run_one(s: Sweep, trial) -> str:
         note = f"failed: {note}"
     else:
         metric = metrics.get("metric_for_best_model", s.metric)
+        if metric != s.study.user_attrs.get("objective"):
+            s.study.set_user_attr("objective", metric)
+        s.metric = metric
         value = metrics.get(f"eval_{metric}")
         trial.set_user_attr("steps", metrics.get("steps"))
         # checkpoints only serve to resume; the trial's final model (the best checkpoint's) stays
@@ -554,7 +562,7 @@ def report(storage: str, study_name: str | None = None) -> None:
         raise UsageError(f"--study {study_name}: not in {desc} (studies: {', '.join(names)})")
     study = optuna.load_study(study_name=study_name, storage=st)
     info = study.user_attrs.get("bertkit", {})
-    metric = info.get("metric", "objective")
+    metric = study.user_attrs.get("objective") or info.get("metric", "objective")
     rows = trial_rows(study)
     names_ = list(info.get("space") or dict.fromkeys(k for r in rows for k in r["params"]))
     print(table(rows, names_, metric))
