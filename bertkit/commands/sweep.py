@@ -27,7 +27,7 @@ from ..errors import BertkitError, UsageError
 from ..log import get_logger
 from ..summary import print_summary
 from ..sweep import (Param, PruningCallback, default_study_name, direction, first_difference, config_fingerprint,
-                     fmt_params, fmt_value, grid_space, keep_best, plot, require_optuna, search_space, suggest, table,
+                     fmt_params, grid_space, keep_best, plot, require_optuna, search_space, suggest, table,
                      trial_rows, write_results, write_text)
 from ..sweep_schema import SweepFinetuneConfig, target_config
 
@@ -574,4 +574,4 @@ def report(storage: str, study_name: str | None = None) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["run", "report", "STAGES", "fmt_value"]
+__all__ = ["run", "report", "STAGES"]
