@@ -19,7 +19,7 @@ import typer
 
 from . import __version__
 from .config import iter_flag_fields, resolve
-from .errors import BertkitError
+from .errors import BertkitError, UsageError
 
 # Nothing is ever fetched from the Hugging Face Hub: models, tokenizers, data and metrics are local.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -87,7 +87,7 @@ _COMMON = [
 
 
 def _register(name: str, schema: type, runner: str, help_text: str, extra_params: list | None = None,
-              map_extra: Callable[[dict], dict] | None = None) -> None:
+              map_extra: Callable[[dict], dict] | None = None, group: typer.Typer | None = None) -> None:
     params: list[inspect.Parameter] = []
     keymap: dict[str, str] = {}
     for dotted, field, tp in iter_flag_fields(schema):
@@ -126,7 +126,7 @@ def _register(name: str, schema: type, runner: str, help_text: str, extra_params
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__doc__ = help_text
-    app.command(name, help=help_text)(command)
+    (group or app).command(name, help=help_text)(command)
 
 
 def _default_text(field) -> str:
@@ -153,6 +153,39 @@ def _register_all() -> None:
 
 
 _register_all()
+
+sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep finetune-cls "
+                             "[its flags] --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
+                        no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
+app.add_typer(sweep_app, name="sweep")
+
+
+@sweep_app.callback(invoke_without_command=True)
+def _sweep_root(ctx: typer.Context,
+                report: Annotated[Optional[str], typer.Option(
+                    "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
+                                     "output dir or a storage URL.")] = None,
+                study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
+    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls [finetune-cls flags] --param NAME=KIND:..."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if report is None:
+        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls ... --param "
+                           "lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
+    from .commands.sweep import report as sweep_report
+
+    sweep_report(report, study)
+
+
+def _register_sweeps() -> None:
+    from .sweep_schema import SweepFinetuneConfig
+
+    _register("finetune-cls", SweepFinetuneConfig, "sweep",
+              "Sweep finetune-cls's hyperparameters: every finetune-cls flag fixes a value, --param searches one.",
+              group=sweep_app)
+
+
+_register_sweeps()
 
 
 @app.command("env")

@@ -1,0 +1,261 @@
+"""bertkit sweep: the search space, a sweep through the CLI, two workers sharing a journal, a killed worker."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, cli
+
+optuna = pytest.importorskip("optuna")
+
+from bertkit.errors import UsageError  # noqa: E402
+from bertkit.sweep import PruningCallback, direction, parse_param, search_space  # noqa: E402
+from bertkit.sweep_schema import SweepFinetuneConfig  # noqa: E402
+
+
+def _fixed(model, train, dev, out, *extra):
+    """The finetune-cls flags every trial shares (tiny: a few steps each)."""
+    return ["--model", model, "--train", train, "--validation", dev, "--max-seq-length", 32, "--batch-size", 16,
+            "--output", out, "--threads", 1, *extra]
+
+
+# ------------------------------------------------------------------------------------------------
+# Search space
+# ------------------------------------------------------------------------------------------------
+
+def test_param_parsing():
+    p = parse_param("lr=log:1e-5:3e-4")
+    assert (p.key, p.kind, p.low, p.high) == ("train.lr", "log", 1e-5, 3e-4)
+    p = parse_param("epochs=int:2:6")
+    assert (p.key, p.kind, p.low, p.high) == ("train.epochs", "int", 2, 6)
+    p = parse_param("dropout=float:0:0.2")
+    assert (p.key, p.kind) == ("dropout", "float")
+    p = parse_param("batch_size=choice:16,32")
+    assert p.key == "train.batch_size" and p.choices == (16, 32)
+    assert parse_param("warmup-ratio=float:0:0.2").key == "train.warmup_ratio"  # the flag's spelling
+    assert parse_param("train.weight_decay=float:0:0.1").key == "train.weight_decay"  # a dotted key
+    assert parse_param("scheduler=choice:linear,cosine").choices == ("linear", "cosine")
+    assert parse_param("max_seq_length=log:16:128").low == 16  # log-spaced ints for an int field
+
+
+@pytest.mark.parametrize("text,message", [
+    ("foo=int:1:2", "not a field of the command; searchable: batch_size"),
+    ("lr=log:0:1e-3", "log needs LOW > 0"),
+    ("lr=log:1e-3:1e-5", "need LOW < HIGH"),
+    ("lr=cubic:1:2", "unknown kind 'cubic'"),
+    ("lr", "expected NAME=KIND"),
+    ("batch_size=float:8:64", "is an integer"),
+    ("model=int:1:2", "not numeric"),
+    ("epochs=int:1.5:3", "whole numbers"),
+    ("batch_size=choice:16,sixteen", "must be int"),
+    ("output=choice:a,b", "not a field"),
+])
+def test_param_errors(text, message):
+    with pytest.raises(UsageError, match=message):
+        parse_param(text)
+
+
+def test_unknown_param_lists_valid_names():
+    with pytest.raises(UsageError) as e:
+        parse_param("learning_rate=log:1e-5:1e-4")
+    assert "lr" in str(e.value) and "epochs" in str(e.value) and "warmup_ratio" in str(e.value)
+
+
+def test_search_section_and_flags(tmp_path):
+    from bertkit.config import resolve
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("command: sweep finetune-cls\nsearch:\n  lr: log:1e-5:1e-4\n  batch_size: [8, 16]\n"
+                      "sweep:\n  trials: 5\n", encoding="utf-8")
+    cfg = resolve(SweepFinetuneConfig, recipe, {"sweep.params": ["lr=float:1e-5:2e-5", "epochs=int:1:3"]})
+    space = {p.key: p for p in search_space(cfg)}
+    assert space["train.lr"].kind == "float"  # the flag replaces the recipe's entry
+    assert space["train.batch_size"].choices == (8, 16)
+    assert space["train.epochs"].kind == "int" and cfg.sweep.trials == 5
+    with pytest.raises(UsageError, match="nothing to search"):
+        search_space(resolve(SweepFinetuneConfig))
+
+
+def test_direction():
+    assert direction("loss") == "minimize" and direction("eval_mse") == "minimize"
+    for m in (None, "accuracy", "f1", "pearsonr", "f1_micro"):
+        assert direction(m) == "maximize"
+
+
+def test_pruning_callback_reports_and_stops():
+    from types import SimpleNamespace
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.6))
+    trial = study.ask()
+    cb = PruningCallback(trial)
+    args = SimpleNamespace(metric_for_best_model="accuracy")
+    state = SimpleNamespace(epoch=1.0, global_step=5, max_steps=15, is_world_process_zero=True)
+    cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.7})
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1000: 0.7}
+    state = SimpleNamespace(epoch=2.0, global_step=10, max_steps=15, is_world_process_zero=True)
+    with pytest.raises(optuna.TrialPruned):
+        cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.5})
+    assert cb.pruned_at == 10
+    # the last evaluation never prunes: its steps are spent, its result is worth keeping
+    trial = study.ask()
+    cb = PruningCallback(trial)
+    cb.on_evaluate(args, SimpleNamespace(epoch=3.0, global_step=15, max_steps=15, is_world_process_zero=True), None,
+                   metrics={"eval_accuracy": 0.5})
+    assert cb.pruned_at is None
+
+
+def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_files, tmp_path):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    train, dev = cls_files
+    code = cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, tmp_path / "s"), "--param", "lr=log:1e-4:1e-3")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["bertkit: error: bertkit sweep needs Optuna, which is not installed: "
+                                 "pip install 'bertkit[sweep]'"]
+
+
+# ------------------------------------------------------------------------------------------------
+# End to end
+# ------------------------------------------------------------------------------------------------
+
+def _study(out: Path):
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "study.journal")))
+    return optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+
+
+def test_sweep_cli_end_to_end(mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    out = tmp_path / "sweep"
+    code = cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss",
+               "--param", "lr=log:1e-4:3e-3", "--param", "warmup_ratio=choice:0,0.1", "--trials", 3,
+               "--pruner", "none", "--sampler", "random")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert len([ln for ln in err.splitlines() if ln.startswith("trial ")]) == 3  # one line per trial
+    assert "ETA" in err and "best params" in err and "bertkit finetune-cls --config" in err
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["trials"] == {"complete": 3} and summary["direction"] == "minimize"
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["number"] for r in rows] == ["0", "1", "2"]
+    assert set(rows[0]) == {"number", "lr", "warmup_ratio", "objective", "state", "steps", "seconds"}
+    assert all(r["state"] == "COMPLETE" and int(r["steps"]) == 5 for r in rows)
+    best = summary["best"]["number"]
+    assert min(float(r["objective"]) for r in rows) == pytest.approx(summary["best"]["objective"])
+    for n in range(3):  # each trial is a normal run; its checkpoints are gone
+        tdir = out / "trials" / str(n)
+        assert (tdir / "metrics.json").exists() and (tdir / "training_log.jsonl").exists()
+        assert not (tdir / "checkpoints").exists()
+    assert (out / "best" / "config.json").exists() and (out / "best" / "model.safetensors").exists()
+    assert json.loads((out / "best" / "metrics.json").read_text())["eval_loss"] == pytest.approx(
+        summary["best"]["objective"])
+    first = (out / "best.yaml").read_text().splitlines()[0]
+    assert first == f"# bertkit finetune-cls --config {out / 'best.yaml'}"
+    assert (out / "history.png").exists() and (out / "importances.png").exists()
+    assert f"trial {best}" in err
+
+    # rerunning the finished sweep runs nothing more; --resume continues it with its saved settings
+    assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss",
+               "--param", "lr=log:1e-4:3e-3", "--param", "warmup_ratio=choice:0,0.1", "--trials", 3,
+               "--pruner", "none", "--sampler", "random") == 0
+    assert len(_study(out).trials) == 3
+    assert cli("sweep", "finetune-cls", "--output", out, "--resume", "--trials", 4) == 0
+    assert [t.state.name for t in _study(out).trials] == ["COMPLETE"] * 4
+    capsys.readouterr()
+    assert cli("sweep", "--report", out) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert report[0].split() == ["#", "lr", "warmup_ratio", "loss", "state", "steps", "seconds"]
+    best = _study(out).best_trial.number
+    assert len(report) == 6 and report[-1].startswith(f"best: trial {best}, loss ")
+
+    # another search space in the same study is refused
+    code = cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss",
+               "--param", "lr=log:1e-4:1e-2", "--trials", 3)
+    assert code == 2 and "started with other settings" in capsys.readouterr().err
+
+
+def test_failed_trial_does_not_stop_the_sweep(mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    out = tmp_path / "grid"
+    # --head-lr -1 is refused by finetune-cls inside its trial; the grid's other point still runs
+    assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1,
+               "--param", "head_lr=choice:-1,0.001", "--sampler", "grid", "--trials", 10) == 0
+    assert "failed: UsageError: --head-lr -1.0: must be positive" in capsys.readouterr().err
+    rows = {float(r["head_lr"]): r["state"] for r in csv.DictReader((out / "trials.csv").open())}
+    assert rows == {-1.0: "FAIL", 0.001: "COMPLETE"}
+    assert not (out / "trials" / "0" / "checkpoints").exists() and not (out / "trials" / "1" / "checkpoints").exists()
+
+
+def test_sqlite_storage_and_report(mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    url = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, tmp_path / "sq"), "--epochs", 1,
+               "--param", "lr=log:1e-4:1e-3", "--trials", 1, "--storage", url, "--study", "sq-1",
+               "--no-keep-best") == 0
+    assert not (tmp_path / "sq" / "best").exists() and not (tmp_path / "sq" / "study.journal").exists()
+    capsys.readouterr()
+    assert cli("sweep", "--report", url, "--study", "sq-1") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["#", "lr", "accuracy", "state", "steps", "seconds"] and "complete" in out[1]
+    assert cli("sweep", "--report", url, "--study", "nope") == 2
+    assert "not in" in capsys.readouterr().err
+    assert cli("sweep") == 2
+
+
+def _worker(*args) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "bertkit", "sweep", "finetune-cls", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_two_workers_share_one_study(mlm_model, cls_files, tmp_path):
+    train, dev = cls_files
+    out = tmp_path / "shared"
+    args = [*_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss", "--param", "lr=log:1e-4:3e-3",
+            "--param", "warmup_ratio=float:0:0.2", "--trials", 4, "--pruner", "none"]
+    workers = [_worker(*args) for _ in range(2)]
+    for w in workers:
+        _, err = w.communicate(timeout=300)
+        assert w.returncode == 0, err
+    study = _study(out)
+    trials = study.trials
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]  # 4 trials, no duplicated numbers
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 4  # 4 distinct parameter sets
+
+    # best.yaml reruns the best trial: same seed, same data, same objective
+    best = study.best_trial
+    rerun = tmp_path / "rerun"
+    assert cli("finetune-cls", "--config", out / "best.yaml", "--output", rerun, "--quiet") == 0
+    assert json.loads((rerun / "metrics.json").read_text())["eval_loss"] == pytest.approx(best.value, rel=1e-3)
+
+
+def test_killed_worker_trial_failed_and_rerun_finishes(mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    out = tmp_path / "killed"
+    args = [*_fixed(mlm_model, train, dev, out), "--epochs", 2, "--param", "lr=log:1e-4:3e-3", "--trials", 1,
+            "--pruner", "none"]
+    w = _worker(*args)
+    deadline = time.time() + 120
+    while not (out / "trials" / "0" / "bertkit_config.yaml").exists():  # trial 0 has started
+        assert w.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    w.send_signal(signal.SIGKILL)
+    w.wait()
+    assert [t.state for t in _study(out).trials] == [optuna.trial.TrialState.RUNNING]
+
+    assert cli("sweep", "finetune-cls", *args) == 0  # the rerun, in this process (one start-up less)
+    assert "trial 0: marked failed (worker" in capsys.readouterr().err
+    states = [t.state.name for t in _study(out).trials]
+    assert states == ["FAIL", "COMPLETE"]
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["state"] for r in rows] == states
