@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 
 from ..config import save_config
@@ -24,15 +26,25 @@ def run(cfg: TokenizeConfig) -> dict:
         raise UsageError(f"--output {cfg.output}: a file, not a directory; choose another path")
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise UsageError(f"--output {cfg.output}: not empty; pass --overwrite to replace it or choose another dir")
+    _remove_stale_tmp(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
+    # SIGTERM (a scheduler's kill, a closed session) unwinds like Ctrl-C, so the partial output is
+    # removed below instead of being left behind by an abrupt exit.
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         manifest = build_tokenized(cfg.data, cfg.tokenizer, cfg.task, tmp, flag="INPUT")
         save_config(cfg, tmp, "tokenize")
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            log.warning(f"bertkit tokenize: interrupted; nothing was written to {out} (the partial output was "
+                        "removed); run the same command again to start over")
         raise
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -45,8 +57,42 @@ def run(cfg: TokenizeConfig) -> dict:
         ("packing efficiency", f"{c['packing_efficiency']:.1%}"),
         ("vocabulary", f"{manifest['tokenizer']['vocab_size']:,} ({manifest['tokenizer']['source']})"),
         ("time", f"{manifest['seconds']:.1f}s"),
+        ("throughput", _throughput(manifest)),
         ("dataset", str(out / DATASET_DIR)),
         ("tokenizer", str(out / TOKENIZER_DIR)),
         ("manifest", str(out / MANIFEST)),
     ])
     return manifest
+
+
+def _throughput(manifest: dict) -> str | None:
+    t = manifest.get("throughput")
+    if not t:
+        return None
+    return f"{t['mb_per_s']:.2f} MB/s, {t['tokens_per_s']:,} tokens/s ({t['bytes'] / 1e6:,.1f} MB in {t['seconds']:.1f}s)"
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    """Remove ``.NAME.tmp-PID`` dirs next to ``out`` left by a killed run (PID no longer alive): they
+    never count as output (the output dir only appears, by rename, once complete)."""
+    for d in out.parent.glob(f".{out.name}.tmp-*") if out.parent.is_dir() else ():
+        pid = d.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # another tokenize is writing it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        log.warning(f"Removing {d}: the partial output of an interrupted run (process {pid})")
+        shutil.rmtree(d, ignore_errors=True)
