@@ -224,7 +224,12 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(tok_json: str, mode: str) -> None:
     """Pool initializer: one tokenizer per process, single-threaded (the processes are the parallelism)."""
+    import signal
+
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Ctrl-C reaches the whole process group: only the main process handles it (and removes the
+    # partial output); workers stopping on their own would print a traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from tokenizers import Tokenizer
 
     _WORKER["tok"] = Tokenizer.from_str(tok_json)
@@ -403,7 +408,9 @@ class Progress:
     def update(self, nbytes: int, file_done: str | None = None, file_index: int = 0) -> None:
         self.done += nbytes
         now = time.perf_counter()
-        if file_done is None and now - self.last < self.every:
+        last_file = file_done is not None and file_index == self.n_files - 1
+        # a line per finished file too, but not more than one every 2 s (a dump of 1,000 small shards)
+        if not last_file and now - self.last < (self.every if file_done is None else 2.0):
             return
         self.last = now
         rate = self.done / max(now - self.t0, 1e-9)
@@ -523,8 +530,7 @@ def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter,
                 while inflight:
                     consume(inflight.popleft().result())
             except BaseException:
-                for f in inflight:
-                    f.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish (seconds), queued ones never start
                 raise
     flat, lengths = packer.finish()
     writer.write(flat, lengths)

@@ -163,13 +163,14 @@ def test_tokenize_cli_streams_files_and_reports_throughput(tmp_path, capsys):
     assert m["throughput"]["tokens_per_s"] > 0
 
 
-def test_tokenize_cli_error_midway_leaves_nothing(tmp_path, capsys):
+def test_tokenize_cli_error_midway_leaves_nothing(tok, tmp_path, capsys):
+    tok.save_pretrained(str(tmp_path / "tokdir"))
     good = write_corpus(tmp_path / "a.txt", docs=10)
     bad = tmp_path / "b.txt"
     bad.write_bytes(b"fine line\n\ncaf\xe9\n")
     out = tmp_path / "out"
-    assert cli("tokenize", good, bad, "--output", out, "--train-tokenizer", "--vocab-size", 200,
-               "--max-seq-length", 32) == 1
+    assert cli("tokenize", good, bad, "--output", out, "--tokenizer", tmp_path / "tokdir",
+               "--max-seq-length", 32, "--num-proc", 2) == 1  # raised in a worker process
     assert "b.txt: line 3 is not valid UTF-8" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
