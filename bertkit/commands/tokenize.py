@@ -41,6 +41,9 @@ def run(cfg: TokenizeConfig) -> dict:
         if isinstance(e, KeyboardInterrupt):
             log.warning(f"bertkit tokenize: interrupted; nothing was written to {out} (the partial output was "
                         "removed); run the same command again to start over")
+            # exit 143 (SIGTERM) / 130 (Ctrl-C) here: Typer, outside standalone mode, turns a
+            # KeyboardInterrupt into a return value that cli.main drops (exit 0)
+            raise SystemExit(143 if str(e) == f"signal {int(signal.SIGTERM)}" else 130) from None
         raise
     finally:
         if old_term is not None:
