@@ -153,6 +153,16 @@ class Packer:
             raise DataError("the input holds no tokens after tokenization (is the text column empty?)")
         return result
 
+    def state(self) -> dict:
+        """What :meth:`restore` needs to continue packing exactly where this packer is (JSON-able)."""
+        return {"carry": self.carry.tolist(), "pending_start": self.pending_start, "seen_tokens": self.seen_tokens,
+                "counts": [self.rows, self.tokens, self.documents, self.blocks, self.block_tokens]}
+
+    def restore(self, state: dict) -> None:
+        self.carry = np.asarray(state["carry"], dtype=np.int32)
+        self.pending_start, self.seen_tokens = bool(state["pending_start"]), bool(state["seen_tokens"])
+        self.rows, self.tokens, self.documents, self.blocks, self.block_tokens = state["counts"]
+
     def stats(self) -> dict:
         return {
             "examples": self.rows,
@@ -326,17 +336,25 @@ class ShardWriter:
     would make.  (``Dataset.from_generator`` would write a cache file that save_to_disk then
     copies, reading it back memory-mapped: ~1 GB of file pages resident for a 1 GB corpus.)"""
 
-    def __init__(self, out_dir: Path, shard_bytes: int = SHARD_BYTES):
+    def __init__(self, out_dir: Path, shard_bytes: int | None = None, resume_parts: list[str] | None = None):
+        """``resume_parts``: continue an interrupted run in ``out_dir``, keeping these finished shards
+        (and deleting any other, unfinished ``part-*.arrow``)."""
         import datasets
 
         self.dir = Path(out_dir)
-        self.dir.mkdir(parents=True, exist_ok=False)
         self.features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-        self.shard_bytes = shard_bytes
+        self.shard_bytes = shard_bytes or SHARD_BYTES
         self.parts: list[Path] = []
+        if resume_parts is not None:
+            self.parts = [self.dir / name for name in resume_parts]
+            for f in self.dir.glob("part-*.arrow"):
+                if f not in self.parts:
+                    f.unlink()
+        else:
+            self.dir.mkdir(parents=True, exist_ok=False)
         self.writer = None
         self.written = 0
-        self.rows = 0
+        self.just_closed = False  # a shard was finished by the last write(): a point to resume from
 
     def _open(self):
         from datasets.arrow_writer import ArrowWriter
@@ -349,6 +367,7 @@ class ShardWriter:
     def write(self, flat: np.ndarray, lengths: np.ndarray) -> None:
         import pyarrow as pa
 
+        self.just_closed = False
         if not len(lengths):
             return
         if self.writer is None:
@@ -358,11 +377,11 @@ class ShardWriter:
         arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()))
         self.writer.write_table(pa.table({"input_ids": arr.cast(pa.list_(pa.int32()))}))
         self.written += flat.nbytes
-        self.rows += len(lengths)
         if self.written >= self.shard_bytes:
             self.writer.finalize()
             self.writer.close()
             self.writer = None
+            self.just_closed = True
 
     def close(self, fingerprint: str) -> None:
         import json
@@ -402,7 +421,7 @@ class Progress:
 
     def __init__(self, total: int, n_files: int, log, every: float = 10.0):
         self.total, self.n_files, self.log, self.every = max(total, 1), n_files, log, every
-        self.done = 0
+        self.done = self.base = 0  # base: bytes done by an earlier, interrupted run (not in the rate)
         self.t0 = self.last = time.perf_counter()
 
     def update(self, nbytes: int, file_done: str | None = None, file_index: int = 0) -> None:
@@ -413,7 +432,7 @@ class Progress:
         if not last_file and now - self.last < (self.every if file_done is None else 2.0):
             return
         self.last = now
-        rate = self.done / max(now - self.t0, 1e-9)
+        rate = (self.done - self.base) / max(now - self.t0, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         where = f"file {file_index + 1}/{self.n_files} done ({file_done}); " if file_done else ""
         self.log.info(f"Tokenizing: {where}{_human_bytes(self.done)} of {_human_bytes(self.total)} "
@@ -459,8 +478,14 @@ def _input_bytes(p: Path) -> int:
 
 
 def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter, *, num_proc: int = 1,
-                    read_table=None, chunk_bytes: int = CHUNK_BYTES, log=None) -> dict:
+                    read_table=None, chunk_bytes: int | None = None, log=None, resume: dict | None = None,
+                    checkpoint=None) -> dict:
     """Encode and pack ``paths`` chunk by chunk into ``writer``; returns byte/second counts.
+
+    Each time the writer finishes a shard, ``checkpoint(state)`` gets what a rerun needs to continue
+    from there (the next chunk, the packer's and the line reader's state, the finished shards);
+    ``resume=state`` continues from such a state: earlier chunks are not read or encoded again
+    (a non-text input is still read to find its batches) and the blocks are those of one pass.
 
     ``num_proc`` > 1: a pool of that many spawned worker processes (one single-threaded tokenizer
     each) encodes chunks while the main process packs and writes them in input order, with at most
@@ -472,15 +497,26 @@ def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter,
     import collections
 
     docs = packer.mode == "docs"
+    chunk_bytes = chunk_bytes or CHUNK_BYTES
     total = sum(_input_bytes(p) for p in paths)
     progress = Progress(total, len(paths), log) if log is not None else None
     chunks = plan_chunks(paths, read_table, chunk_bytes, docs)
     pending_start = False  # the previous chunk of this file ended in blank lines
     file_rows = 0
+    done_bytes = skipped = 0
+    if resume is not None:
+        if resume.get("chunk_bytes") != chunk_bytes:
+            raise ValueError("resume: the chunk size differs from the interrupted run's")
+        packer.restore(resume["packer"])
+        pending_start, file_rows = bool(resume["pending_start"]), int(resume["file_rows"])
+        done_bytes = skipped = int(resume["bytes_done"])
+        if progress is not None:
+            progress.done = progress.base = skipped
+        chunks = (c for c in chunks if c.index >= resume["next_chunk"])
     t0 = time.perf_counter()
 
     def consume(enc: Encoded) -> None:
-        nonlocal pending_start, file_rows
+        nonlocal pending_start, file_rows, done_bytes
         starts = enc.starts
         if docs and starts is not None and paths_is_text[enc.file_index]:
             if len(starts):
@@ -497,8 +533,13 @@ def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter,
                 raise DataError(f"{path}: no text (only blank lines)")
             file_rows = 0
             pending_start = False
+        done_bytes += enc.nbytes
         if progress is not None:
             progress.update(enc.nbytes, paths[enc.file_index].name if enc.last_of_file else None, enc.file_index)
+        if writer.just_closed and checkpoint is not None:
+            checkpoint({"next_chunk": enc.index + 1, "chunk_bytes": chunk_bytes, "packer": packer.state(),
+                        "pending_start": pending_start, "file_rows": file_rows, "bytes_done": done_bytes,
+                        "parts": [p.name for p in writer.parts]})
 
     from .data import TEXT_EXTS
 
@@ -535,4 +576,4 @@ def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter,
     flat, lengths = packer.finish()
     writer.write(flat, lengths)
     seconds = time.perf_counter() - t0
-    return {"bytes": total, "seconds": seconds}
+    return {"bytes": total - skipped, "seconds": seconds, "resumed_at_bytes": skipped}

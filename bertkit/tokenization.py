@@ -28,6 +28,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 MANIFEST = "manifest.json"
 DATASET_DIR = "dataset"
 TOKENIZER_DIR = "tokenizer"
+RESUME = "resume.json"  # in an unfinished output dir: where an interrupted mlm run continues
 
 log = get_logger()
 
@@ -297,7 +298,10 @@ def cache_key(digests: list[dict], params: dict, tokenizer_id: str) -> str:
 
 def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "inputs") -> dict:
     """Read inputs, train or load a tokenizer, tokenize and (mlm) pack; write dataset, tokenizer and
-    manifest into ``out_dir`` (which must not exist yet: callers write to a temp dir and rename).
+    manifest into ``out_dir`` (callers write to a temp dir and rename).  mlm: if ``out_dir`` holds
+    an interrupted run of the same inputs, parameters and tokenizer (a ``resume.json``, written each
+    time a dataset shard is finished), the run continues from its last finished shard; any other
+    existing ``out_dir`` is replaced.
 
     Returns the manifest.
     """
@@ -318,12 +322,27 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         read_table = functools.partial(_row_batches, flag=flag, columns=columns, text_mode=text_mode,
                                        text_cols=text_cols)
         total = sum(p.stat().st_size if p.is_file() else 0 for p in paths)
-        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {total / 1e6:,.1f} MB" if total else ""))
+        from .streaming import _human_bytes
+
+        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {_human_bytes(total)}" if total else ""))
     else:
         ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
         log.info(f"Read {len(ds):,} rows from {len(paths)} file(s)")
 
-    if tok_cfg.train:
+    digests = [file_digest(p) for p in paths]
+    key = cache_key(digests, _cache_params(data_cfg, task), _tok_id(tok_cfg))
+    resume = _read_resume(out_dir, key) if task == "mlm" else None
+    if resume is None and (out_dir / RESUME).exists():
+        log.info(f"Discarding {out_dir}: an interrupted run with other inputs, parameters or tokenizer")
+        shutil.rmtree(out_dir)
+
+    if resume is not None:
+        # the tokenizer of the interrupted run (a trained one is not trained again)
+        tok = load_tokenizer(out_dir / TOKENIZER_DIR)
+        tok_source = resume["tokenizer_source"]
+        log.info(f"Resuming an interrupted run in {out_dir}: {resume['bytes_done'] / 1e6:,.1f} MB were done "
+                 f"({len(resume['parts'])} finished shard(s))")
+    elif tok_cfg.train:
         if tok_cfg.vocab_size < len(SPECIAL_TOKENS) + 10:
             raise UsageError(f"--vocab-size {tok_cfg.vocab_size} is too small")
         log.info(f"Training a WordPiece tokenizer (vocab {tok_cfg.vocab_size:,}, "
@@ -337,23 +356,32 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
     else:
         raise UsageError("no tokenizer: pass --tokenizer DIR (a local tokenizer or model dir) or --train-tokenizer")
 
-    digests = [file_digest(p) for p in paths]
-    out_dir.mkdir(parents=True, exist_ok=False)
-    tok.save_pretrained(str(out_dir / TOKENIZER_DIR))
+    if resume is None:
+        out_dir.mkdir(parents=True, exist_ok=False)
+        tok.save_pretrained(str(out_dir / TOKENIZER_DIR))
 
-    key = cache_key(digests, _cache_params(data_cfg, task), _tok_id(tok_cfg))
     if task == "mlm":
+        from .data import atomic_write_text
         from .streaming import Packer, ShardWriter, tokenize_corpus
 
         packer = Packer(data_cfg.max_seq_length, tok.cls_token_id, tok.sep_token_id, mode=data_cfg.packing)
-        writer = ShardWriter(out_dir / DATASET_DIR)
-        run = tokenize_corpus(paths, tok, packer, writer, num_proc=data_cfg.num_proc, read_table=read_table, log=log)
+        writer = ShardWriter(out_dir / DATASET_DIR, resume_parts=resume["parts"] if resume else None)
+        tokens_before = resume["packer"]["counts"][1] if resume else 0
+
+        def checkpoint(state: dict) -> None:
+            state.update(key=key, tokenizer_source=tok_source)
+            atomic_write_text(out_dir / RESUME, json.dumps(state))
+
+        run = tokenize_corpus(paths, tok, packer, writer, num_proc=data_cfg.num_proc, read_table=read_table, log=log,
+                              resume=resume, checkpoint=checkpoint)
         writer.close(fingerprint=key[:16])
+        (out_dir / RESUME).unlink(missing_ok=True)
         stats = packer.stats()
         secs = max(run["seconds"], 1e-9)
         extra = {"throughput": {"bytes": run["bytes"], "seconds": round(run["seconds"], 2),
                                 "mb_per_s": round(run["bytes"] / 1e6 / secs, 3),
-                                "tokens_per_s": round(stats["tokens"] / secs)}}
+                                "tokens_per_s": round((stats["tokens"] - tokens_before) / secs),
+                                **({"resumed_at_bytes": run["resumed_at_bytes"]} if resume else {})}}
     else:
         from .labels import LabelSpace
 
@@ -400,6 +428,21 @@ def _tok_id(tok_cfg) -> str:
     if (p / TOKENIZER_DIR / "tokenizer.json").exists():
         f = p / TOKENIZER_DIR / "tokenizer.json"
     return hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else str(p)
+
+
+def _read_resume(out_dir: Path, key: str) -> dict | None:
+    """The state of an interrupted run in ``out_dir`` if it is of this cache key, else None."""
+    from .streaming import CHUNK_BYTES
+
+    try:
+        state = json.loads((out_dir / RESUME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if state.get("key") != key or state.get("chunk_bytes") != CHUNK_BYTES or \
+            not (out_dir / TOKENIZER_DIR).is_dir() or \
+            not all((out_dir / DATASET_DIR / name).is_file() for name in state.get("parts", [])):
+        return None
+    return state
 
 
 def _row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols: list[str],

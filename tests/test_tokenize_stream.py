@@ -153,7 +153,7 @@ def test_tokenize_cli_streams_files_and_reports_throughput(tmp_path, capsys):
                "--max-seq-length", 32, "--num-proc", 2) == 0
     err = capsys.readouterr().err
     assert "MB/s" in err and "tokens/s" in err and "file 2/2 done" in err
-    assert not stale.exists() and not list(tmp_path.glob(".out.tmp-*"))
+    assert not stale.exists() and not list(tmp_path.glob(".out*"))  # no temp, partial or lock left
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     ds = datasets.load_from_disk(str(out / "dataset"))
     lengths = [len(x) for x in ds["input_ids"]]
@@ -184,3 +184,64 @@ def test_training_texts_stream_every_line(tmp_path):
 
     ds, _ = load_inputs([str(p) for p in paths], "INPUT", {"--text-column": "text"}, text_mode="lines")
     assert streamed == ds["text"]
+
+
+def test_interrupted_tokenize_resumes_from_finished_shards(tok, tmp_path, monkeypatch, capsys):
+    """Ctrl-C midway keeps the finished shards (and says so); the same command continues from them
+    without encoding their chunks again, and gives the dataset and counts of an uninterrupted run."""
+    import datasets
+
+    import bertkit.streaming as streaming
+
+    tok.save_pretrained(str(tmp_path / "tokdir"))
+    corpus = [write_corpus(tmp_path / "a.txt", docs=40), write_corpus(tmp_path / "b.txt", docs=30)]
+    monkeypatch.setattr(streaming, "CHUNK_BYTES", 400)
+    monkeypatch.setattr(streaming, "SHARD_BYTES", 1500)
+    real = streaming.encode_chunk
+    calls = []
+
+    def counting(chunk, *a, stop_at=None, **k):
+        calls.append(chunk.index)
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        return real(chunk, *a, **k)
+
+    def tokenize(out, *extra):
+        return cli("tokenize", *corpus, "--output", out, "--tokenizer", tmp_path / "tokdir", "--max-seq-length", 16,
+                   *extra)
+
+    monkeypatch.setattr(streaming, "encode_chunk", lambda c, *a, **k: counting(c, *a, **k))
+    assert tokenize(tmp_path / "ref") == 0
+    n_chunks = len(calls)
+    assert n_chunks > 10
+    calls.clear()
+    monkeypatch.setattr(streaming, "encode_chunk", lambda c, *a, **k: counting(c, *a, stop_at=n_chunks - 5, **k))
+    assert tokenize(tmp_path / "out") == 130
+    assert "is kept in" in capsys.readouterr().err
+    partial = tmp_path / ".out.partial"
+    state = json.loads((partial / "resume.json").read_text())
+    assert not (tmp_path / "out").exists() and 0 < state["next_chunk"] < n_chunks - 5
+    calls.clear()
+    monkeypatch.setattr(streaming, "encode_chunk", lambda c, *a, **k: counting(c, *a, **k))
+    assert tokenize(tmp_path / "out") == 0
+    assert "Resuming an interrupted run" in capsys.readouterr().err
+    assert calls == list(range(state["next_chunk"], n_chunks))  # finished chunks were not encoded again
+    assert not partial.exists()
+    ref = datasets.load_from_disk(str(tmp_path / "ref" / "dataset"))
+    got = datasets.load_from_disk(str(tmp_path / "out" / "dataset"))
+    assert got["input_ids"] == ref["input_ids"]
+    m_ref = json.loads((tmp_path / "ref" / "manifest.json").read_text())
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert m["counts"] == m_ref["counts"] and m["cache_key"] == m_ref["cache_key"]
+    assert m["throughput"]["resumed_at_bytes"] == state["bytes_done"]
+
+    # a partial run of other parameters is not continued: it is discarded
+    calls.clear()
+    monkeypatch.setattr(streaming, "encode_chunk", lambda c, *a, **k: counting(c, *a, stop_at=n_chunks - 3, **k))
+    assert tokenize(tmp_path / "out2") == 130
+    assert (tmp_path / ".out2.partial" / "resume.json").exists()
+    monkeypatch.setattr(streaming, "encode_chunk", real)
+    assert cli("tokenize", *corpus, "--output", tmp_path / "out2", "--tokenizer", tmp_path / "tokdir",
+               "--max-seq-length", 24) == 0
+    assert "Discarding" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out2" / "manifest.json").read_text())["counts"]["blocks"] < m_ref["counts"]["blocks"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import signal
@@ -13,7 +15,7 @@ from ..errors import UsageError
 from ..log import get_logger
 from ..schemas import TokenizeConfig
 from ..summary import print_summary
-from ..tokenization import DATASET_DIR, MANIFEST, TOKENIZER_DIR, build_tokenized
+from ..tokenization import DATASET_DIR, MANIFEST, RESUME, TOKENIZER_DIR, build_tokenized
 
 log = get_logger()
 
@@ -27,20 +29,31 @@ def run(cfg: TokenizeConfig) -> dict:
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise UsageError(f"--output {cfg.output}: not empty; pass --overwrite to replace it or choose another dir")
     _remove_stale_tmp(out)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # A fixed name, not one per process: an interrupted mlm run leaves its finished shards there and
+    # the same command continues from them (build_tokenized checks inputs, parameters and tokenizer).
+    tmp = out.with_name(f".{out.name}.partial")
+    lock = _lock(out)
+    if tmp.exists() and not (tmp / RESUME).exists():
+        shutil.rmtree(tmp)  # stopped before its first finished shard: nothing to continue from
     # SIGTERM (a scheduler's kill, a closed session) unwinds like Ctrl-C, so the partial output is
-    # removed below instead of being left behind by an abrupt exit.
+    # handled below instead of being left behind by an abrupt exit.
     old_term = signal.signal(signal.SIGTERM, _raise_interrupt) if _main_thread() else None
     try:
         manifest = build_tokenized(cfg.data, cfg.tokenizer, cfg.task, tmp, flag="INPUT")
         save_config(cfg, tmp, "tokenize")
     except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, KeyboardInterrupt):
-            log.warning(f"bertkit tokenize: interrupted; nothing was written to {out} (the partial output was "
-                        "removed); run the same command again to start over")
+        interrupted = isinstance(e, KeyboardInterrupt)
+        if interrupted and (tmp / RESUME).exists():
+            done = json.loads((tmp / RESUME).read_text(encoding="utf-8")).get("bytes_done", 0)
+            log.warning(f"bertkit tokenize: interrupted; {out} was not written. The finished part "
+                        f"({done / 1e6:,.1f} MB of input) is kept in {tmp}: run the same command again to continue")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if interrupted:
+                log.warning(f"bertkit tokenize: interrupted; nothing was written to {out} (the partial output "
+                            "was removed); run the same command again to start over")
+        if interrupted:
             # exit 143 (SIGTERM) / 130 (Ctrl-C) here: Typer, outside standalone mode, turns a
             # KeyboardInterrupt into a return value that cli.main drops (exit 0)
             raise SystemExit(143 if str(e) == f"signal {int(signal.SIGTERM)}" else 130) from None
@@ -48,9 +61,9 @@ def run(cfg: TokenizeConfig) -> dict:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        _unlock(lock)
     if out.exists():
         shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, out)
     c = manifest["counts"]
     print_summary("tokenize", [
@@ -99,3 +112,22 @@ def _remove_stale_tmp(out: Path) -> None:
             continue
         log.warning(f"Removing {d}: the partial output of an interrupted run (process {pid})")
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _lock(out: Path):
+    """Hold ``.NAME.lock`` next to ``out`` for the run: two tokenize runs must not share a partial dir."""
+    fh = open(out.with_name(f".{out.name}.lock"), "w")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UsageError(f"--output {out}: another bertkit tokenize is writing it; wait for it or choose another dir") from None
+    return fh
+
+
+def _unlock(fh) -> None:
+    try:
+        os.unlink(fh.name)
+    except OSError:
+        pass
+    fh.close()
