@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -205,7 +205,6 @@ class Encoded:
     tail_new_doc: bool = False  # text files: the chunk ends in blank lines (a document ends there)
     last_of_file: bool = False
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def text_ranges(path: Path, chunk_bytes: int) -> Iterator[tuple[int, int]]:
@@ -292,7 +291,8 @@ def read_chunk_lines(chunk: Chunk, docs: bool) -> tuple[list[str], list[bool] | 
         # the BOM is only at the file's start; elsewhere U+FEFF is text
         text = raw.decode("utf-8-sig" if chunk.file_start else "utf-8")
     except UnicodeDecodeError as e:
-        raise _bad_utf8(chunk.path, chunk.start, e) from None
+        # utf-8-sig reports positions in the bytes after the BOM
+        raise _bad_utf8(chunk.path, chunk.start + len(raw) - len(e.object), e) from None
     del raw
     rows: list[str] = []
     starts: list[bool] = []

@@ -137,6 +137,10 @@ def test_bad_utf8_in_a_later_chunk_names_the_line(tok, tmp_path):
     f.write_bytes(("hello world\n" * 50).encode() + b"caf\xe9\n" + b"more text\n")
     with pytest.raises(DataError, match=r"bad.txt: line 51 is not valid UTF-8 \(byte 0xe9\)"):
         _stream([f], tok, 32, tmp_path, chunk_bytes=100)
+    g = tmp_path / "bom.txt"  # with a BOM, in the first chunk
+    g.write_bytes(b"\xef\xbb\xbfab\ncaf\xe9\n")
+    with pytest.raises(DataError, match=r"bom.txt: line 2 is not valid UTF-8 \(byte 0xe9\)"):
+        _stream([g], tok, 32, tmp_path)
 
 
 def test_tokenize_cli_streams_files_and_reports_throughput(tmp_path, capsys):
