@@ -57,7 +57,7 @@ class DataConfig(Schema):
     packing: Literal["docs", "lines"] = opt(
         "docs", "mlm: 'docs' concatenates documents (joined with [SEP]) into full blocks; 'lines' keeps one line per example.",
         "--packing", choices=("docs", "lines"))
-    num_proc: int = opt(1, "Parallel tokenization: tokenizer threads for mlm, worker processes for cls.", "--num-proc")
+    num_proc: int = opt(1, "Parallel tokenization: worker processes (mlm: the same output whatever the number).", "--num-proc")
 
     def problems(self) -> list[str]:
         return at_least(self.max_seq_length, 8, "--max-seq-length") + at_least(self.num_proc, 1, "--num-proc")

@@ -7,6 +7,7 @@ dataset tokenized ahead of time and one tokenized on the fly are identical.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -19,13 +20,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from . import __version__
-from .data import DOC_START, join_text, load_inputs, split_columns
+from .data import DOC_START, expand_inputs, join_text, load_inputs, split_columns
 from .errors import DataError, UsageError
 from .distributed import is_main_process, main_process_first
 from .loading import DATASET_DIR, MANIFEST, TOKENIZER_DIR, load_tokenizer
 from .log import get_logger
+from .outputs import write_json
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+RESUME = "resume.json"  # in an unfinished output dir: where an interrupted mlm run continues
 
 log = get_logger()
 
@@ -169,112 +172,38 @@ def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str 
     import datasets
     import pyarrow as pa
 
-    if block_size < 8:
-        raise UsageError(f"--max-seq-length {block_size} is too small: use at least 8")
-    body = block_size - 2
+    from .streaming import Packer
+
+    packer = Packer(block_size, cls_id, sep_id, mode)  # the same packing as `bertkit tokenize` streams
     tokenized = tokenized.flatten_indices() if tokenized._indices is not None else tokenized
     table = tokenized.data.table
     ids_col = table.column("input_ids")
     starts_col = table.column(DOC_START) if DOC_START in table.column_names else None
     out_chunks: list[np.ndarray] = []
     out_lengths: list[np.ndarray] = []
-    carry = np.zeros(0, dtype=np.int32)
-    n_rows = 0
-    n_tokens = 0
-
-    def emit(stream: np.ndarray, final: bool) -> np.ndarray:
-        full = len(stream) // body
-        if full:
-            blocks = stream[: full * body].reshape(full, body)
-            framed = np.empty((full, block_size), dtype=np.int32)
-            framed[:, 0] = cls_id
-            framed[:, 1:-1] = blocks
-            framed[:, -1] = sep_id
-            out_chunks.append(framed.ravel())
-            out_lengths.append(np.full(full, block_size, dtype=np.int64))
-        rest = stream[full * body:]
-        if final and len(rest):
-            out_chunks.append(np.concatenate([[cls_id], rest, [sep_id]]).astype(np.int32))
-            out_lengths.append(np.array([len(rest) + 2], dtype=np.int64))
-            rest = rest[:0]
-        return rest
-
     row_offset = 0
-    pending_start = False  # a document started in empty rows at the end of the previous chunk
-    seen_tokens = False
-    for ci, chunk in enumerate(ids_col.chunks):
+    for chunk in ids_col.chunks:
         chunk = chunk.cast(pa.list_(pa.int32())) if chunk.type != pa.list_(pa.int32()) else chunk
         offsets = chunk.offsets.to_numpy()
-        values = chunk.values.to_numpy(zero_copy_only=False)
-        values = values[offsets[0]: offsets[-1]]
-        offsets = offsets - offsets[0]
-        lengths = np.diff(offsets)
-        n = len(lengths)
-        n_rows += n
-        n_tokens += int(lengths.sum())
-        if mode == "lines":
-            # one example per row: rows longer than a block are split into pieces, each framed
-            lens = lengths[lengths > 0]
-            if len(lens):
-                pieces = (lens + body - 1) // body
-                piece_len = np.full(int(pieces.sum()), body, dtype=np.int64)
-                piece_len[np.cumsum(pieces) - 1] = lens - (pieces - 1) * body
-                out_len = piece_len + 2
-                ends = np.cumsum(out_len)
-                begins = ends - out_len
-                framed = np.empty(int(ends[-1]), dtype=np.int32)
-                content = np.ones(len(framed), dtype=bool)
-                content[begins] = False
-                content[ends - 1] = False
-                framed[content] = values  # the pieces, in order, are exactly the row values
-                framed[begins] = cls_id
-                framed[ends - 1] = sep_id
-                out_chunks.append(framed)
-                out_lengths.append(out_len)
-            continue
+        values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0]: offsets[-1]]
+        n = len(offsets) - 1
+        starts = None
         if starts_col is not None:
             starts = np.asarray(starts_col.slice(row_offset, n).to_numpy(zero_copy_only=False), dtype=bool)
-        else:
-            starts = np.ones(n, dtype=bool)
-        # A [SEP] goes before the first non-empty row of each document after the first one.  Empty
-        # rows carry their document start on to the next non-empty row (no doubled [SEP]).
-        nonempty = np.flatnonzero(lengths > 0)
-        count = np.concatenate([[0], np.cumsum(starts)])  # starts seen before row i: count[i]
-        prev = np.concatenate([[-1], nonempty[:-1]])
-        new_doc = (count[nonempty + 1] - count[prev + 1]) > 0
-        if len(nonempty):
-            new_doc[0] = new_doc[0] or pending_start
-            pending_start = bool(count[-1] - count[nonempty[-1] + 1] > 0)
-        else:
-            pending_start = pending_start or bool(starts.any())
-        if not seen_tokens and len(nonempty):
-            new_doc[0] = False  # no [SEP] before the very first document
-            seen_tokens = True
-        insert_at = offsets[nonempty[new_doc]]
-        stream = np.insert(values.astype(np.int32), insert_at, sep_id) if len(insert_at) else values.astype(np.int32)
-        carry = emit(np.concatenate([carry, stream]), final=False)
+        flat, lengths = packer.feed(np.diff(offsets), values, starts)
+        out_chunks.append(flat)
+        out_lengths.append(lengths)
         row_offset += n
-    if mode == "docs":
-        emit(carry, final=True)
-    if not out_chunks:
-        raise DataError("the input holds no tokens after tokenization (is the text column empty?)")
-    documents = int(sum(int(np.asarray(c.to_numpy(zero_copy_only=False)).sum()) for c in starts_col.chunks)) \
-        if starts_col is not None and mode == "docs" else n_rows
+    flat, lengths = packer.finish()
+    out_chunks.append(flat)
+    out_lengths.append(lengths)
     flat = np.concatenate(out_chunks)
     lengths = np.concatenate(out_lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()))
     arr = arr.cast(pa.list_(pa.int32()))
     packed = datasets.Dataset(pa.table({"input_ids": arr}))
-    n_blocks = len(lengths)
-    stats = {
-        "examples": n_rows,
-        "documents": documents,
-        "tokens": n_tokens,
-        "blocks": n_blocks,
-        "block_tokens": int(lengths.sum()),
-        "packing_efficiency": round(float(lengths.sum()) / float(n_blocks * block_size), 4),
-    }
+    stats = packer.stats()
     return packed, stats
 
 
@@ -322,7 +251,10 @@ def cache_key(digests: list[dict], params: dict, tokenizer_id: str) -> str:
 
 def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "inputs") -> dict:
     """Read inputs, train or load a tokenizer, tokenize and (mlm) pack; write dataset, tokenizer and
-    manifest into ``out_dir`` (which must not exist yet: callers write to a temp dir and rename).
+    manifest into ``out_dir`` (callers write to a temp dir and rename).  mlm: if ``out_dir`` holds
+    an interrupted run of the same inputs, parameters and tokenizer (a ``resume.json``, written each
+    time a dataset shard is finished), the run continues from its last finished shard; any other
+    existing ``out_dir`` is replaced.
 
     Returns the manifest.
     """
@@ -333,19 +265,43 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         columns["--text-pair-column"] = data_cfg.text_pair_column
         columns["--label-column"] = data_cfg.label_column or "label"
     text_mode = "docs" if task == "mlm" and data_cfg.packing == "docs" else "lines"
-    ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
     if data_cfg.num_proc < 1:
         raise UsageError(f"--num-proc {data_cfg.num_proc}: must be at least 1")
-    log.info(f"Read {len(ds):,} rows from {len(paths)} file(s)")
-
     if tok_cfg.train and tok_cfg.path:
         raise UsageError("--tokenizer and --train-tokenizer exclude each other: pass one")
-    if tok_cfg.train:
+    if task == "mlm":
+        # mlm streams its inputs (bertkit/streaming.py): nothing here holds the whole corpus
+        paths = expand_inputs(data_cfg.inputs, flag)
+        read_table = functools.partial(_row_batches, flag=flag, columns=columns, text_mode=text_mode,
+                                       text_cols=text_cols)
+        total = sum(p.stat().st_size if p.is_file() else 0 for p in paths)
+        from .streaming import _human_bytes
+
+        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {_human_bytes(total)}" if total else ""))
+    else:
+        ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
+        log.info(f"Read {len(ds):,} rows from {len(paths)} file(s)")
+
+    digests = [file_digest(p) for p in paths]
+    key = cache_key(digests, _cache_params(data_cfg, task), _tok_id(tok_cfg))
+    resume = _read_resume(out_dir, key) if task == "mlm" else None
+    if resume is None and (out_dir / RESUME).exists():
+        log.info(f"Discarding {out_dir}: an interrupted run with other inputs, parameters or tokenizer")
+        shutil.rmtree(out_dir)
+
+    if resume is not None:
+        # the tokenizer of the interrupted run (a trained one is not trained again)
+        tok = load_tokenizer(out_dir / TOKENIZER_DIR)
+        tok_source = resume["tokenizer_source"]
+        log.info(f"Resuming an interrupted run in {out_dir}: {resume['bytes_done'] / 1e6:,.1f} MB were done "
+                 f"({len(resume['parts'])} finished shard(s))")
+    elif tok_cfg.train:
         if tok_cfg.vocab_size < len(SPECIAL_TOKENS) + 10:
             raise UsageError(f"--vocab-size {tok_cfg.vocab_size} is too small")
         log.info(f"Training a WordPiece tokenizer (vocab {tok_cfg.vocab_size:,}, "
                  f"{'lowercase' if tok_cfg.lowercase else 'cased'})")
-        tok = train_wordpiece(text_batches(ds, text_cols), tok_cfg.vocab_size, tok_cfg.lowercase, tok_cfg.min_frequency)
+        texts = _training_texts(paths, read_table) if task == "mlm" else text_batches(ds, text_cols)
+        tok = train_wordpiece(texts, tok_cfg.vocab_size, tok_cfg.lowercase, tok_cfg.min_frequency)
         tok_source = "trained"
         if len(tok) < tok_cfg.vocab_size:
             log.info(vocab_shortfall(len(tok), tok_cfg.vocab_size, tok_cfg.min_frequency))
@@ -355,15 +311,31 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
     else:
         raise UsageError("no tokenizer: pass --tokenizer DIR (a local tokenizer or model dir) or --train-tokenizer")
 
-    digests = [file_digest(p) for p in paths]
-    out_dir.mkdir(parents=True, exist_ok=False)
-    tok.save_pretrained(str(out_dir / TOKENIZER_DIR))
+    if resume is None:
+        out_dir.mkdir(parents=True, exist_ok=False)
+        tok.save_pretrained(str(out_dir / TOKENIZER_DIR))
 
     if task == "mlm":
-        tokenized = tokenize_text_column(ds, tok, text_cols, data_cfg.num_proc)
-        packed, stats = pack_blocks(tokenized, data_cfg.max_seq_length, tok.cls_token_id, tok.sep_token_id,
-                                    mode=data_cfg.packing)
-        extra = {}
+        from .streaming import Packer, ShardWriter, tokenize_corpus
+
+        packer = Packer(data_cfg.max_seq_length, tok.cls_token_id, tok.sep_token_id, mode=data_cfg.packing)
+        writer = ShardWriter(out_dir / DATASET_DIR, resume_parts=resume["parts"] if resume else None)
+        tokens_before = resume["packer"]["counts"][1] if resume else 0
+
+        def checkpoint(state: dict) -> None:
+            state.update(key=key, tokenizer_source=tok_source)
+            write_json(out_dir / RESUME, state)
+
+        run = tokenize_corpus(paths, tok, packer, writer, num_proc=data_cfg.num_proc, read_table=read_table, log=log,
+                              resume=resume, checkpoint=checkpoint)
+        writer.close(fingerprint=key[:16])
+        (out_dir / RESUME).unlink(missing_ok=True)
+        stats = packer.stats()
+        secs = max(run["seconds"], 1e-9)
+        extra = {"throughput": {"bytes": run["bytes"], "seconds": round(run["seconds"], 2),
+                                "mb_per_s": round(run["bytes"] / 1e6 / secs, 3),
+                                "tokens_per_s": round((stats["tokens"] - tokens_before) / secs),
+                                **({"resumed_at_bytes": run["resumed_at_bytes"]} if resume else {})}}
     else:
         from .labels import LabelSpace
 
@@ -376,7 +348,7 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         stats = {"examples": len(ds), "tokens": int(lengths.sum()), "blocks": len(packed),
                  "packing_efficiency": round(float(lengths.mean() / lengths.max()), 4) if len(lengths) else 0.0}
         extra = {"labels": space.to_dict()}
-    packed.save_to_disk(str(out_dir / DATASET_DIR))
+        packed.save_to_disk(str(out_dir / DATASET_DIR))
     manifest = {
         "bertkit_version": __version__,
         "task": task,
@@ -389,7 +361,7 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         "seconds": round(time.time() - t0, 2),
         **extra,
     }
-    manifest["cache_key"] = cache_key(digests, _cache_params(data_cfg, task), _tok_id(tok_cfg))
+    manifest["cache_key"] = key
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 
@@ -410,6 +382,48 @@ def _tok_id(tok_cfg) -> str:
     if (p / TOKENIZER_DIR / "tokenizer.json").exists():
         f = p / TOKENIZER_DIR / "tokenizer.json"
     return hashlib.sha256(f.read_bytes()).hexdigest() if f.exists() else str(p)
+
+
+def _read_resume(out_dir: Path, key: str) -> dict | None:
+    """The state of an interrupted run in ``out_dir`` if it is of this cache key, else None."""
+    from .streaming import CHUNK_BYTES
+
+    try:
+        state = json.loads((out_dir / RESUME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if state.get("key") != key or state.get("chunk_bytes") != CHUNK_BYTES or \
+            not (out_dir / TOKENIZER_DIR).is_dir() or \
+            not all((out_dir / DATASET_DIR / name).is_file() for name in state.get("parts", [])):
+        return None
+    return state
+
+
+def _row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols: list[str],
+                 batch_size: int = 10000):
+    """(texts, document starts) batches of one non-text input (csv/tsv/json/parquet/saved dataset),
+    read with :func:`load_inputs` (same columns, checks and errors) one file at a time."""
+    import glob as _glob
+
+    ds, _ = load_inputs([_glob.escape(str(path))], flag, columns, text_mode=text_mode)
+    for start in range(0, len(ds), batch_size):
+        batch = ds[start:start + batch_size]
+        n = len(batch[text_cols[0]])
+        yield join_text(batch, text_cols, n), (list(batch[DOC_START]) if DOC_START in batch else None)
+
+
+def _training_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
+    """The texts of all inputs, a chunk at a time, for the WordPiece trainer (it takes an iterator)."""
+    from .data import TEXT_EXTS
+    from .streaming import CHUNK_BYTES, Chunk, read_chunk_lines, text_ranges
+
+    for i, p in enumerate(paths):
+        if p.suffix.lower() in TEXT_EXTS and not p.is_dir():
+            for s, e in text_ranges(p, CHUNK_BYTES):
+                yield read_chunk_lines(Chunk(0, i, str(p), e - s, s, e, file_start=(s == 0)), docs=False)[0]
+        else:
+            for texts, _ in read_table(p):
+                yield texts
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
