@@ -143,12 +143,15 @@ class SparseBertForMaskedLM(BertForMaskedLM):
             cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def check_model_dir(path: str | None, flag: str = "--model", allow_pickle: bool = False) -> Path:
-    """A local model dir with a config and safetensors weights (pickle needs ``allow_pickle``)."""
+def check_model_dir(path: str | None, flag: str = "--model", allow_pickle: bool = False, onnx: bool = False) -> Path:
+    """A local model dir with a config and safetensors weights (pickle needs ``allow_pickle``); ``onnx``: a
+    ``bertkit export`` dir, whose weights are in model.onnx."""
     p = require_local_dir(path, flag, "model")
     if not (p / "config.json").is_file():
         raise UsageError(f"{flag} {path}: no config.json in that directory; pass a Hugging Face model dir "
                          "(config.json + model.safetensors)")
+    if onnx:
+        return p
     has_st = any(p.glob("*.safetensors"))
     has_pickle = any(p.glob("pytorch_model*.bin"))
     if not has_st:

@@ -210,6 +210,11 @@ class PredictConfig:
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the model's limit, 512 at most).",
                                         "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
+    backend: Literal["auto", "torch", "onnx"] = opt(
+        "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
+        choices=("auto", "torch", "onnx"))
+    threads: Optional[int] = opt(None, "CPU threads for inference (default: the machine's cores, or OMP_NUM_THREADS).",
+                                 "--threads")
 
 
 @dataclass
@@ -227,3 +232,32 @@ class EvaluateConfig:
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (MLM blocks: default 128).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
+    backend: Literal["auto", "torch", "onnx"] = opt(
+        "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
+        choices=("auto", "torch", "onnx"))
+    threads: Optional[int] = opt(None, "CPU threads for inference (default: the machine's cores, or OMP_NUM_THREADS).",
+                                 "--threads")
+
+
+@dataclass
+class ExportConfig:
+    model: Optional[str] = opt(None, "Local model directory to export (a classifier, a masked-LM or a QA model).", "--model")
+    allow_pickle: bool = allow_pickle_field()
+    output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
+    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+    quantize: Literal["none", "int8"] = opt(
+        "none", "int8: ONNX Runtime dynamic quantization (about 4x smaller; checked against --validation).",
+        "--quantize", choices=("none", "int8"))
+    max_drop: float = opt(1.0, "int8: refuse the model when its validation metric is more than this many points "
+                               "below the torch model's.", "--max-drop")
+    validation: Optional[str] = opt(None, "Labelled file (classifier) or text file (masked-LM): both models' metrics "
+                                          "and their agreement go into export.json.", "--validation")
+    text_column: str = opt("text", "Column holding the text (several: comma-separated).", "--text-column")
+    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
+    label_column: str = opt("label", "Column holding the label (classifier validation).", "--label-column")
+    batch_size: int = opt(64, "Rows per forward pass while validating.", "--batch-size")
+    max_seq_length: Optional[int] = opt(None, "Tokens per input while validating (default: the model's setting).",
+                                        "--max-seq-length")
+    threads: Optional[int] = opt(None, "ONNX Runtime / torch threads while validating (default: the machine's cores).",
+                                 "--threads")
+    seed: int = opt(1234, "Seed of the fixed 15% masking of masked-LM validation.", "--seed")

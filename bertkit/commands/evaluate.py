@@ -14,6 +14,7 @@ from ..data import load_inputs, split_columns
 from ..errors import UsageError
 from ..evaluation import classification_metrics, confusion_matrix, perplexity
 from ..labels import LabelSpace
+from ..onnx_runtime import backend_of
 from ..log import get_logger
 from ..schemas import EvaluateConfig, TokenizerConfig
 from ..summary import print_summary
@@ -29,7 +30,7 @@ def run(cfg: EvaluateConfig) -> dict:
     if not cfg.data:
         raise UsageError("--data is required: the file to evaluate on")
     mdir, config, task, tok, max_len = open_model_dir(cfg)
-    device = pick_device(cfg.device)
+    device = pick_device(cfg.device, backend_of(cfg))
     out = Path(cfg.output) if cfg.output else mdir / f"eval-{Path(cfg.data).stem}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out}: a file, not a directory")
@@ -65,7 +66,7 @@ def _classification(cfg, mdir, config, tok, device, max_len: int) -> dict:
 
     texts = join_text(ds.to_dict(), tcols, len(ds))
     pairs = [str(x) for x in ds[cfg.text_pair_column]] if cfg.text_pair_column else None
-    model = load_model(mdir, "classification", device)
+    model = load_model(mdir, "classification", device, cfg.backend, cfg.threads)
     logits = classification_logits(model, tok, texts, pairs, cfg.batch_size, max_len, device, _Progress(len(texts)),
                                    **long_text_of(config))
     metrics = classification_metrics(space.problem, logits, np.asarray(labels), space.num_labels, space.threshold)
@@ -95,7 +96,10 @@ def _mlm(cfg, mdir, tok, device) -> dict:
         build_tokenized(dcfg, TokenizerConfig(path=str(mdir)), "mlm", tmp / "tok", flag="--data")
         ds = datasets.load_from_disk(str(tmp / "tok" / DATASET_DIR))
     try:
-        model = load_mlm_model(mdir, sparse=True).to(device).eval()
+        if backend_of(cfg) == "onnx":  # called with labels it returns what the sparse model does (loss, predictions)
+            model = load_model(mdir, "fill-mask", device, cfg.backend, cfg.threads)
+        else:
+            model = load_mlm_model(mdir, sparse=True).to(device).eval()
         collator = MLMCollator(tok, eval_seed=cfg.seed)
         total_loss, total_tokens, correct = 0.0, 0, 0
         progress = _Progress(len(ds))

@@ -20,6 +20,7 @@ from ..evaluation import mean_by_group, sigmoid, softmax, trim_freed_memory
 from ..labels import LabelSpace
 from ..log import get_logger, is_tty, quiet
 from ..modeling import check_compatible, check_model_dir, load_model_config
+from ..onnx_runtime import backend_of
 from ..schemas import PredictConfig
 from ..tokenization import head_tail, load_tokenizer
 
@@ -38,9 +39,13 @@ def detect_task(config, forced: str) -> str:
                      "pass --task fill-mask or --task classification")
 
 
-def pick_device(name: str):
+def pick_device(name: str, backend: str = "torch"):
     import torch
 
+    if backend == "onnx":  # the onnxruntime package bertkit[onnx] installs runs on the CPU
+        if name not in ("auto", "cpu"):
+            raise UsageError(f"--device {name}: the onnx backend runs on the CPU; use --backend torch for a GPU")
+        return torch.device("cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -52,7 +57,15 @@ def pick_device(name: str):
     return dev
 
 
-def load_model(mdir: Path, task: str, device):
+def load_model(mdir: Path, task: str, device, backend: str = "torch", threads: int | None = None):
+    from ..onnx_runtime import OnnxModel, resolve_backend
+
+    if resolve_backend(str(mdir), backend) == "onnx":
+        return OnnxModel(mdir, threads=threads, task=task)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
     cls = AutoModelForMaskedLM if task == "fill-mask" else AutoModelForSequenceClassification
@@ -102,7 +115,7 @@ def open_model_dir(cfg):
     tokenizer and fix the maximum length.  Returns (dir, config, task, tokenizer, max_len)."""
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size {cfg.batch_size}: must be at least 1")
-    mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle)
+    mdir = check_model_dir(cfg.model, "--model", cfg.allow_pickle, onnx=backend_of(cfg) == "onnx")
     config = load_model_config(mdir)
     task = detect_task(config, cfg.task)
     tok = load_tokenizer(mdir, "--model")
@@ -134,8 +147,8 @@ def run(cfg: PredictConfig) -> dict:
         if Path(out_path).is_dir():
             raise UsageError(f"--output {out_path}: a directory; give a file name")
     texts, pairs, _ = read_predict_input(cfg.input, cfg.text_column, cfg.text_pair_column)
-    device = pick_device(cfg.device)
-    model = load_model(mdir, task, device)
+    device = pick_device(cfg.device, backend_of(cfg))
+    model = load_model(mdir, task, device, cfg.backend, cfg.threads)
 
     t0 = time.time()
     progress = _Progress(len(texts))
