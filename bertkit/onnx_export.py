@@ -15,7 +15,9 @@ for every encoder input, and the export is checked on inputs of other shapes tha
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -126,17 +128,29 @@ def export_graph(model, tok, kind: str, path: Path) -> list[str]:
     return names
 
 
+@contextlib.contextmanager
+def quiet_library_logs():
+    """ONNX Runtime's optimizer and quantizer log advice as warnings, on loggers named after their modules
+    (e.g. that a tiny vocabulary skips the embedding fusion, or to pre-process for static quantization); the
+    fused-op counts in export.json say what the optimizer did."""
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def optimize_graph(src: Path, dst: Path, config) -> dict:
     """ONNX Runtime's transformer optimizer (model_type bert) for CPU; returns the fused-op counts."""
     from onnxruntime.transformers import optimizer
 
-    import logging
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.ERROR)
     heads = int(getattr(config, "num_attention_heads", 0) or 0)
     hidden = int(getattr(config, "hidden_size", 0) or 0)
-    om = optimizer.optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, use_gpu=False)
-    om.save_model_to_file(str(dst))
+    with quiet_library_logs():
+        om = optimizer.optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, use_gpu=False)
+        om.save_model_to_file(str(dst))
     return {k: int(v) for k, v in om.get_fused_operator_statistics().items() if v}
 
 
@@ -290,36 +304,31 @@ class Validator:
 
 LINEAR_OPS = ["MatMul", "Attention"]  # Attention: the fused op holds the Q/K/V projection weights
 EMBEDDING_OPS = ["Gather", "EmbedLayerNormalization"]
-EMBEDDINGS_TOLERANCE = 0.1  # points: quantized embeddings are kept when they cost no more than this
+# Quantized embeddings are kept when they cost at most this many points of the validation metric against the
+# int8 model without them (0.5: the issue's int8 accuracy bar; --max-drop against torch still applies).  Measured
+# on the SST-2 MiniLM classifier (benchmarks/onnx_speed.py): per-channel int8 58.7 MB, accuracy 80.39; with the
+# embeddings quantized too 23.0 MB (25% of fp32's 90.9 MB), 80.28 -- one dev row of 872 -- against 79.93 for torch.
+EMBEDDINGS_TOLERANCE = 0.5
 
 
 def quantize(src: Path, dst: Path, per_channel: bool, embeddings: bool) -> None:
     """ONNX Runtime dynamic quantization: int8 weights, activations quantized per batch at run time."""
-    import logging
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     ops = LINEAR_OPS + (EMBEDDING_OPS if embeddings else [])
-    root = logging.getLogger()
-    level = root.level
-    # its "consider pre-processing" warning (on the root logger) is about static, calibrated quantization
-    root.setLevel(max(level, logging.ERROR))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             op_types_to_quantize=ops,
-                             # DefaultTensorType: ONNX shape inference stops at the fused com.microsoft ops, so
-                             # it cannot tell the quantizer that the tensors after them are float (they all are)
-                             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
-    finally:
-        root.setLevel(level)
+    # its "consider pre-processing" warning is about static, calibrated quantization
+    with quiet_library_logs():
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                         op_types_to_quantize=ops,
+                         # DefaultTensorType: ONNX shape inference stops at the fused com.microsoft ops, so it
+                         # cannot tell the quantizer that the tensors after them are float (they all are)
+                         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 
-# Without --validation there is nothing to score accuracy on, so the embeddings are handled as measured on
-# the SST-2 MiniLM classifier (benchmarks/onnx_speed.py): see DEFAULT_EMBEDDINGS' comment.
+# Without --validation there is nothing to score accuracy on: the embeddings are quantized, as the SST-2
+# measurement above chose (they are ~60% of the int8 file of a small model).
 DEFAULT_EMBEDDINGS = True
 
 
@@ -372,6 +381,8 @@ def choose_int8(fp32: Path, work: Path, ref, batches: list[dict], kind: str, val
     else:
         keep_emb = DEFAULT_EMBEDDINGS
         why = "no --validation: the default measured on SST-2 (benchmarks/onnx_speed.py)"
+    if emb["bytes"] >= linear["bytes"]:
+        keep_emb, why = False, "quantizing the embeddings did not make the file smaller"
     chosen = emb if keep_emb else linear
     refused = None
     if validator is not None:
