@@ -5,7 +5,8 @@ Exporter: ``torch.onnx.export`` with the TorchScript tracer (``dynamo=False``) o
 onnxruntime 1.32): ONNX Runtime's BERT graph optimizer fuses that graph completely (1
 EmbedLayerNormalization, 6 Attention, 6 BiasGelu, 12 SkipLayerNormalization); the SDPA attention of
 transformers 5, and the torch.export-based exporter (``dynamo=True``, also what transformers 5's own
-``OnnxExporter`` runs), leave the attention unfused.  The tracer also exports in ~1 s where the
+``OnnxExporter`` runs), leave the attention unfused.  The fused graph runs a batch of 32 x 28 tokens in
+0.224 CPU-s on one thread against 0.265 for torch (AMD EPYC).  The tracer also exports in ~1 s where the
 dynamo path takes ~7 s, which keeps tests fast.  Optimum's exporter does not support transformers 5.
 
 The tracer records two Python conditionals of transformers' mask code as constants (the padding of
@@ -33,8 +34,8 @@ KINDS = ("classification", "fill-mask", "question-answering")
 OUTPUTS = {"classification": ["logits"], "fill-mask": ["logits"],
            "question-answering": ["start_logits", "end_logits"]}
 
-# Sample texts for the logit comparison when no --validation file is given: English and Chinese,
-# short and long (the long one reaches the model's maximum length), a pair-like one.
+# Sample texts for the logit comparison when no --validation file is given: English and Chinese, short and
+# long (the long ones reach the model's maximum length), so batches are padded and truncated.
 SAMPLES = [
     "the food was really great and the staff were friendly",
     "the movie was terrible and far too long",
