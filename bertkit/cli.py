@@ -138,7 +138,7 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import EvaluateConfig, FinetuneConfig, PredictConfig, PretrainConfig, TokenizeConfig
+    from .schemas import EvaluateConfig, ExportConfig, FinetuneConfig, PredictConfig, PretrainConfig, TokenizeConfig
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -150,6 +150,7 @@ def _register_all() -> None:
               "Compute a saved model's metrics on a labelled file (classification) or on text (MLM), without training.")
     _register("predict", PredictConfig, "predict",
               "Fill-mask or classification inference: files (or stdin) in, JSON lines or CSV out.")
+    _register("export", ExportConfig, "export", "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 
 
 _register_all()

@@ -38,9 +38,13 @@ def detect_task(config, forced: str = "auto") -> str:
                      "pass --task fill-mask or --task classification")
 
 
-def pick_device(name: str):
+def pick_device(name: str, backend: str = "torch"):
     import torch
 
+    if backend == "onnx":  # the onnxruntime package bertkit[onnx] installs runs on the CPU
+        if name not in ("auto", "cpu"):
+            raise UsageError(f"--device {name}: the onnx backend runs on the CPU; use --backend torch for a GPU")
+        return torch.device("cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -50,6 +54,19 @@ def pick_device(name: str):
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: no CUDA GPU is available")
     return dev
+
+
+def long_text_of(config) -> dict:
+    """The ``--long-text`` handling a classifier was fine-tuned with (saved in its config)."""
+    return {"long_text": getattr(config, "bertkit_long_text", "truncate") or "truncate",
+            "stride": getattr(config, "bertkit_stride", None)}
+
+
+def inference_length(config, requested: int | None) -> int:
+    """Tokens per input: ``requested``, else the length the model was fine-tuned with, else its limit
+    (512 at most), so predict/evaluate scores match the validation metrics of training."""
+    max_pos = int(getattr(config, "max_position_embeddings", 512) or 512)
+    return requested or getattr(config, "bertkit_max_seq_length", None) or min(max_pos, 512)
 
 
 @dataclass
@@ -62,31 +79,40 @@ class OpenedModel:
     tokenizer: Any
     max_len: int
     device: Any
+    backend: str = "torch"
+    threads: int | None = None
 
     @property
     def long_text(self) -> dict:
-        """The ``--long-text`` handling a classifier was fine-tuned with (saved in its config)."""
-        return {"long_text": getattr(self.config, "bertkit_long_text", "truncate") or "truncate",
-                "stride": getattr(self.config, "bertkit_stride", None)}
+        return long_text_of(self.config)
 
     def load(self):
+        """The model, on torch or (a `bertkit export` dir) ONNX Runtime, called alike."""
+        if self.backend == "onnx":
+            from .onnx_runtime import OnnxModel
+
+            return OnnxModel(self.path, threads=self.threads, task=self.task)
+        import torch
         import transformers
 
+        if self.threads:
+            torch.set_num_threads(self.threads)
         loader = getattr(transformers, TASK_LOADERS[self.task])
         return load_model(loader, self.path, self.task).eval().to(self.device)
 
 
 def open_model(cfg, task: str | None = None) -> OpenedModel:
     """Check the model dir of an inference config (``model``, ``allow_pickle``, ``max_seq_length``,
-    ``device``, ``task``), read its config, pick the task, load the tokenizer and fix the length: a
-    fine-tuned model is applied at the length it was trained with (and its ``--long-text`` mode), so
-    predict/evaluate scores match its validation metrics."""
-    mdir, config, tok = open_checkpoint(cfg.model, cfg.allow_pickle)
+    ``device``, ``task``, ``backend``, ``threads``), read its config, pick the task and backend, load
+    the tokenizer and fix the length (:func:`inference_length`)."""
+    from .onnx_runtime import resolve_backend
+
+    backend = resolve_backend(cfg.model, cfg.backend)
+    mdir, config, tok = open_checkpoint(cfg.model, cfg.allow_pickle, weights=backend == "torch")
     task = task or detect_task(config, cfg.task)
-    max_pos = int(getattr(config, "max_position_embeddings", 512) or 512)
-    max_len = cfg.max_seq_length or getattr(config, "bertkit_max_seq_length", None) or min(max_pos, 512)
+    max_len = inference_length(config, cfg.max_seq_length)
     check_compatible(config, tok, max_len, "--model")
-    return OpenedModel(mdir, config, task, tok, max_len, pick_device(cfg.device))
+    return OpenedModel(mdir, config, task, tok, max_len, pick_device(cfg.device, backend), backend, cfg.threads)
 
 
 class RowProgress:

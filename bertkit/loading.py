@@ -77,12 +77,15 @@ def load_tokenizer(path: str | Path, flag: str = "--tokenizer"):
     return tok
 
 
-def check_model_dir(path: str | None, flag: str = "--model", allow_pickle: bool = False) -> Path:
-    """A local model dir with a config and safetensors weights (pickle needs ``allow_pickle``)."""
+def check_model_dir(path: str | None, flag: str = "--model", allow_pickle: bool = False, weights: bool = True) -> Path:
+    """A local model dir with a config and safetensors weights (pickle needs ``allow_pickle``); without
+    ``weights`` (a `bertkit export` dir, whose weights are in model.onnx) the config alone."""
     p = require_local_dir(path, flag, "model")
     if not (p / "config.json").is_file():
         raise UsageError(f"{flag} {path}: no config.json in that directory; pass a Hugging Face model dir "
                          "(config.json + model.safetensors)")
+    if not weights:
+        return p
     has_st = any(p.glob("*.safetensors"))
     has_pickle = any(p.glob("pytorch_model*.bin"))
     if not has_st:
@@ -107,7 +110,7 @@ def load_model(loader: Any, path: Path, purpose: str, flag: str = "--model", **k
                       **kwargs)
 
 
-def open_checkpoint(path: str | None, allow_pickle: bool = False, flag: str = "--model"):
-    """A checked model dir, its config and its tokenizer: (dir, config, tokenizer)."""
-    mdir = check_model_dir(path, flag, allow_pickle)
+def open_checkpoint(path: str | None, allow_pickle: bool = False, flag: str = "--model", weights: bool = True):
+    """A checked model dir (see :func:`check_model_dir`), its config and its tokenizer: (dir, config, tokenizer)."""
+    mdir = check_model_dir(path, flag, allow_pickle, weights)
     return mdir, load_model_config(mdir, flag), load_tokenizer(mdir, flag)

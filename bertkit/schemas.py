@@ -209,10 +209,15 @@ class InferenceFields(ModelDirFields):
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
     task: Literal["auto", "fill-mask", "classification"] = opt(
         "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
+    backend: Literal["auto", "torch", "onnx"] = opt(
+        "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
+        choices=("auto", "torch", "onnx"))
+    threads: Optional[int] = opt(None, "CPU threads for inference (default: the machine's cores, or OMP_NUM_THREADS).",
+                                 "--threads")
 
     def problems(self) -> list[str]:
         return super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
-            self.max_seq_length, 8, "--max-seq-length")
+            self.max_seq_length, 8, "--max-seq-length") + at_least(self.threads, 1, "--threads")
 
 
 @dataclass
@@ -336,4 +341,33 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
             found.append("--data is required: the file to evaluate on")
         if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
             found.append(f"--output {self.output}: a file, not a directory")
+        return found
+
+
+@dataclass
+class ExportConfig(ModelDirFields, LabelledColumns):
+    model: Optional[str] = opt(None, "Local model directory to export (a classifier, a masked-LM or a QA model).", "--model")
+    output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
+    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+    quantize: Literal["none", "int8"] = opt(
+        "none", "int8: ONNX Runtime dynamic quantization (about 4x smaller; checked against --validation).",
+        "--quantize", choices=("none", "int8"))
+    max_drop: float = opt(1.0, "int8: refuse the model when its validation metric is more than this many points "
+                               "below the torch model's.", "--max-drop")
+    validation: Optional[str] = opt(None, "Labelled file (classifier) or text file (masked-LM): both models' metrics "
+                                          "and their agreement go into export.json.", "--validation")
+    text_column: str = opt("text", "Column holding the text (several: comma-separated).", "--text-column")
+    label_column: str = opt("label", "Column holding the label (classifier validation).", "--label-column")
+    batch_size: int = opt(64, "Rows per forward pass while validating.", "--batch-size")
+    max_seq_length: Optional[int] = opt(None, "Tokens per input while validating (default: the model's setting).",
+                                        "--max-seq-length")
+    threads: Optional[int] = opt(None, "ONNX Runtime / torch threads while validating (default: the machine's cores).",
+                                 "--threads")
+    seed: int = opt(1234, "Seed of the fixed 15% masking of masked-LM validation.", "--seed")
+
+    def problems(self) -> list[str]:
+        found = super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
+            self.threads, 1, "--threads")
+        if not self.output:
+            found.append("--output is required: the directory to write the exported model to")
         return found

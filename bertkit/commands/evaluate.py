@@ -85,7 +85,8 @@ def mlm_report(cfg: EvaluateConfig, opened) -> dict:
         build_tokenized(dcfg, TokenizerConfig(path=str(opened.path)), "mlm", tmp / "tok", flag="--data")
         ds = datasets.load_from_disk(str(tmp / "tok" / DATASET_DIR))
     try:
-        model = load_mlm_model(opened.path, sparse=True).to(opened.device).eval()
+        # on ONNX Runtime, called with labels, the export returns what the sparse model does (loss, predictions)
+        model = opened.load() if opened.backend == "onnx" else load_mlm_model(opened.path).to(opened.device).eval()
         collator = MLMCollator(opened.tokenizer, eval_seed=cfg.seed)
         total_loss, total_tokens, correct = 0.0, 0, 0
         progress = RowProgress(len(ds), "Evaluating")

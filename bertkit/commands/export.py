@@ -1,0 +1,165 @@
+"""bertkit export: a model dir -> an ONNX dir that ``bertkit predict``/``evaluate`` (and plain onnxruntime)
+run, checked against the torch model.  The stages live in :mod:`bertkit.onnx_export`.
+
+Stages: check the inputs -> trace to ONNX -> optimise for CPU -> compare with torch on sample inputs ->
+(--validation) score both -> (--quantize int8) quantize, choose, refuse when the metric drops ->
+write everything into a temp dir and move it into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from .. import __version__
+from ..errors import UsageError
+from ..log import get_logger, quiet
+from ..schemas import ExportConfig
+from ..summary import print_summary
+
+log = get_logger()
+
+
+def _say(msg: str) -> None:
+    if not quiet():
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _check(cfg: ExportConfig):
+    from ..inference import inference_length
+    from ..loading import open_checkpoint
+    from ..modeling import check_compatible
+    from ..onnx_export import detect_kind, require_extra
+
+    require_extra()
+    cfg.validate()
+    mdir, config, tok = open_checkpoint(cfg.model, cfg.allow_pickle)
+    out = Path(cfg.output).expanduser()
+    if out.resolve() == mdir.resolve():
+        raise UsageError(f"--output {cfg.output}: the model directory itself; choose another directory")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--output {cfg.output}: a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise UsageError(f"--output {cfg.output}: not empty; pass --overwrite to replace it or choose another dir")
+    kind = detect_kind(config)
+    max_len = inference_length(config, cfg.max_seq_length)
+    check_compatible(config, tok, max_len, "--model")
+    return mdir, out, config, kind, tok, max_len
+
+
+def run(cfg: ExportConfig) -> dict:
+    from .. import onnx_export as ox
+
+    t_start = time.time()
+    mdir, out, config, kind, tok, max_len = _check(cfg)
+    validator = ox.Validator(cfg, mdir, config, tok, kind, max_len) if cfg.validation else None  # bad data: fail early
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "work").mkdir(parents=True)
+    report: dict = {"bertkit_version": __version__, "kind": kind, "source_model": str(mdir), "opset": ox.OPSET,
+                    "exporter": "torch.onnx.export (TorchScript tracer), eager attention",
+                    "quantize": cfg.quantize}
+    try:
+        # 1. trace, 2. optimise for CPU
+        _say(f"export: tracing {kind} model {mdir} to ONNX (opset {ox.OPSET})")
+        model = ox.load_torch_model(mdir, kind)
+        raw = tmp / "work" / "raw.onnx"
+        report["inputs"] = ox.export_graph(model, tok, kind, raw)
+        report["outputs"] = ox.OUTPUTS[kind]
+        fp32 = tmp / "work" / "fp32.onnx"
+        report["fused_operators"] = ox.optimize_graph(raw, fp32, config)
+        raw.unlink()
+        fp32_bytes = fp32.stat().st_size
+        report["fp32_bytes"] = fp32_bytes
+
+        # 3. compare with torch on sample inputs (the validation texts when given)
+        onnx_fp32 = ox.OnnxModel(fp32, threads=cfg.threads)
+        texts = (validator.texts[:64] if validator else []) or ox.SAMPLES
+        batches = ox.sample_features(tok, texts, max_len, kind)
+        report["sample_inputs"] = {"texts": len(texts), "source": "--validation" if validator else "built-in",
+                                   **ox.logit_difference(model, onnx_fp32, batches, kind)}
+        _say(f"export: fp32 {fp32_bytes / 1e6:.1f} MB, max |logit diff| vs torch "
+             f"{report['sample_inputs']['max_abs_logit_difference']:.3g} on {len(texts)} sample inputs")
+
+        # 4. validation metrics of both models
+        ref_val = None
+        if validator is not None:
+            ref_val = validator.run(model)
+            val = validator.run(onnx_fp32)
+            report["validation"] = {"file": cfg.validation, "examples": len(validator.texts), "metric": ref_val.key,
+                                    "torch": ref_val.metrics, "onnx_fp32": val.metrics,
+                                    "onnx_fp32_agreement": validator.agreement(ref_val, val)}
+            _say(f"export: validation {ref_val.key} torch {ref_val.score:.4f}, onnx fp32 {val.score:.4f}")
+
+        # 5. int8
+        final = fp32
+        if cfg.quantize == "int8":
+            final, qrep = ox.choose_int8(fp32, tmp / "work", onnx_fp32, batches, kind, validator, ref_val,
+                                         cfg.max_drop, cfg.threads, log=_say)  # refused: DataError, nothing written
+            qval = qrep.pop("_validation", None)
+            report["int8"] = qrep
+            chosen = next(c for c in qrep["candidates"] if c["per_channel"] == qrep["per_channel"]
+                          and c["embeddings"] == qrep["embeddings"])
+            report["int8_bytes"] = chosen["bytes"]
+            report["int8_size_ratio"] = round(chosen["bytes"] / fp32_bytes, 4)
+            report["sample_inputs"]["int8_vs_fp32"] = {k: chosen[k] for k in ("max_abs_logit_difference",
+                                                                               "mean_abs_logit_difference")}
+            if qval is not None:
+                report["validation"]["onnx_int8"] = qval.metrics
+                report["validation"]["onnx_int8_agreement"] = validator.agreement(ref_val, qval)
+        del onnx_fp32
+
+        # 6. write: model, tokenizer, config (bertkit's inference settings ride along in it), report
+        os.replace(final, tmp / ox.ONNX_FILE)
+        shutil.rmtree(tmp / "work")
+        tok.save_pretrained(str(tmp))
+        config.save_pretrained(str(tmp))
+        report["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        report["seconds"] = round(time.time() - t_start, 1)
+        (tmp / ox.EXPORT_REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    rows = [("model", str(mdir)), ("kind", kind), ("opset", str(ox.OPSET)),
+            ("fp32 size", f"{report['fp32_bytes'] / 1e6:.1f} MB")]
+    if "int8_bytes" in report:
+        q = report["int8"]
+        rows.append(("int8 size", f"{report['int8_bytes'] / 1e6:.1f} MB ({report['int8_size_ratio']:.0%} of fp32; "
+                                  f"{'per-channel' if q['per_channel'] else 'per-tensor'}, embeddings "
+                                  f"{'quantized' if q['embeddings'] else 'fp32'})"))
+    rows.append(("max |logit diff| fp32", f"{report['sample_inputs']['max_abs_logit_difference']:.3g}"))
+    if "validation" in report:
+        v = report["validation"]
+        k = v["metric"]
+        line = f"torch {v['torch'][k]:.4f}, onnx {v['onnx_fp32'][k]:.4f}"
+        if "onnx_int8" in v:
+            line += f", int8 {v['onnx_int8'][k]:.4f}"
+        rows.append((f"validation {k}", line))
+        agree = v.get("onnx_int8_agreement") or v["onnx_fp32_agreement"]
+        for name, val in agree.items():
+            if name.endswith("agreement"):
+                rows.append((name.replace("_", " ") + (" (int8)" if "onnx_int8_agreement" in v else ""), f"{val:.4f}"))
+    rows.append(("written", str(out)))
+    print_summary("export", rows)
+    return report
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """The finished dir replaces ``out`` in one rename (an old ``out`` is moved aside first, then deleted)."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
