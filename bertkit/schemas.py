@@ -227,3 +227,56 @@ class EvaluateConfig:
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (MLM blocks: default 128).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
+
+
+# ------------------------------------------------------------------------------------------
+# Question answering (finetune-qa)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class QATrainConfig(TrainConfig):
+    epochs: float = opt(2.0, "Training epochs (ignored when --max-steps is set).", "--epochs")
+    lr: float = opt(5e-5, "Peak learning rate.", "--lr")
+    patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
+    time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
+                                     "--time-budget")
+
+
+@dataclass
+class QADataConfig:
+    train: Optional[str] = opt(None, "Training file: SQuAD-format .json (v1.1/v2.0) or .jsonl/.csv/.parquet with "
+                                     "question, context and answers columns.", "--train")
+    validation: Optional[str] = opt(None, "Validation file (same formats), scored with EM/F1 at every evaluation.",
+                                    "--validation")
+    question_column: str = opt("question", "Column holding the question (flat files).", "--question-column")
+    context_column: str = opt("context", "Column holding the context (flat files).", "--context-column")
+    answer_column: str = opt("answers", "Column holding the answers: {\"text\": [...], \"answer_start\": [...]} or "
+                                        "an answer text (its first occurrence in the context).", "--answer-column")
+    max_seq_length: int = opt(384, "Tokens per window: [CLS] question [SEP] context [SEP].", "--max-seq-length")
+    doc_stride: int = opt(128, "Tokens of context shared by consecutive windows of a long context.", "--doc-stride")
+    max_question_length: int = opt(64, "Questions are cut to this many tokens.", "--max-question-length")
+
+
+@dataclass
+class FinetuneQAConfig:
+    model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir) or "
+                                     "minilm-l6.", "--model")
+    allow_pickle: bool = allow_pickle_field()
+    output: Optional[str] = opt(None, "Output model directory.", "--output")
+    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+    metric: str = opt("f1", "Metric that picks the best checkpoint: f1 or exact_match.", "--metric")
+    n_best: int = opt(20, "Start and end candidates per window in post-processing.", "--n-best")
+    max_answer_length: int = opt(30, "Longest answer, in tokens.", "--max-answer-length")
+    null_threshold: Optional[float] = opt(None, "Unanswerable questions (SQuAD v2): answer empty when the null score "
+                                                "exceeds the best span's by more than this (default 0.0 when the "
+                                                "data has unanswerable questions, else never empty).",
+                                          "--null-threshold")
+    tune_null_threshold: bool = opt(False, "Pick the null threshold that maximises validation F1 (saved in the model).",
+                                    "--tune-null-threshold")
+    qa_language: Literal["auto", "en", "zh"] = opt(
+        "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
+                "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
+    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
+                                         "checkpoint's).", "--dropout")
+    data: QADataConfig = section(QADataConfig)
+    train: QATrainConfig = section(QATrainConfig)
