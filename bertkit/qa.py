@@ -415,7 +415,7 @@ def postprocess(start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndar
                    "start": None, "end": None}
         else:
             rec = dict(alts[0])
-        rec["null_diff"] = round(diff, 6) if np.isfinite(diff) else None
+        rec["null_diff"] = diff if np.isfinite(diff) else None
         rec["best_span"] = alts[0]["answer"] if alts else ""
         rec["alternatives"] = alts[:top_k]
         out.append(rec)
@@ -444,8 +444,11 @@ def tune_null_threshold(null_diffs: Sequence[float | None], span_f1: Sequence[fl
     j = int(np.argmax(cum)) if finite.any() else -1
     if j < 0 or cum[j] <= total:
         lowest = float(ds[0]) if finite.any() else 0.0
-        return round(lowest - 1.0, 6), total / n
-    return round(float(ds[j]), 6), float(cum[j]) / n
+        return lowest - 1.0, total / n
+    # halfway to the next question's diff, not on this one's: the same model rerun in other batches (other
+    # padding) moves logits by ~1e-6, which must not flip the question on the threshold
+    nxt = ds[j + 1] if j + 1 < n and np.isfinite(ds[j + 1]) else ds[j] + 2.0
+    return float((ds[j] + nxt) / 2), float(cum[j]) / n
 
 
 # --------------------------------------------------------------------------------------------

@@ -201,11 +201,16 @@ class PredictConfig:
     allow_pickle: bool = allow_pickle_field()
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
-    task: Literal["auto", "fill-mask", "classification"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
+    task: Literal["auto", "fill-mask", "classification", "question-answering"] = opt(
+        "auto", "auto picks from the model's architecture.", "--task",
+        choices=("auto", "fill-mask", "classification", "question-answering"))
     text_column: str = opt("text", "Column holding the text.", "--text-column")
     text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
-    top_k: int = opt(5, "fill-mask: candidates per [MASK].", "--top-k")
+    top_k: int = opt(5, "fill-mask: candidates per [MASK]; question-answering: alternative answers (1: none).",
+                     "--top-k")
+    question_column: str = opt("question", "question-answering: column holding the question (stdin: "
+                                           "question<TAB>context lines).", "--question-column")
+    context_column: str = opt("context", "question-answering: column holding the context.", "--context-column")
     batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the model's limit, 512 at most).",
                                         "--max-seq-length")
@@ -218,11 +223,18 @@ class EvaluateConfig:
     allow_pickle: bool = allow_pickle_field()
     data: Optional[str] = opt(None, "Labelled file (classification) or text / `bertkit tokenize` output (MLM).", "--data")
     output: Optional[str] = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
-    task: Literal["auto", "fill-mask", "classification"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
+    task: Literal["auto", "fill-mask", "classification", "question-answering"] = opt(
+        "auto", "auto picks from the model's architecture.", "--task",
+        choices=("auto", "fill-mask", "classification", "question-answering"))
     text_column: str = opt("text", "Column holding the text.", "--text-column")
     text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
     label_column: str = opt("label", "Column holding the label (classification).", "--label-column")
+    question_column: str = opt("question", "question-answering: column holding the question (flat files).",
+                               "--question-column")
+    context_column: str = opt("context", "question-answering: column holding the context (flat files).",
+                              "--context-column")
+    answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
+                                        "JSON is read as is).", "--answer-column")
     batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (MLM blocks: default 128).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")

@@ -191,7 +191,7 @@ def test_null_threshold_and_tuning(tok):
     assert qa.postprocess(s, e, win, [CTX], null_threshold=2.5)[0]["answer"] == "Berlin"
     # tuning: answer questions whose null_diff <= t
     t, f1 = qa.tune_null_threshold([-1.0, 0.5, 2.0, 3.0], [100.0, 100.0, 0.0, 0.0], [True, True, False, False])
-    assert t == 0.5 and f1 == 100.0
+    assert t == 1.25 and f1 == 100.0  # halfway between the last answered (0.5) and the first left empty (2.0)
     t, f1 = qa.tune_null_threshold([1.0, 2.0], [0.0, 0.0], [False, False])
     assert t < 1.0 and f1 == 100.0
 
@@ -296,6 +296,36 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
                               ["what is the capital of france ?"], ["paris is the capital of france ."],
                               max_seq_length=32, doc_stride=8, max_question_length=12)
     assert res[0]["answer"] and 0 < res[0]["score"] <= 1
+
+    # predict: a .jsonl of question/context rows, and stdin question<TAB>context; input order kept
+    rows = [{"question": "what is the capital of spain ?", "context": "madrid is the capital of spain . " * 6},
+            {"question": "what is the capital of italy ?", "context": "rome is the capital of italy ."}]
+    inp = tmp_path / "q.jsonl"
+    inp.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2, "--quiet") == 0
+    preds = read_jsonl(tmp_path / "p.jsonl")
+    assert [p["question"] for p in preds] == [r["question"] for r in rows]
+    for p, r in zip(preds, rows):
+        assert {"answer", "score", "start", "end", "alternatives"} <= set(p) and len(p["alternatives"]) == 2
+        assert p["answer"] == "" or r["context"][p["start"]:p["end"]] == p["answer"]
+    import io
+    import sys
+
+    old_stdin = sys.stdin
+    sys.stdin = io.TextIOWrapper(io.BytesIO("\n".join(f"{r['question']}\t{r['context']}" for r in rows).encode()))
+    try:
+        assert cli("predict", "--model", out, "--input", "-", "--output", tmp_path / "p2.csv", "--quiet") == 0
+    finally:
+        sys.stdin = old_stdin
+    assert (tmp_path / "p2.csv").read_text().splitlines()[0].startswith("question,answer,score,start,end")
+
+    # evaluate: EM/F1 as in training's final evaluation, and a per-question predictions file
+    assert cli("evaluate", "--model", out, "--data", dev, "--output", tmp_path / "ev", "--quiet") == 0
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert report["task"] == "question-answering" and report["metric"] == "squad"
+    assert report["f1"] == pytest.approx(metrics["eval_f1"], abs=1e-6)
+    assert len(read_jsonl(tmp_path / "ev" / "predictions.jsonl")) == report["examples"] == metrics["eval_examples"]
+
     # a stride that leaves no room is a usage error naming the limit
     assert cli("finetune-qa", "--model", mlm_model, "--train", train, "--output", tmp_path / "bad",
                "--max-seq-length", 32, "--doc-stride", 20, "--max-question-length", 12, "--quiet") == 2

@@ -33,14 +33,18 @@ def run(cfg: EvaluateConfig) -> dict:
     out = Path(cfg.output) if cfg.output else mdir / f"eval-{Path(cfg.data).stem}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--output {out}: a file, not a directory")
-    if task == "classification":
+    if task == "question-answering":
+        from .qa_inference import evaluate as qa_evaluate
+
+        report = qa_evaluate(cfg, mdir, config, tok, device, max_len, out)
+    elif task == "classification":
         report = _classification(cfg, mdir, config, tok, device, max_len)
     else:
         report = _mlm(cfg, mdir, tok, device)
     out.mkdir(parents=True, exist_ok=True)
     cm = report.pop("confusion_matrix", None)
     write_json(out / "metrics.json", report)
-    paths = [str(out / "metrics.json")]
+    paths = [str(out / "metrics.json")] + ([report["predictions_file"]] if "predictions_file" in report else [])
     if cm is not None:
         write_json(out / "confusion_matrix.json", {"labels": report["labels"], "matrix": cm,
                                                    "rows": "reference", "columns": "prediction"})

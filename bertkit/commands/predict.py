@@ -34,8 +34,10 @@ def detect_task(config, forced: str) -> str:
         return "fill-mask"
     if "ForSequenceClassification" in archs:
         return "classification"
+    if "ForQuestionAnswering" in archs:
+        return "question-answering"
     raise UsageError(f"--model: cannot tell the task from architectures {archs or '(none)'}; "
-                     "pass --task fill-mask or --task classification")
+                     "pass --task fill-mask, classification or question-answering")
 
 
 def pick_device(name: str):
@@ -133,6 +135,10 @@ def run(cfg: PredictConfig) -> dict:
             raise UsageError(f"--output {out_path}: use a .jsonl, .csv or .tsv file, or - for stdout")
         if Path(out_path).is_dir():
             raise UsageError(f"--output {out_path}: a directory; give a file name")
+    if task == "question-answering":
+        from .qa_inference import predict as qa_predict
+
+        return qa_predict(cfg, mdir, config, tok, pick_device(cfg.device), max_len)
     texts, pairs, _ = read_predict_input(cfg.input, cfg.text_column, cfg.text_pair_column)
     device = pick_device(cfg.device)
     model = load_model(mdir, task, device)
