@@ -138,7 +138,8 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import EvaluateConfig, ExportConfig, FinetuneConfig, PredictConfig, PretrainConfig, TokenizeConfig
+    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig, PretrainConfig,
+                          TokenizeConfig)
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -146,6 +147,8 @@ def _register_all() -> None:
               "Masked-language-model pretraining from a size preset or a local checkpoint.")
     _register("finetune-cls", FinetuneConfig, "finetune_cls",
               "Fine-tune a sequence classifier (single-label, multi-label, regression, pairs).")
+    _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
+              "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
     _register("evaluate", EvaluateConfig, "evaluate",
               "Compute a saved model's metrics on a labelled file (classification) or on text (MLM), without training.")
     _register("predict", PredictConfig, "predict",

@@ -279,19 +279,24 @@ def load_inputs(inputs: Iterable[str], flag: str, columns: dict[str, str | None]
         raise DataError(f"inputs {', '.join(map(str, paths))} cannot be combined: their columns differ in type ({e})") from None
 
 
+def read_stdin_lines() -> list[tuple[int, str]]:
+    """The non-blank lines of stdin (UTF-8, BOM allowed) with their 1-based line numbers."""
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataError(f"stdin: line {line} is not valid UTF-8") from None
+    return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
+
+
 def read_predict_input(source: str, text_column: str, pair_column: str | None) -> tuple[list[str], list[str] | None, list[dict] | None]:
     """Texts (and pairs) to predict on, from a file or '-' (stdin, one text per line).
 
     Returns (texts, pairs, original rows or None).
     """
     if source == "-":
-        data = sys.stdin.buffer.read()
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as e:
-            line = data.count(b"\n", 0, e.start) + 1
-            raise DataError(f"stdin: line {line} is not valid UTF-8") from None
-        texts = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        texts = [ln.strip() for _, ln in read_stdin_lines()]
         if not texts:
             raise DataError("stdin: no input text (one text per line)")
         if pair_column:

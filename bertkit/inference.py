@@ -22,7 +22,8 @@ from .metrics import mean_by_group
 from .modeling import check_compatible
 from .tokenization import head_tail
 
-TASK_LOADERS = {"fill-mask": "AutoModelForMaskedLM", "classification": "AutoModelForSequenceClassification"}
+TASK_LOADERS = {"fill-mask": "AutoModelForMaskedLM", "classification": "AutoModelForSequenceClassification",
+                "question-answering": "AutoModelForQuestionAnswering"}
 
 
 def detect_task(config, forced: str = "auto") -> str:
@@ -34,8 +35,10 @@ def detect_task(config, forced: str = "auto") -> str:
         return "fill-mask"
     if "ForSequenceClassification" in archs:
         return "classification"
+    if "ForQuestionAnswering" in archs:
+        return "question-answering"
     raise UsageError(f"--model: cannot tell the task from architectures {archs or '(none)'}; "
-                     "pass --task fill-mask or --task classification")
+                     "pass --task fill-mask, classification or question-answering")
 
 
 def pick_device(name: str, backend: str = "torch"):

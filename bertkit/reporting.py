@@ -78,7 +78,7 @@ def plot_curves(history: list[dict], path: Path, title: str) -> bool:
 
 def model_card(out: Path, command: str, cfg, metrics: dict, extra: dict | None = None) -> str:
     extra = extra or {}
-    task_tag = "fill-mask" if command == "pretrain-mlm" else "text-classification"
+    task_tag = extra.get("pipeline_tag") or ("fill-mask" if command == "pretrain-mlm" else "text-classification")
     scalar = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     front = {
         "library_name": "transformers",
@@ -92,7 +92,7 @@ def model_card(out: Path, command: str, cfg, metrics: dict, extra: dict | None =
     }
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scalar.items())
     hp = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).strip()
-    purpose = ("a masked-language model: use it with `pipeline(\"fill-mask\")` or fine-tune it with "
+    purpose = extra.get("purpose") or ("a masked-language model: use it with `pipeline(\"fill-mask\")` or fine-tune it with "
                "`bertkit finetune-cls --model DIR`" if command == "pretrain-mlm" else
                "a text classifier: use it with `pipeline(\"text-classification\")` or `bertkit predict --model DIR`")
     labels = ""

@@ -125,6 +125,8 @@ class TrainConfig(Schema):
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
     compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
                                "worth trying on GPU).", "--compile/--no-compile")
+    time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
+                                     "--time-budget")
 
     def problems(self) -> list[str]:
         found = at_least(self.batch_size, 1, "--batch-size") + at_least(self.grad_accum, 1, "--grad-accum")
@@ -139,7 +141,7 @@ class TrainConfig(Schema):
         found += at_least(self.num_workers, 0, "--num-workers")
         if self.report_to not in ("none", "tensorboard"):
             found.append(f"--report-to {self.report_to}: use none or tensorboard (bertkit reports nowhere remote)")
-        return found
+        return found + duration_problems(self.time_budget, "--time-budget")
 
 
 @dataclass
@@ -147,12 +149,9 @@ class PretrainTrainConfig(TrainConfig):
     batch_size: int = opt(64, "Blocks per device per step.", "--batch-size")
     lr: float = opt(5e-4, "Peak learning rate.", "--lr")
     max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).", "--max-tokens")
-    time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
-                                     "--time-budget")
 
     def problems(self) -> list[str]:
-        return super().problems() + at_least(self.max_tokens, 1, "--max-tokens") + duration_problems(
-            self.time_budget, "--time-budget")
+        return super().problems() + at_least(self.max_tokens, 1, "--max-tokens")
 
 
 @dataclass
@@ -207,8 +206,12 @@ class InferenceFields(ModelDirFields):
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
                                               "fine-tuned with, else its limit, 512 at most).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
-    task: Literal["auto", "fill-mask", "classification"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task", choices=("auto", "fill-mask", "classification"))
+    task: Literal["auto", "fill-mask", "classification", "question-answering"] = opt(
+        "auto", "auto picks from the model's architecture.", "--task",
+        choices=("auto", "fill-mask", "classification", "question-answering"))
+    question_column: str = opt("question", "question-answering: column holding the question (stdin: "
+                                           "question<TAB>context lines).", "--question-column")
+    context_column: str = opt("context", "question-answering: column holding the context.", "--context-column")
     backend: Literal["auto", "torch", "onnx"] = opt(
         "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
         choices=("auto", "torch", "onnx"))
@@ -313,7 +316,8 @@ class PredictConfig(InferenceFields, TextColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask or classification).", "--model")
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
-    top_k: int = opt(5, "fill-mask: candidates per [MASK].", "--top-k")
+    top_k: int = opt(5, "fill-mask: candidates per [MASK]; question-answering: alternative answers (1: none).",
+                     "--top-k")
 
     def problems(self) -> list[str]:
         found = super().problems() + at_least(self.top_k, 1, "--top-k")
@@ -334,6 +338,8 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (default: the length a classifier was "
                                               "fine-tuned with; MLM blocks: 128).", "--max-seq-length")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
+    answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
+                                        "JSON is read as is).", "--answer-column")
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -370,4 +376,66 @@ class ExportConfig(ModelDirFields, LabelledColumns):
             self.threads, 1, "--threads")
         if not self.output:
             found.append("--output is required: the directory to write the exported model to")
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# Question answering (finetune-qa)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class QATrainConfig(FinetuneTrainConfig):
+    epochs: float = opt(2.0, "Training epochs (ignored when --max-steps is set).", "--epochs")
+
+
+@dataclass
+class QADataConfig(Schema):
+    train: Optional[str] = opt(None, "Training file: SQuAD-format .json (v1.1/v2.0) or .jsonl/.csv/.parquet with "
+                                     "question, context and answers columns.", "--train")
+    validation: Optional[str] = opt(None, "Validation file (same formats), scored with EM/F1 at every evaluation.",
+                                    "--validation")
+    question_column: str = opt("question", "Column holding the question (flat files).", "--question-column")
+    context_column: str = opt("context", "Column holding the context (flat files).", "--context-column")
+    answer_column: str = opt("answers", "Column holding the answers: {\"text\": [...], \"answer_start\": [...]} or "
+                                        "an answer text (its first occurrence in the context).", "--answer-column")
+    max_seq_length: int = opt(384, "Tokens per window: [CLS] question [SEP] context [SEP].", "--max-seq-length")
+    doc_stride: int = opt(128, "Tokens of context shared by consecutive windows of a long context.", "--doc-stride")
+    max_question_length: int = opt(64, "Questions are cut to this many tokens.", "--max-question-length")
+
+    def problems(self) -> list[str]:
+        from .qa import window_problems
+
+        found = [] if self.train else ["--train is required: a SQuAD-format .json or a .jsonl/.csv/.parquet file "
+                                       "with question, context and answers columns"]
+        return found + window_problems(self.max_seq_length, self.doc_stride, self.max_question_length)
+
+
+@dataclass
+class FinetuneQAConfig(ModelDirFields):
+    model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir) or "
+                                     "minilm-l6.", "--model")
+    output: Optional[str] = opt(None, "Output model directory.", "--output")
+    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+    metric: str = opt("f1", "Metric that picks the best checkpoint: f1 or exact_match.", "--metric")
+    n_best: int = opt(20, "Start and end candidates per window in post-processing.", "--n-best")
+    max_answer_length: int = opt(30, "Longest answer, in tokens.", "--max-answer-length")
+    null_threshold: Optional[float] = opt(None, "Unanswerable questions (SQuAD v2): answer empty when the null score "
+                                                "exceeds the best span's by more than this (default 0.0 when the "
+                                                "data has unanswerable questions, else never empty).",
+                                          "--null-threshold")
+    tune_null_threshold: bool = opt(False, "Pick the null threshold that maximises validation F1 (saved in the model).",
+                                    "--tune-null-threshold")
+    qa_language: Literal["auto", "en", "zh"] = opt(
+        "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
+                "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
+    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
+                                         "checkpoint's).", "--dropout")
+    data: QADataConfig = section(QADataConfig)
+    train: QATrainConfig = section(QATrainConfig)
+
+    def problems(self) -> list[str]:
+        found = super().problems() + in_unit_interval(self.dropout, "--dropout") + at_least(self.n_best, 1, "--n-best")
+        found += at_least(self.max_answer_length, 1, "--max-answer-length")
+        if self.metric.removeprefix("eval_") not in ("f1", "exact_match"):
+            found.append(f"--metric {self.metric}: use one of f1, exact_match")
         return found

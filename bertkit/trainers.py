@@ -1,13 +1,16 @@
 """bertkit's ``Trainer`` subclasses, one per kind of training, at module level.
 
-The base class drops the Trainer's own dict printer and tqdm bar (bertkit's :class:`Progress` replaces
-them) and finds bertkit's callbacks; the subclasses add only what their task needs.
+The base class holds what every bertkit training shares; the subclasses add only what their task needs.
 """
 
 from __future__ import annotations
 
+import math
+import time
+
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
+from transformers.trainer_utils import speed_metrics
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .callbacks import Progress, Stopper
@@ -15,7 +18,15 @@ from .sampling import WindowedLengthSampler, token_lengths
 
 
 class BertkitTrainer(Trainer):
-    def __init__(self, *args, **kwargs):
+    """What every bertkit training shares: bertkit's progress instead of the Trainer's printers; a new
+    head may train at its own learning rate (``head_params``/``head_lr``); training batches may come from
+    bertkit's windowed length grouping (``batching_window``); evaluation sets are read in order."""
+
+    def __init__(self, *args, head_params: frozenset[str] = frozenset(), head_lr: float | None = None,
+                 batching_window: int | None = None, **kwargs):
+        self.head_params = frozenset(head_params)
+        self.head_lr = head_lr
+        self.batching_window = batching_window
         super().__init__(*args, **kwargs)
         for cb in (PrinterCallback, ProgressCallback):
             self.remove_callback(cb)
@@ -30,30 +41,6 @@ class BertkitTrainer(Trainer):
     @property
     def stopper(self) -> Stopper | None:
         return self._callback(Stopper)
-
-
-class ClsTrainer(BertkitTrainer):
-    """Sequence classification: the new head may train at its own learning rate (``head_lr``), training
-    batches may come from bertkit's windowed length grouping (``batching_window``), and evaluation sets
-    are read in order."""
-
-    def __init__(self, *args, head_params: frozenset[str] = frozenset(), head_lr: float | None = None,
-                 batching_window: int | None = None, **kwargs):
-        self.head_params = frozenset(head_params)
-        self.head_lr = head_lr
-        self.batching_window = batching_window
-        super().__init__(*args, **kwargs)
-
-    def _get_train_sampler(self, train_dataset=None):
-        # --batching window (batching_window set): bertkit's own sampler; length and random are the
-        # Trainer's own (train_sampling_strategy).  The order depends on data_seed and the epoch alone,
-        # so every process computes the same one and accelerate shards it by batch.
-        train_dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.batching_window is None or train_dataset is None or not hasattr(train_dataset, "__len__"):
-            return super()._get_train_sampler(train_dataset)
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return WindowedLengthSampler(token_lengths(train_dataset), self.args.train_batch_size, self.batching_window,
-                                     seed)
 
     def create_optimizer(self, model=None):
         # --head-lr: the Trainer's own optimizer (same class, options and weight-decay groups), with
@@ -75,6 +62,17 @@ class ClsTrainer(BertkitTrainer):
                 opt.add_param_group(group)
         return opt
 
+    def _get_train_sampler(self, train_dataset=None):
+        # --batching window (batching_window set): bertkit's own sampler; length and random are the
+        # Trainer's own (train_sampling_strategy).  The order depends on data_seed and the epoch alone,
+        # so every process computes the same one and accelerate shards it by batch.
+        train_dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.batching_window is None or train_dataset is None or not hasattr(train_dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return WindowedLengthSampler(token_lengths(train_dataset), self.args.train_batch_size, self.batching_window,
+                                     seed)
+
     def _get_eval_sampler(self, eval_dataset):
         # transformers applies train_sampling_strategy="group_by_length" to evaluation as well, with a
         # shuffle: predictions would come back in an order unknown here, and sliding windows could not be
@@ -83,6 +81,42 @@ class ClsTrainer(BertkitTrainer):
         if eval_dataset is None or self.args.world_size > 1:
             return None
         return SequentialSampler(eval_dataset)
+
+
+class ClsTrainer(BertkitTrainer):
+    """Sequence classification (everything it needs is in :class:`BertkitTrainer`)."""
+
+
+class QATrainer(BertkitTrainer):
+    """Extractive QA: evaluation predicts start/end logits on every validation window, post-processes
+    them across the windows of each question into answers and scores EM/F1 (``eval_f1``,
+    ``eval_exact_match``; ``--metric`` picks the best checkpoint from them).  The windows' questions and
+    offsets stay outside the dataset the model sees (:class:`bertkit.qa.QAEvalSet`)."""
+
+    def __init__(self, *args, qa_eval=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.qa_eval = qa_eval
+        self.last_results: list[dict] | None = None
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", tune: bool | None = None):
+        if self.qa_eval is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        ev = self.qa_eval
+        t0 = time.time()
+        out = self.evaluation_loop(self.get_eval_dataloader(ev.dataset), description="Evaluation",
+                                   prediction_loss_only=False, ignore_keys=ignore_keys,
+                                   metric_key_prefix=metric_key_prefix)
+        start, end = out.predictions[:2]
+        metrics, results, threshold = ev.score(start, end, tune)
+        self.last_results = results
+        if threshold is not None and (tune if tune is not None else ev.tune):
+            ev.null_threshold = threshold
+        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items()}
+        metrics.update(speed_metrics(metric_key_prefix, t0, num_samples=len(ev.dataset),
+                                     num_steps=math.ceil(len(ev.dataset) / self.args.eval_batch_size)))
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
 
 
 class MLMTrainer(BertkitTrainer):

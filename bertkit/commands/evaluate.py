@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import qa
 from ..data import join_text, load_inputs, split_columns
 from ..inference import RowProgress, batches, classification_logits, open_model
 from ..labels import LabelSpace
 from ..loading import DATASET_DIR
 from ..metrics import classification_metrics, confusion_matrix, perplexity
-from ..outputs import write_json
+from ..outputs import write_json, write_records
 from ..reporting import plot_confusion
 from ..schemas import DataConfig, EvaluateConfig, TokenizerConfig
 from ..summary import print_summary
@@ -26,7 +27,7 @@ def run(cfg: EvaluateConfig) -> dict:
     cfg.validate()
     opened = open_model(cfg)
     out = Path(cfg.output) if cfg.output else opened.path / f"eval-{Path(cfg.data).stem}"
-    report = classification_report(cfg, opened) if opened.task == "classification" else mlm_report(cfg, opened)
+    report = REPORTS[opened.task](cfg, opened, out)
     paths = write_report(report, out)
     print(json.dumps(report, ensure_ascii=False))
     shown = [(k, f"{v:.4f}") for k, v in report.items() if isinstance(v, float)]
@@ -40,7 +41,7 @@ def write_report(report: dict, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     cm = report.pop("confusion_matrix", None)
     write_json(out / "metrics.json", report)
-    paths = [str(out / "metrics.json")]
+    paths = [str(out / "metrics.json")] + ([report["predictions_file"]] if "predictions_file" in report else [])
     if cm is not None:
         write_json(out / "confusion_matrix.json", {"labels": report["labels"], "matrix": cm,
                                                    "rows": "reference", "columns": "prediction"})
@@ -50,7 +51,7 @@ def write_report(report: dict, out: Path) -> list[str]:
     return paths
 
 
-def classification_report(cfg: EvaluateConfig, opened) -> dict:
+def classification_report(cfg: EvaluateConfig, opened, out: Path) -> dict:
     space = LabelSpace.from_model_config(opened.config)
     cols = {"--text-column": cfg.text_column, "--text-pair-column": cfg.text_pair_column,
             "--label-column": cfg.label_column}
@@ -68,7 +69,7 @@ def classification_report(cfg: EvaluateConfig, opened) -> dict:
     return report
 
 
-def mlm_report(cfg: EvaluateConfig, opened) -> dict:
+def mlm_report(cfg: EvaluateConfig, opened, out: Path) -> dict:
     """Loss, perplexity and masked-token accuracy at a fixed, seeded 15% masking."""
     import datasets
     import torch
@@ -107,3 +108,32 @@ def mlm_report(cfg: EvaluateConfig, opened) -> dict:
     loss = total_loss / max(total_tokens, 1)
     return {"task": "fill-mask", "examples": len(ds), "masked_tokens": total_tokens, "loss": loss,
             "perplexity": perplexity(loss), "masked_accuracy": correct / max(total_tokens, 1)}
+
+
+def qa_report(cfg: EvaluateConfig, opened, out: Path) -> dict:
+    """EM/F1 (v2 has-answer/no-answer splits where present) with the metric convention the model was
+    trained with, and a per-question predictions file."""
+    import time
+
+    data = qa.read_qa(cfg.data, "--data", cfg.question_column, cfg.context_column, cfg.answer_column)
+    settings = qa.inference_settings(opened.config, opened.max_len)
+    qa.check_windows(settings["max_seq_length"], settings["doc_stride"], settings["max_question_length"])
+    progress = RowProgress(len(data), "Evaluating")
+    t0 = time.time()
+    results = qa.answer_questions(qa.torch_model_fn(opened.load(), opened.device), opened.tokenizer, data.questions,
+                                  data.contexts, batch_size=cfg.batch_size, progress=progress.update, **settings)
+    elapsed = time.time() - t0
+    progress.close()
+    language = getattr(opened.config, "bertkit_qa_language", None) or qa.detect_language(data.contexts)
+    metrics, _ = qa.evaluate_predictions(results, data, language, null_threshold=settings["null_threshold"])
+    out.mkdir(parents=True, exist_ok=True)
+    preds = out / "predictions.jsonl"
+    write_records([{"id": data.ids[i], "question": data.questions[i], "answer": r["answer"], "score": r["score"],
+                    "start": r["start"], "end": r["end"], "gold": data.answers[i]["text"]}
+                   for i, r in enumerate(results)], str(preds))
+    return {"task": "question-answering", "examples": len(data), "metric": qa.metric_name(language),
+            "qa_language": language, **metrics, "skipped_answers": data.bad_answers,
+            "questions_per_second": round(len(data) / max(elapsed, 1e-9), 2), "predictions_file": str(preds)}
+
+
+REPORTS = {"classification": classification_report, "fill-mask": mlm_report, "question-answering": qa_report}

@@ -1,0 +1,638 @@
+"""Extractive question answering without a Trainer: reading QA data, windows over long contexts,
+post-processing of start/end logits into character spans, null-answer thresholds and an inference
+loop that any model can plug into (a torch model or an ONNX session, through ``model_fn``).
+
+Used by ``bertkit finetune-qa`` (training features, evaluation) and by ``predict``/``evaluate``
+(:func:`answer_questions`).  Everything here is plain numpy + the fast tokenizer, so it can be tested
+without training anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import DataError, UsageError
+from .log import get_logger
+
+log = get_logger()
+
+DEFAULTS = {"max_seq_length": 384, "doc_stride": 128, "max_question_length": 64, "n_best": 20,
+            "max_answer_length": 30}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class QAData:
+    """Questions in one split.  ``answers[i]`` is ``{"text": [...], "answer_start": [...]}``; empty lists
+    mean the question has no answer in its context (SQuAD v2 ``is_impossible``)."""
+
+    ids: list[str]
+    questions: list[str]
+    contexts: list[str]
+    answers: list[dict]
+    bad_answers: int = 0
+    bad_ids: list[str] | None = None
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_no_answer(self) -> bool:
+        return any(not a["text"] for a in self.answers)
+
+    def select(self, idx: Sequence[int]) -> "QAData":
+        return QAData([self.ids[i] for i in idx], [self.questions[i] for i in idx], [self.contexts[i] for i in idx],
+                      [self.answers[i] for i in idx])
+
+    def to_dataset(self):
+        import datasets
+
+        return datasets.Dataset.from_dict({"id": self.ids, "question": self.questions, "context": self.contexts,
+                                           "answers": self.answers},
+                                          features=datasets.Features({
+                                              "id": datasets.Value("string"), "question": datasets.Value("string"),
+                                              "context": datasets.Value("string"),
+                                              "answers": {"text": datasets.Sequence(datasets.Value("string")),
+                                                          "answer_start": datasets.Sequence(datasets.Value("int64"))}}))
+
+
+def _is_squad(obj: Any) -> bool:
+    return (isinstance(obj, dict) and isinstance(obj.get("data"), list) and bool(obj["data"])
+            and isinstance(obj["data"][0], dict) and "paragraphs" in obj["data"][0])
+
+
+def _squad_rows(obj: dict, path: Path) -> list[dict]:
+    rows = []
+    for art in obj["data"]:
+        for para in art.get("paragraphs") or []:
+            ctx = para.get("context")
+            if not isinstance(ctx, str):
+                raise DataError(f"{path}: a paragraph without a 'context' string (article {art.get('title', '?')!r})")
+            for qa in para.get("qas") or []:
+                answers = [] if qa.get("is_impossible") else (qa.get("answers") or [])
+                rows.append({"id": str(qa.get("id", len(rows))), "question": qa.get("question") or "",
+                             "context": ctx, "answers": answers})
+    if not rows:
+        raise DataError(f"{path}: a SQuAD-format file without questions (data[].paragraphs[].qas[] is empty)")
+    return rows
+
+
+def _parse_answers(value: Any, context: str) -> tuple[list[str], list[int | None]]:
+    """Answers of one row, in any of the accepted shapes, as (texts, starts); a start of None means 'find it'."""
+    if value is None:
+        return [], []
+    if isinstance(value, float) and value != value:  # NaN from a CSV/parquet cell
+        return [], []
+    if isinstance(value, str):
+        s = value.strip()
+        if s[:1] in ("{", "["):
+            try:
+                return _parse_answers(json.loads(s), context)
+            except json.JSONDecodeError:
+                pass
+        return ([value], [None]) if value != "" else ([], [])
+    if isinstance(value, dict):
+        texts = value.get("text", [])
+        starts = value.get("answer_start", None)
+        texts = [texts] if isinstance(texts, str) else list(texts or [])
+        if starts is None:
+            starts = [None] * len(texts)
+        starts = [starts] if isinstance(starts, (int, np.integer)) else list(starts)
+        if len(starts) != len(texts):
+            starts = (starts + [None] * len(texts))[:len(texts)]
+        return [str(t) for t in texts], [None if s is None or int(s) < 0 else int(s) for s in starts]
+    if isinstance(value, (list, tuple)):
+        texts, starts = [], []
+        for v in value:
+            t, s = _parse_answers(v, context)
+            texts += t
+            starts += s
+        return texts, starts
+    return [str(value)], [None]
+
+
+def read_qa(path: str | None, flag: str, question_column: str = "question", context_column: str = "context",
+            answer_column: str | None = "answers", need_answers: bool = True) -> QAData:
+    """Read a QA split: SQuAD-format JSON (v1.1/v2.0, nested ``data/paragraphs/qas``) or a flat
+    .jsonl/.json/.csv/.tsv/.parquet file with question, context and answer columns.
+
+    Answers are checked against their context: one whose text is not at its ``answer_start`` (or, given
+    without a start, not in the context at all) is reported and skipped, and a question left with no valid
+    answer is dropped rather than trained on as unanswerable."""
+    from .data import JSON_EXTS, _read_json, expand_inputs, read_rows, read_text
+
+    if not path:
+        raise UsageError(f"{flag} is required: a SQuAD-format .json or a .jsonl/.csv/.parquet file with "
+                         "question, context and answers columns")
+    rows: list[dict] | None = None
+    paths = expand_inputs([path], flag)
+    all_rows: list[dict] = []
+    for p in paths:
+        rows = None
+        if p.is_file() and p.suffix.lower() == ".json":
+            text = read_text(p)
+            if text.lstrip()[:1] == "{":
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError:
+                    obj = None  # JSON lines in a .json file: read_rows handles it
+                if _is_squad(obj):
+                    rows = _squad_rows(obj, p)
+        if rows is None:
+            if p.is_file() and p.suffix.lower() in JSON_EXTS:
+                # raw objects: answers may be a dict in one row and a string in the next, which Arrow refuses
+                raw = _read_json(p)
+                names = list(dict.fromkeys(k for r in raw[:100] for k in r))
+                col = lambda c: [r.get(c) for r in raw]  # noqa: E731
+            else:
+                ds = read_rows(p, [question_column, context_column, answer_column])
+                names, raw = ds.column_names, ds
+                col = lambda c: ds[c]  # noqa: E731
+            missing = [(f, c) for f, c in (("--question-column", question_column), ("--context-column", context_column),
+                                           ("--answer-column", answer_column if need_answers else None))
+                       if c and c not in names]
+            if missing:
+                f, c = missing[0]
+                raise DataError(f"{p}: no column '{c}' ({f}); columns found: {', '.join(names)}")
+            n = len(raw)
+            ids = col("id") if "id" in names else None
+            qs, cs = col(question_column), col(context_column)
+            ans = col(answer_column) if answer_column and answer_column in names else [None] * n
+            rows = [{"id": str(ids[i]) if ids is not None else str(len(all_rows) + i), "question": qs[i],
+                     "context": cs[i], "answers": ans[i]} for i in range(n)]
+        all_rows += rows
+
+    data = QAData([], [], [], [], bad_ids=[])
+    for r in all_rows:
+        ctx = "" if r["context"] is None else str(r["context"])
+        q = "" if r["question"] is None else str(r["question"])
+        if not ctx.strip():
+            raise DataError(f"{path}: question {r['id']} has an empty context ({flag})")
+        texts, starts = _parse_answers(r["answers"], ctx)
+        good_t, good_s, bad = [], [], 0
+        for t, s in zip(texts, starts):
+            if s is None:
+                s = ctx.find(t) if t else -1
+            if t and s >= 0 and ctx[s:s + len(t)] == t:
+                good_t.append(t)
+                good_s.append(s)
+            else:
+                bad += 1
+        if bad:
+            data.bad_answers += bad
+            if len(data.bad_ids) < 5:
+                data.bad_ids.append(r["id"])
+        if texts and not good_t:
+            data.dropped += 1  # had answers, none valid: not an unanswerable question
+            continue
+        data.ids.append(r["id"])
+        data.questions.append(q)
+        data.contexts.append(ctx)
+        data.answers.append({"text": good_t, "answer_start": good_s})
+    if data.bad_answers:
+        log.warning(f"{flag} {path}: {data.bad_answers:,} answers do not match the context at answer_start "
+                    f"(first question ids: {', '.join(data.bad_ids)}); skipped"
+                    + (f", and {data.dropped:,} questions left without a valid answer dropped" if data.dropped else ""))
+    if not data.ids:
+        raise DataError(f"{flag} {path}: no usable questions")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# Windows
+# --------------------------------------------------------------------------------------------
+
+def window_problems(max_seq_length: int, doc_stride: int, max_question_length: int,
+                    max_positions: int | None = None) -> list[str]:
+    """Stride/length combinations that would break windowing (the tokenizer raises mid-run, or a window
+    holds no context), each naming the limit."""
+    if max_positions and max_seq_length > max_positions:
+        return [f"--max-seq-length {max_seq_length}: the model has {max_positions} positions; use at most that"]
+    found = []
+    if max_question_length < 1:
+        found.append(f"--max-question-length {max_question_length}: must be at least 1")
+    if doc_stride < 0:
+        found.append(f"--doc-stride {doc_stride}: must be at least 0")
+    budget = max_seq_length - max_question_length - 3  # [CLS] question [SEP] context [SEP]
+    if budget < 8:
+        found.append(f"--max-seq-length {max_seq_length}: leaves {budget} context tokens per window after "
+                     f"--max-question-length {max_question_length} and 3 special tokens; raise it or lower "
+                     "--max-question-length")
+    elif doc_stride >= budget:
+        found.append(f"--doc-stride {doc_stride}: must be less than the context tokens of a window, "
+                     f"--max-seq-length {max_seq_length} - --max-question-length {max_question_length} - 3 = {budget}")
+    return found
+
+
+def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int, max_positions: int | None = None) -> None:
+    """:func:`window_problems` as a usage error."""
+    found = window_problems(max_seq_length, doc_stride, max_question_length, max_positions)
+    if found:
+        raise UsageError("; ".join(found))
+
+
+def truncate_questions(tok, questions: Sequence[str], max_question_length: int) -> list[str]:
+    """Questions cut to ``max_question_length`` tokens (at a token boundary of the original text), so a
+    long question never crowds the context out of the window.  Leading whitespace goes: some SQuAD
+    questions start with dozens of spaces."""
+    qs = [q.lstrip() for q in questions]
+    enc = tok(qs, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for q, offs in zip(qs, enc["offset_mapping"]):
+        out.append(q[:offs[max_question_length - 1][1]] if len(offs) > max_question_length else q)
+    return out
+
+
+def _encode(tok, questions, contexts, max_seq_length: int, doc_stride: int, max_question_length: int):
+    return tok(truncate_questions(tok, questions, max_question_length), list(contexts), truncation="only_second",
+               max_length=max_seq_length, stride=doc_stride, return_overflowing_tokens=True,
+               return_offsets_mapping=True, padding=False)
+
+
+def train_features(batch: dict, tok, max_seq_length: int, doc_stride: int, max_question_length: int) -> dict:
+    """``datasets.map`` function (batched): every window of every context becomes a training example
+    with ``start_positions``/``end_positions``; a window that does not hold the answer (or a question
+    without one) points both at its [CLS] token, as BERT's SQuAD recipe does."""
+    enc = _encode(tok, batch["question"], batch["context"], max_seq_length, doc_stride, max_question_length)
+    sample = enc.pop("overflow_to_sample_mapping")
+    offsets = enc.pop("offset_mapping")
+    starts, ends = [], []
+    for i, offs in enumerate(offsets):
+        ids = enc["input_ids"][i]
+        cls = ids.index(tok.cls_token_id) if tok.cls_token_id in ids else 0
+        seq = enc.sequence_ids(i)
+        ans = batch["answers"][sample[i]]
+        if not ans["text"]:
+            starts.append(cls)
+            ends.append(cls)
+            continue
+        s_char = ans["answer_start"][0]
+        e_char = s_char + len(ans["text"][0])
+        ts = seq.index(1)
+        te = len(seq) - 1 - seq[::-1].index(1)
+        if not (offs[ts][0] <= s_char and offs[te][1] >= e_char):
+            starts.append(cls)
+            ends.append(cls)
+            continue
+        while ts < len(offs) and seq[ts] == 1 and offs[ts][0] <= s_char:
+            ts += 1
+        while te >= 0 and seq[te] == 1 and offs[te][1] >= e_char:
+            te -= 1
+        starts.append(ts - 1)
+        ends.append(te + 1)
+    enc["start_positions"] = starts
+    enc["end_positions"] = ends
+    return dict(enc)
+
+
+def encode_train(data: QAData, tok, max_seq_length: int, doc_stride: int, max_question_length: int,
+                 num_proc: int | None = None):
+    """Training windows as a ``datasets.Dataset`` of model inputs and start/end positions (unpadded:
+    the collator pads each batch to its own longest window)."""
+    ds = data.to_dataset()
+    return ds.map(train_features, batched=True, batch_size=1000, remove_columns=ds.column_names, num_proc=num_proc,
+                  fn_kwargs=dict(tok=tok, max_seq_length=max_seq_length, doc_stride=doc_stride,
+                                 max_question_length=max_question_length),
+                  desc="QA training windows" if len(ds) > 5000 else None)
+
+
+@dataclass
+class Windows:
+    """Inference windows: model inputs, and outside them (the Trainer drops columns the model does not
+    take) each window's question index and the character span of every token in its context
+    (``None`` for question and special tokens)."""
+
+    inputs: dict[str, list[list[int]]]
+    example_index: np.ndarray
+    offsets: list[list[tuple[int, int] | None]]
+
+    def __len__(self) -> int:
+        return len(self.example_index)
+
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.inputs["input_ids"]), dtype=np.int64, count=len(self))
+
+    def reorder(self, order: Sequence[int]) -> "Windows":
+        return Windows({k: [v[i] for i in order] for k, v in self.inputs.items()},
+                       self.example_index[np.asarray(order, dtype=np.int64)], [self.offsets[i] for i in order])
+
+    def to_dataset(self):
+        import datasets
+
+        return datasets.Dataset.from_dict(self.inputs)
+
+
+def encode_windows(tok, questions: Sequence[str], contexts: Sequence[str], max_seq_length: int = 384,
+                   doc_stride: int = 128, max_question_length: int = 64, chunk: int = 2000) -> Windows:
+    inputs: dict[str, list] = {}
+    index: list[int] = []
+    offsets: list[list] = []
+    for lo in range(0, len(questions), chunk):
+        enc = _encode(tok, questions[lo:lo + chunk], contexts[lo:lo + chunk], max_seq_length, doc_stride,
+                      max_question_length)
+        sample = enc.pop("overflow_to_sample_mapping")
+        offs = enc.pop("offset_mapping")
+        for k in tok.model_input_names:
+            if k in enc:
+                inputs.setdefault(k, []).extend(enc[k])
+        for i, o in enumerate(offs):
+            seq = enc.sequence_ids(i)
+            offsets.append([tuple(o[t]) if seq[t] == 1 else None for t in range(len(o))])
+            index.append(lo + sample[i])
+    return Windows(inputs, np.asarray(index, dtype=np.int64), offsets)
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing
+# --------------------------------------------------------------------------------------------
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    if x.size == 0:
+        return x
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def postprocess(start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndarray], windows: Windows,
+                contexts: Sequence[str], n_best: int = 20, max_answer_length: int = 30,
+                null_threshold: float | None = None, top_k: int = 1) -> list[dict]:
+    """Answers from per-window start/end logits.
+
+    In each window the ``n_best`` start and end tokens of the context are paired (end not before start,
+    at most ``max_answer_length`` tokens); candidates from all windows of a question are pooled (the same
+    span seen by two overlapping windows keeps its best score) and mapped to character offsets of the
+    original context.  The null score is the lowest [CLS] start+end over the question's windows; with a
+    ``null_threshold`` (SQuAD v2) the answer is empty when null - best span > threshold.  ``score`` is a
+    softmax over the pooled n-best (and the null when thresholds apply).
+
+    Returns, per question in input order: answer, score, start, end (characters, end exclusive; None when
+    empty), null_diff (null - best span logit) and ``alternatives`` (the top_k spans)."""
+    n_q = len(contexts)
+    cands: list[dict[tuple[int, int], float]] = [dict() for _ in range(n_q)]
+    null = np.full(n_q, np.inf)
+    for w in range(len(windows)):
+        q = int(windows.example_index[w])
+        offs = windows.offsets[w]
+        L = len(offs)
+        s = np.asarray(start_logits[w][:L], dtype=np.float64)
+        e = np.asarray(end_logits[w][:L], dtype=np.float64)
+        null[q] = min(null[q], s[0] + e[0])
+        ctx = np.fromiter((o is not None for o in offs), dtype=bool, count=L)
+        if not ctx.any():
+            continue
+        sm = np.where(ctx, s, -np.inf)
+        em = np.where(ctx, e, -np.inf)
+        k = min(n_best, int(ctx.sum()))
+        si = np.argpartition(-sm, k - 1)[:k]
+        ei = np.argpartition(-em, k - 1)[:k]
+        length = ei[None, :] - si[:, None] + 1
+        ok = (length >= 1) & (length <= max_answer_length)
+        if not ok.any():
+            continue
+        scores = s[si][:, None] + e[ei][None, :]
+        rows, cols = np.nonzero(ok)
+        sc = scores[rows, cols]
+        best = np.argsort(-sc)[:n_best]
+        pool = cands[q]
+        for b in best:
+            span = (offs[si[rows[b]]][0], offs[ei[cols[b]]][1])
+            v = float(sc[b])
+            if v > pool.get(span, -np.inf):
+                pool[span] = v
+    out = []
+    for q in range(n_q):
+        items = sorted(cands[q].items(), key=lambda kv: -kv[1])[:n_best]
+        logits = np.array([v for _, v in items], dtype=np.float64)
+        nul = float(null[q]) if np.isfinite(null[q]) else 0.0
+        with_null = null_threshold is not None
+        probs = _softmax(np.append(logits, nul) if with_null else logits)
+        alts = [{"answer": contexts[q][a:b], "score": round(float(probs[j]), 6), "start": a, "end": b}
+                for j, ((a, b), _) in enumerate(items[:max(top_k, 1)])]
+        diff = nul - float(logits[0]) if len(items) else float("inf")
+        if not items or (with_null and diff > null_threshold):
+            rec = {"answer": "", "score": round(float(probs[-1]), 6) if with_null and len(probs) else 1.0,
+                   "start": None, "end": None}
+        else:
+            rec = dict(alts[0])
+        rec["null_diff"] = diff if np.isfinite(diff) else None
+        rec["best_span"] = alts[0]["answer"] if alts else ""
+        rec["alternatives"] = alts[:top_k]
+        out.append(rec)
+    return out
+
+
+def tune_null_threshold(null_diffs: Sequence[float | None], span_f1: Sequence[float], has_answer: Sequence[bool]
+                        ) -> tuple[float, float]:
+    """The null threshold that maximises mean F1 (SQuAD v2's "best_f1_thresh"): a question is answered
+    with its best span when ``null_diff <= t`` (scoring ``span_f1``), left empty otherwise (scoring 100
+    when it has no answer).  Returns (threshold, F1 at it)."""
+    d = np.array([np.inf if x is None else x for x in null_diffs], dtype=np.float64)
+    f = np.asarray(span_f1, dtype=np.float64)
+    has = np.asarray(has_answer, dtype=bool)
+    n = len(d)
+    if n == 0:
+        return 0.0, 0.0
+    total = float((~has).sum()) * 100.0  # every question left empty
+    order = np.argsort(d, kind="stable")
+    gain = np.where(has, f, f - 100.0)[order]  # answering instead of leaving empty (f of a no-answer is 0)
+    cum = total + np.cumsum(gain)
+    finite = np.isfinite(d[order])
+    ds = d[order]
+    last_of_tie = np.append(ds[1:] != ds[:-1], True)  # t = ds[j] answers every question tied with j too
+    cum = np.where(finite & last_of_tie, cum, -np.inf)
+    j = int(np.argmax(cum)) if finite.any() else -1
+    if j < 0 or cum[j] <= total:
+        lowest = float(ds[0]) if finite.any() else 0.0
+        return lowest - 1.0, total / n
+    # halfway to the next question's diff, not on this one's: the same model rerun in other batches (other
+    # padding) moves logits by ~1e-6, which must not flip the question on the threshold
+    nxt = ds[j + 1] if j + 1 < n and np.isfinite(ds[j + 1]) else ds[j] + 2.0
+    return float((ds[j] + nxt) / 2), float(cum[j]) / n
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af]")
+
+
+def detect_language(contexts: Sequence[str], sample: int = 200) -> str:
+    """``zh`` when CJK characters are at least 30% of the non-space characters of (a sample of) the
+    contexts, else ``en``: CMRC2018 contexts are ~85% CJK, SQuAD's 0%."""
+    step = max(1, len(contexts) // sample)
+    text = "".join(contexts[::step][:sample])
+    chars = sum(1 for ch in text if not ch.isspace())
+    return "zh" if chars and len(_CJK.findall(text)) / chars >= 0.3 else "en"
+
+
+def metric_name(language: str) -> str:
+    return "cmrc2018" if language == "zh" else "squad"
+
+
+def qa_metrics(predictions: Sequence[str], references: Sequence[Sequence[str]], language: str,
+               per_example: bool = False) -> dict:
+    """EM/F1 (0-100, as SQuAD and CMRC2018 report them) from the shipped offline metric module."""
+    from .metrics import load_metric
+
+    m = load_metric(metric_name(language))
+    return m.compute(predictions=list(predictions), references=[list(r) for r in references], per_example=per_example)
+
+
+def evaluate_predictions(results: list[dict], data: QAData, language: str, tune: bool = False,
+                         null_threshold: float | None = None) -> tuple[dict, float | None]:
+    """Metrics of post-processed results against ``data``'s gold answers; with ``tune`` (and a v2 set),
+    the null threshold is tuned first and applied.  Returns (metrics, threshold used)."""
+    refs = [a["text"] for a in data.answers]
+    if tune:
+        spans = [r["best_span"] for r in results]
+        per = qa_metrics(spans, [r or [""] for r in refs], language, per_example=True)["f1_per_example"]
+        null_threshold, _ = tune_null_threshold([r["null_diff"] for r in results], per, [bool(r) for r in refs])
+        for r in results:
+            empty = r["null_diff"] is None or r["null_diff"] > null_threshold
+            r["answer"] = "" if empty else r["best_span"]
+    metrics = qa_metrics([r["answer"] for r in results], refs, language)
+    if null_threshold is not None:
+        metrics["null_threshold"] = null_threshold
+    return metrics, null_threshold
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation during training
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class QAEvalSet:
+    """A validation split as the Trainer sees it (``dataset``: model inputs only, windows sorted by
+    length) and what it does not (questions, gold answers, each window's question and offsets)."""
+
+    data: QAData
+    windows: "Windows"
+    language: str
+    n_best: int = 20
+    max_answer_length: int = 30
+    null_threshold: float | None = None
+    tune: bool = False
+
+    def __post_init__(self):
+        self.dataset = self.windows.to_dataset()
+
+    @classmethod
+    def build(cls, data: QAData, tok, max_seq_length: int, doc_stride: int, max_question_length: int,
+              **kw) -> "QAEvalSet":
+        win = encode_windows(tok, data.questions, data.contexts, max_seq_length, doc_stride, max_question_length)
+        # sorted by length: batches pad little; the QA trainer reads evaluation sets in order
+        return cls(data, win.reorder(np.argsort(win.lengths(), kind="stable")), **kw)
+
+    def score(self, start_logits: np.ndarray, end_logits: np.ndarray, tune: bool | None = None
+              ) -> tuple[dict, list[dict], float | None]:
+        """(metrics, answers, tuned null threshold or None) of the windows' logits."""
+        if len(start_logits) != len(self.windows):  # cannot happen with in-order evaluation; never mis-assign
+            raise RuntimeError(f"{len(start_logits)} predictions for {len(self.windows)} windows")
+        results = postprocess(start_logits, end_logits, self.windows, self.data.contexts, n_best=self.n_best,
+                              max_answer_length=self.max_answer_length, null_threshold=self.null_threshold)
+        metrics, threshold = evaluate_predictions(results, self.data, self.language,
+                                                  tune=self.tune if tune is None else tune,
+                                                  null_threshold=self.null_threshold)
+        return metrics, results, threshold
+
+
+# --------------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------------
+
+def pad_batch(inputs: dict[str, list[list[int]]], idx: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
+    n = max(len(inputs["input_ids"][i]) for i in idx)
+    out = {}
+    for k, rows in inputs.items():
+        fill = pad_id if k == "input_ids" else 0
+        arr = np.full((len(idx), n), fill, dtype=np.int64)
+        for r, i in enumerate(idx):
+            arr[r, :len(rows[i])] = rows[i]
+        out[k] = arr
+    return out
+
+
+def torch_model_fn(model, device=None) -> Callable[[dict], tuple[np.ndarray, np.ndarray]]:
+    """``model_fn`` for a transformers ``*ForQuestionAnswering`` model (or an ONNX Runtime model called
+    alike, see :class:`bertkit.onnx_runtime.OnnxModel`)."""
+    import torch
+
+    device = device or next(model.parameters()).device
+
+    def fn(batch: dict) -> tuple[np.ndarray, np.ndarray]:
+        with torch.inference_mode():
+            out = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
+        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+
+    return fn
+
+
+def answer_questions(model_fn: Callable[[dict], tuple[np.ndarray, np.ndarray]], tok, questions: Sequence[str],
+                     contexts: Sequence[str], *, max_seq_length: int = 384, doc_stride: int = 128,
+                     max_question_length: int = 64, n_best: int = 20, max_answer_length: int = 30,
+                     null_threshold: float | None = None, top_k: int = 1, batch_size: int = 32,
+                     progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Answer each question from its context (any length: windows), in input order.
+
+    Windows are sorted by length and batched, so batches pad little; ``model_fn(batch)`` takes a dict of
+    int64 numpy arrays (input_ids, attention_mask, token_type_ids where the tokenizer makes them) and
+    returns (start_logits, end_logits) as numpy ``[batch, length]``."""
+    if len(questions) != len(contexts):
+        raise ValueError(f"{len(questions)} questions for {len(contexts)} contexts")
+    win = encode_windows(tok, questions, contexts, max_seq_length, doc_stride, max_question_length)
+    order = np.argsort(win.lengths(), kind="stable")
+    starts: list[np.ndarray | None] = [None] * len(win)
+    ends: list[np.ndarray | None] = [None] * len(win)
+    for lo in range(0, len(order), batch_size):
+        idx = order[lo:lo + batch_size].tolist()
+        s, e = model_fn(pad_batch(win.inputs, idx, tok.pad_token_id))
+        for r, i in enumerate(idx):
+            starts[i], ends[i] = s[r], e[r]
+        if progress is not None:
+            progress(len(idx))
+    return postprocess(starts, ends, win, contexts, n_best=n_best, max_answer_length=max_answer_length,
+                       null_threshold=null_threshold, top_k=top_k)
+
+
+def inference_settings(config, max_len: int) -> dict:
+    """:func:`answer_questions` keyword arguments from a fine-tuned model's config (defaults for others)."""
+    def get(key):
+        return getattr(config, f"bertkit_{key}", None)
+
+    return {"max_seq_length": max_len,
+            "doc_stride": get("doc_stride") or min(DEFAULTS["doc_stride"], max_len // 4),
+            "max_question_length": get("max_question_length") or min(DEFAULTS["max_question_length"], max_len // 4),
+            "n_best": get("n_best") or DEFAULTS["n_best"],
+            "max_answer_length": get("max_answer_length") or DEFAULTS["max_answer_length"],
+            "null_threshold": get("null_threshold")}
+
+
+def read_questions(source: str, question_column: str, context_column: str) -> tuple[list[str], list[str]]:
+    """(questions, contexts) from a .jsonl/.csv/... file or stdin (``question<TAB>context`` lines)."""
+    from .data import load_inputs, read_stdin_lines
+
+    if source != "-":
+        ds, _ = load_inputs([source], "--input", {"--question-column": question_column,
+                                                  "--context-column": context_column})
+        return [str(x) for x in ds[question_column]], [str(x) for x in ds[context_column]]
+    qs, cs = [], []
+    for i, line in read_stdin_lines():
+        if "\t" not in line:
+            raise DataError(f"stdin: line {i}: expected question<TAB>context")
+        q, c = line.split("\t", 1)
+        qs.append(q)
+        cs.append(c)
+    if not qs:
+        raise DataError("stdin: no input (one question<TAB>context per line)")
+    return qs, cs
