@@ -77,6 +77,8 @@ def test_single_label_export_predict_evaluate(tmp_path, classifier, cls_files):
     assert v["onnx_fp32"]["accuracy"] == pytest.approx(v["torch"]["accuracy"])
     cfg = json.loads((tmp_path / "onnx" / "config.json").read_text())
     assert cfg["bertkit_max_seq_length"] == 32 and cfg["id2label"] and "bertkit_long_text" in cfg
+    # no padding state saved in tokenizer.json (it would make every text as long as the longest)
+    assert json.loads((tmp_path / "onnx" / "tokenizer.json").read_text())["padding"] is None
 
     ref = _predict(classifier, dev, tmp_path / "torch.jsonl")
     got = _predict(tmp_path / "onnx", dev, tmp_path / "onnx.jsonl")  # --backend auto picks onnx
@@ -185,6 +187,17 @@ def test_missing_extra_is_one_line(tmp_path, classifier, capsys, monkeypatch):
     assert cli("export", "--model", classifier, "--output", tmp_path / "x") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("bertkit: error:") and "pip install 'bertkit[onnx]'" in err[0]
+
+
+def test_length_order_ignores_padding_left_on_the_tokenizer(classifier):
+    from bertkit.commands.predict import _length_order
+    from bertkit.tokenization import load_tokenizer
+
+    tok = load_tokenizer(classifier)
+    texts = ["the place was great and the staff friendly", "ok", "the room was dirty"]
+    tok(texts, padding=True)  # leaves padding enabled on the backend
+    assert tok.backend_tokenizer.padding is not None
+    assert _length_order(tok, texts, None) == [1, 2, 0]
 
 
 def test_backend_onnx_without_model_onnx(tmp_path, classifier, cls_files, capsys):
