@@ -110,6 +110,9 @@ def run(cfg: ExportConfig) -> dict:
         # 5. int8
         final = fp32
         if cfg.quantize == "int8":
+            if validator is None:
+                _say("export: int8 without --validation: its accuracy is not checked (only its outputs against fp32 "
+                     "on sample inputs)")
             final, qrep = ox.choose_int8(fp32, tmp / "work", onnx_fp32, batches, kind, validator, ref_val,
                                          cfg.max_drop, cfg.threads, log=_say)  # refused: DataError, nothing written
             qval = qrep.pop("_validation", None)
