@@ -14,8 +14,8 @@ from ..data import load_inputs, split_columns
 from ..errors import UsageError
 from ..evaluation import classification_metrics, confusion_matrix, perplexity
 from ..labels import LabelSpace
-from ..onnx_runtime import backend_of
 from ..log import get_logger
+from ..onnx_runtime import backend_of
 from ..schemas import EvaluateConfig, TokenizerConfig
 from ..summary import print_summary
 from ..tokenization import DATASET_DIR, build_tokenized, is_tokenized_dir
