@@ -400,6 +400,7 @@ def choose_int8(fp32: Path, work: Path, ref, batches: list[dict], kind: str, val
                 chosen = max(passing, key=key)
                 why += f"; the best variant within --max-drop {max_drop:g} kept"
     report = {
+        "checked_on_validation": validator is not None,
         "per_channel": chosen["per_channel"] if not refused else None,
         "embeddings": chosen["embeddings"] if not refused else None,
         "embeddings_choice": why,

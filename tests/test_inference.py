@@ -18,3 +18,14 @@ def test_inference_batches_keep_order_and_trim_memory(monkeypatch):
     inference._malloc_trim.cache_clear()
     monkeypatch.undo()
     inference.trim_freed_memory()  # the real one runs (or is a no-op off glibc) without error
+
+
+def test_length_order_ignores_padding_left_on_the_tokenizer(classifier):
+    from bertkit.inference import length_order
+    from bertkit.loading import load_tokenizer
+
+    tok = load_tokenizer(classifier)
+    texts = ["the place was great and the staff friendly", "ok", "the room was dirty"]
+    tok(texts, padding=True)  # leaves padding enabled on the backend
+    assert tok.backend_tokenizer.padding is not None
+    assert length_order(tok, texts, None) == [1, 2, 0]

@@ -76,6 +76,8 @@ def test_single_label_export_predict_evaluate(tmp_path, classifier, cls_files):
     assert v["onnx_fp32"]["accuracy"] == pytest.approx(v["torch"]["accuracy"])
     cfg = json.loads((tmp_path / "onnx" / "config.json").read_text())
     assert cfg["bertkit_max_seq_length"] == 32 and cfg["id2label"] and "bertkit_long_text" in cfg
+    # no padding state saved in tokenizer.json (it would make every text as long as the longest)
+    assert json.loads((tmp_path / "onnx" / "tokenizer.json").read_text())["padding"] is None
 
     ref = _predict(classifier, dev, tmp_path / "torch.jsonl")
     got = _predict(tmp_path / "onnx", dev, tmp_path / "onnx.jsonl")  # --backend auto picks onnx

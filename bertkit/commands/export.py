@@ -103,6 +103,9 @@ def run(cfg: ExportConfig) -> dict:
         # 5. int8
         final = fp32
         if cfg.quantize == "int8":
+            if validator is None:
+                _say("export: int8 without --validation: its accuracy is not checked (only its outputs against fp32 "
+                     "on sample inputs)")
             final, qrep = ox.choose_int8(fp32, tmp / "work", onnx_fp32, batches, kind, validator, ref_val,
                                          cfg.max_drop, cfg.threads, log=_say)  # refused: DataError, nothing written
             qval = qrep.pop("_validation", None)
@@ -121,6 +124,10 @@ def run(cfg: ExportConfig) -> dict:
         # 6. write: model, tokenizer, config (bertkit's inference settings ride along in it), report
         os.replace(final, tmp / ox.ONNX_FILE)
         shutil.rmtree(tmp / "work")
+        # without the padding/truncation state the validation calls left on the backend: it would be saved in
+        # tokenizer.json and apply to every plain `tokenizers` user of the dir (the lengths live in config.json)
+        tok.backend_tokenizer.no_padding()
+        tok.backend_tokenizer.no_truncation()
         tok.save_pretrained(str(tmp))
         config.save_pretrained(str(tmp))
         report["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
