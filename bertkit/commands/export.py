@@ -13,7 +13,9 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .. import __version__
 from ..errors import UsageError
@@ -29,7 +31,19 @@ def _say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _check(cfg: ExportConfig):
+@dataclass
+class Source:
+    """The model dir to export, opened: its config, tokenizer, kind and inference length."""
+
+    path: Path
+    out: Path
+    config: Any
+    tokenizer: Any
+    kind: str
+    max_len: int
+
+
+def open_source(cfg: ExportConfig) -> Source:
     from ..inference import inference_length
     from ..loading import open_checkpoint
     from ..modeling import check_compatible
@@ -45,99 +59,138 @@ def _check(cfg: ExportConfig):
         raise UsageError(f"--output {cfg.output}: a file, not a directory")
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
         raise UsageError(f"--output {cfg.output}: not empty; pass --overwrite to replace it or choose another dir")
-    kind = detect_kind(config)
     max_len = inference_length(config, cfg.max_seq_length)
     check_compatible(config, tok, max_len, "--model")
-    return mdir, out, config, kind, tok, max_len
+    return Source(mdir, out, config, tok, detect_kind(config), max_len)
 
 
 def run(cfg: ExportConfig) -> dict:
     from .. import onnx_export as ox
 
     t_start = time.time()
-    mdir, out, config, kind, tok, max_len = _check(cfg)
-    validator = ox.Validator(cfg, mdir, config, tok, kind, max_len) if cfg.validation else None  # bad data: fail early
+    src = open_source(cfg)
+    validator = ox.Validator(cfg, src.path, src.config, src.tokenizer, src.kind, src.max_len) if cfg.validation \
+        else None  # bad data: fail before the export
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-export-{os.getpid()}"
+    src.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = src.out.parent / f".{src.out.name}.tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "work").mkdir(parents=True)
-    report: dict = {"bertkit_version": __version__, "kind": kind, "source_model": str(mdir), "opset": ox.OPSET,
-                    "exporter": "torch.onnx.export (TorchScript tracer), eager attention",
-                    "quantize": cfg.quantize}
+    report: dict = {"bertkit_version": __version__, "kind": src.kind, "source_model": str(src.path), "opset": ox.OPSET,
+                    "exporter": "torch.onnx.export (TorchScript tracer), eager attention", "quantize": cfg.quantize}
     try:
-        # 1. trace, 2. optimise for CPU
-        _say(f"export: tracing {kind} model {mdir} to ONNX (opset {ox.OPSET})")
-        model = ox.load_torch_model(mdir, kind)
-        raw = tmp / "work" / "raw.onnx"
-        report["inputs"] = ox.export_graph(model, tok, kind, raw)
-        report["outputs"] = ox.OUTPUTS[kind]
-        fp32 = tmp / "work" / "fp32.onnx"
-        report["fused_operators"] = ox.optimize_graph(raw, fp32, config)
-        raw.unlink()
-        fp32_bytes = fp32.stat().st_size
-        report["fp32_bytes"] = fp32_bytes
-
-        # 3. compare with torch on sample inputs (the validation texts when given)
+        model, fp32 = export_fp32(src, tmp / "work", report)
         onnx_fp32 = ox.OnnxModel(fp32, threads=cfg.threads)
-        texts = (validator.texts[:64] if validator else []) or ox.SAMPLES
-        batches = ox.sample_features(tok, texts, max_len, kind)
-        report["sample_inputs"] = {"texts": len(texts), "source": "--validation" if validator else "built-in",
-                                   **ox.logit_difference(model, onnx_fp32, batches, kind)}
-        _say(f"export: fp32 {fp32_bytes / 1e6:.1f} MB, max |logit diff| vs torch "
-             f"{report['sample_inputs']['max_abs_logit_difference']:.3g} on {len(texts)} sample inputs")
-
-        # 4. validation metrics of both models
-        ref_val = None
-        if validator is not None:
-            ref_val = validator.run(model)
-            val = validator.run(onnx_fp32)
-            report["validation"] = {"file": cfg.validation, "examples": len(validator.texts), "metric": ref_val.key,
-                                    "torch": ref_val.metrics, "onnx_fp32": val.metrics,
-                                    "onnx_fp32_agreement": validator.agreement(ref_val, val)}
-            _say(f"export: validation {ref_val.key} torch {ref_val.score:.4f}, onnx fp32 {val.score:.4f}")
-
-        # 5. int8
-        final = fp32
-        if cfg.quantize == "int8":
-            if validator is None:
-                _say("export: int8 without --validation: its accuracy is not checked (only its outputs against fp32 "
-                     "on sample inputs)")
-            final, qrep = ox.choose_int8(fp32, tmp / "work", onnx_fp32, batches, kind, validator, ref_val,
-                                         cfg.max_drop, cfg.threads, log=_say)  # refused: DataError, nothing written
-            qval = qrep.pop("_validation", None)
-            report["int8"] = qrep
-            chosen = next(c for c in qrep["candidates"] if c["per_channel"] == qrep["per_channel"]
-                          and c["embeddings"] == qrep["embeddings"])
-            report["int8_bytes"] = chosen["bytes"]
-            report["int8_size_ratio"] = round(chosen["bytes"] / fp32_bytes, 4)
-            report["sample_inputs"]["int8_vs_fp32"] = {k: chosen[k] for k in ("max_abs_logit_difference",
-                                                                               "mean_abs_logit_difference")}
-            if qval is not None:
-                report["validation"]["onnx_int8"] = qval.metrics
-                report["validation"]["onnx_int8_agreement"] = validator.agreement(ref_val, qval)
+        batches = compare_on_samples(src, model, onnx_fp32, validator, report)
+        ref_val = validate_both(cfg, model, onnx_fp32, validator, report)
+        final = quantize_int8(cfg, src, fp32, tmp / "work", onnx_fp32, batches, validator, ref_val, report) \
+            if cfg.quantize == "int8" else fp32
         del onnx_fp32
-
-        # 6. write: model, tokenizer, config (bertkit's inference settings ride along in it), report
-        os.replace(final, tmp / ox.ONNX_FILE)
-        shutil.rmtree(tmp / "work")
-        # without the padding/truncation state the validation calls left on the backend: it would be saved in
-        # tokenizer.json and apply to every plain `tokenizers` user of the dir (the lengths live in config.json)
-        tok.backend_tokenizer.no_padding()
-        tok.backend_tokenizer.no_truncation()
-        tok.save_pretrained(str(tmp))
-        config.save_pretrained(str(tmp))
-        report["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        report["seconds"] = round(time.time() - t_start, 1)
-        (tmp / ox.EXPORT_REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _move_into_place(tmp, out)
+        write_export(src, final, tmp, report, t_start)
+        _move_into_place(tmp, src.out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print_summary("export", summary_rows(src, report))
+    return report
 
-    rows = [("model", str(mdir)), ("kind", kind), ("opset", str(ox.OPSET)),
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------------
+
+def export_fp32(src: Source, work: Path, report: dict):
+    """Trace the torch model to ONNX and optimise the graph for CPU; returns (torch model, fp32 path)."""
+    from .. import onnx_export as ox
+
+    _say(f"export: tracing {src.kind} model {src.path} to ONNX (opset {ox.OPSET})")
+    model = ox.load_torch_model(src.path, src.kind)
+    raw = work / "raw.onnx"
+    report["inputs"] = ox.export_graph(model, src.tokenizer, src.kind, raw)
+    report["outputs"] = ox.OUTPUTS[src.kind]
+    fp32 = work / "fp32.onnx"
+    report["fused_operators"] = ox.optimize_graph(raw, fp32, src.config)
+    raw.unlink()
+    report["fp32_bytes"] = fp32.stat().st_size
+    return model, fp32
+
+
+def compare_on_samples(src: Source, model, onnx_fp32, validator, report: dict):
+    """Max |logit difference| against torch on sample inputs (the validation texts when given); returns
+    the sample batches (int8 candidates are compared on them too)."""
+    from .. import onnx_export as ox
+
+    texts = (validator.texts[:64] if validator else []) or ox.SAMPLES
+    batches = ox.sample_features(src.tokenizer, texts, src.max_len, src.kind)
+    report["sample_inputs"] = {"texts": len(texts), "source": "--validation" if validator else "built-in",
+                               **ox.logit_difference(model, onnx_fp32, batches, src.kind)}
+    _say(f"export: fp32 {report['fp32_bytes'] / 1e6:.1f} MB, max |logit diff| vs torch "
+         f"{report['sample_inputs']['max_abs_logit_difference']:.3g} on {len(texts)} sample inputs")
+    return batches
+
+
+def validate_both(cfg: ExportConfig, model, onnx_fp32, validator, report: dict):
+    """With --validation: both models' metrics and their agreement; returns the torch model's."""
+    if validator is None:
+        return None
+    ref_val = validator.run(model)
+    val = validator.run(onnx_fp32)
+    report["validation"] = {"file": cfg.validation, "examples": len(validator.texts), "metric": ref_val.key,
+                            "torch": ref_val.metrics, "onnx_fp32": val.metrics,
+                            "onnx_fp32_agreement": validator.agreement(ref_val, val)}
+    _say(f"export: validation {ref_val.key} torch {ref_val.score:.4f}, onnx fp32 {val.score:.4f}")
+    return ref_val
+
+
+def quantize_int8(cfg: ExportConfig, src: Source, fp32: Path, work: Path, onnx_fp32, batches, validator, ref_val,
+                  report: dict) -> Path:
+    """The int8 variant chosen on the validation metric (refused, DataError, when it drops more than
+    --max-drop: nothing is written)."""
+    from .. import onnx_export as ox
+
+    if validator is None:
+        _say("export: int8 without --validation: its accuracy is not checked (only its outputs against fp32 "
+             "on sample inputs)")
+    final, qrep = ox.choose_int8(fp32, work, onnx_fp32, batches, src.kind, validator, ref_val,
+                                 cfg.max_drop, cfg.threads, log=_say)
+    qval = qrep.pop("_validation", None)
+    report["int8"] = qrep
+    chosen = next(c for c in qrep["candidates"] if c["per_channel"] == qrep["per_channel"]
+                  and c["embeddings"] == qrep["embeddings"])
+    report["int8_bytes"] = chosen["bytes"]
+    report["int8_size_ratio"] = round(chosen["bytes"] / report["fp32_bytes"], 4)
+    report["sample_inputs"]["int8_vs_fp32"] = {k: chosen[k] for k in ("max_abs_logit_difference",
+                                                                       "mean_abs_logit_difference")}
+    if qval is not None:
+        report["validation"]["onnx_int8"] = qval.metrics
+        report["validation"]["onnx_int8_agreement"] = validator.agreement(ref_val, qval)
+    return final
+
+
+def write_export(src: Source, final: Path, tmp: Path, report: dict, t_start: float) -> None:
+    """model.onnx, the tokenizer, config.json (bertkit's inference settings ride along in it) and
+    export.json, into ``tmp``."""
+    from .. import onnx_export as ox
+
+    os.replace(final, tmp / ox.ONNX_FILE)
+    shutil.rmtree(tmp / "work")
+    # without the padding/truncation state the validation calls left on the backend: it would be saved in
+    # tokenizer.json and apply to every plain `tokenizers` user of the dir (the lengths live in config.json)
+    src.tokenizer.backend_tokenizer.no_padding()
+    src.tokenizer.backend_tokenizer.no_truncation()
+    src.tokenizer.save_pretrained(str(tmp))
+    src.config.save_pretrained(str(tmp))
+    report["files"] = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+    report["seconds"] = round(time.time() - t_start, 1)
+    (tmp / ox.EXPORT_REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def summary_rows(src: Source, report: dict) -> list[tuple[str, str]]:
+    from .. import onnx_export as ox
+
+    rows = [("model", str(src.path)), ("kind", src.kind), ("opset", str(ox.OPSET)),
             ("fp32 size", f"{report['fp32_bytes'] / 1e6:.1f} MB")]
     if "int8_bytes" in report:
         q = report["int8"]
@@ -156,9 +209,8 @@ def run(cfg: ExportConfig) -> dict:
         for name, val in agree.items():
             if name.endswith("agreement"):
                 rows.append((name.replace("_", " ") + (" (int8)" if "onnx_int8_agreement" in v else ""), f"{val:.4f}"))
-    rows.append(("written", str(out)))
-    print_summary("export", rows)
-    return report
+    rows.append(("written", str(src.out)))
+    return rows
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
