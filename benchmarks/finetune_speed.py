@@ -135,6 +135,7 @@ def worker_train_peer(a) -> dict:
 def worker_train_bertkit(a) -> dict:
     set_threads(a.threads)
     import bertkit.commands.finetune_cls as fc
+    from bertkit.modeling import open_checkpoint_for
     from bertkit.outputs import prepare_output
     from bertkit.schemas import FinetuneConfig
     from bertkit.training import save_run, train_with_signals
@@ -156,7 +157,7 @@ def worker_train_bertkit(a) -> dict:
     # and a counting hook on the model it loads
     cfg.validate()
     out, _ = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
-    base = fc.open_base(cfg)
+    base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
     data = fc.load_splits(cfg, base.tokenizer)
     model, head = fc.load_classifier(cfg, base, data)
     model.register_forward_pre_hook(_count_hook(state), with_kwargs=True)

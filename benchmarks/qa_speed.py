@@ -154,6 +154,7 @@ def worker_train_peer(a) -> dict:
 def worker_train_bertkit(a) -> dict:
     set_threads(a.threads)
     import bertkit.commands.finetune_qa as fq
+    from bertkit.modeling import open_checkpoint_for
     from bertkit.schemas import FinetuneQAConfig
     from bertkit.training import start_run, train_with_signals
 
@@ -168,7 +169,7 @@ def worker_train_bertkit(a) -> dict:
     # the command's own stages (bertkit.commands.finetune_qa.run is this list), with a timer callback and
     # a counting hook on the model it loads
     out, _ = start_run(cfg, "finetune-qa")
-    base = fq.open_base(cfg)
+    base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
     data = fq.load_splits(cfg, base.tokenizer)
     model, head = fq.load_qa_model(cfg, base)
     model.register_forward_pre_hook(_count_hook(state), with_kwargs=True)

@@ -28,7 +28,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, predict. Offline; local paths only.",
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, sweep, evaluate, predict, "
+         "export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -150,9 +151,9 @@ def _register_all() -> None:
     _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
               "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
     _register("evaluate", EvaluateConfig, "evaluate",
-              "Compute a saved model's metrics on a labelled file (classification) or on text (MLM), without training.")
+              "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), without training.")
     _register("predict", PredictConfig, "predict",
-              "Fill-mask or classification inference: files (or stdin) in, JSON lines or CSV out.")
+              "Fill-mask, classification or question-answering inference: files (or stdin) in, JSON lines or CSV out.")
     _register("export", ExportConfig, "export", "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 
 

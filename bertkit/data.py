@@ -112,12 +112,11 @@ def read_rows(path: Path, columns: Iterable[str | None] = (), text_mode: str = "
     raise DataError(f"{path}: unknown file type '{ext}'; use one of {', '.join(SUPPORTED)}")
 
 
-def _read_txt(path: Path, text_mode: str):
-    import datasets
-
-    text = read_text(path)
-    rows, starts = [], []
-    new_doc = True
+def split_documents(text: str, new_doc: bool) -> tuple[list[str], list[bool], bool]:
+    """Plain text -> (non-blank lines stripped, whether each starts a document, whether the next line of a
+    continuation would): blank lines separate documents; ``new_doc`` says whether the text starts one."""
+    rows: list[str] = []
+    starts: list[bool] = []
     for line in text.splitlines():
         s = line.strip()
         if not s:
@@ -126,6 +125,14 @@ def _read_txt(path: Path, text_mode: str):
         rows.append(s)
         starts.append(new_doc)
         new_doc = False
+    return rows, starts, new_doc
+
+
+def _read_txt(path: Path, text_mode: str):
+    import datasets
+
+    text = read_text(path)
+    rows, starts, _ = split_documents(text, new_doc=True)
     if not rows:
         raise DataError(f"{path}: no text (only blank lines)")
     data = {"text": rows}

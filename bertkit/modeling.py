@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +21,7 @@ from transformers.modeling_outputs import MaskedLMOutput
 
 from .errors import UsageError
 from .schemas import PRESETS
-from .loading import load_model
+from .loading import load_model, open_checkpoint
 
 
 def preset_config(model_cfg, vocab_size: int, pad_token_id: int) -> BertConfig:
@@ -176,6 +178,23 @@ def load_mlm_model(path: Path, sparse: bool = True):
 def new_mlm_model(config: BertConfig, sparse: bool = True):
     cls = SparseBertForMaskedLM if sparse else BertForMaskedLM
     return cls(config)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint to fine-tune: its dir, config and tokenizer."""
+
+    path: Path
+    config: Any
+    tokenizer: Any
+
+
+def open_checkpoint_for(model: str | None, allow_pickle: bool, max_seq_length: int) -> Checkpoint:
+    """The checked model dir of a fine-tuning command, its config and tokenizer, compatible with
+    ``max_seq_length`` (one usage error naming --model otherwise)."""
+    mdir, config, tok = open_checkpoint(model, allow_pickle)
+    check_compatible(config, tok, max_seq_length, "--model")
+    return Checkpoint(mdir, config, tok)
 
 
 def new_parameters(loading: dict) -> set[str]:

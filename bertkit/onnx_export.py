@@ -59,15 +59,10 @@ def require_extra() -> None:
 
 
 def detect_kind(config) -> str:
-    archs = " ".join(getattr(config, "architectures", None) or [])
-    if "ForMaskedLM" in archs or "ForPreTraining" in archs:
-        return "fill-mask"
-    if "ForSequenceClassification" in archs:
-        return "classification"
-    if "ForQuestionAnswering" in archs:
-        return "question-answering"
-    raise UsageError(f"--model: cannot tell the model kind from architectures {archs or '(none)'}; bertkit exports "
-                     "sequence classifiers, masked-LMs and question-answering models")
+    """The kind of model to export (bertkit's inference tasks)."""
+    from .inference import detect_task
+
+    return detect_task(config)
 
 
 def load_torch_model(mdir: Path, kind: str):

@@ -313,8 +313,10 @@ class FinetuneConfig(ModelDirFields):
 
 @dataclass
 class PredictConfig(InferenceFields, TextColumns):
-    model: Optional[str] = opt(None, "Local model directory (fill-mask or classification).", "--model")
-    input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line).", "--input")
+    model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
+                                     "`bertkit export` dir runs on ONNX Runtime).", "--model")
+    input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
+                                     "question<TAB>context).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
     top_k: int = opt(5, "fill-mask: candidates per [MASK]; question-answering: alternative answers (1: none).",
                      "--top-k")
@@ -332,8 +334,10 @@ class PredictConfig(InferenceFields, TextColumns):
 
 @dataclass
 class EvaluateConfig(InferenceFields, LabelledColumns):
-    model: Optional[str] = opt(None, "Local model directory (a classifier or a masked-LM).", "--model")
-    data: Optional[str] = opt(None, "Labelled file (classification) or text / `bertkit tokenize` output (MLM).", "--data")
+    model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
+                                     "export` dir runs on ONNX Runtime).", "--model")
+    data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
+                                    "questions with answers (QA: SQuAD-format JSON or flat files).", "--data")
     output: Optional[str] = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (default: the length a classifier was "
                                               "fine-tuned with; MLM blocks: 128).", "--max-seq-length")

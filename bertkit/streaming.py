@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .data import split_documents
 from .errors import DataError, UsageError
 
 DOC_START = "_doc_start"  # == bertkit.data.DOC_START (not imported: workers keep their imports light)
@@ -294,17 +295,7 @@ def read_chunk_lines(chunk: Chunk, docs: bool) -> tuple[list[str], list[bool] | 
         # utf-8-sig reports positions in the bytes after the BOM
         raise _bad_utf8(chunk.path, chunk.start + len(raw) - len(e.object), e) from None
     del raw
-    rows: list[str] = []
-    starts: list[bool] = []
-    new_doc = chunk.file_start
-    for line in text.splitlines():
-        s = line.strip()
-        if not s:
-            new_doc = True
-            continue
-        rows.append(s)
-        starts.append(new_doc)
-        new_doc = False
+    rows, starts, new_doc = split_documents(text, chunk.file_start)
     return rows, (starts if docs else None), new_doc
 
 

@@ -13,11 +13,11 @@ import numpy as np
 from ..data import load_inputs, split_columns
 from ..errors import DataError
 from ..labels import LabelSpace, class_weights
-from ..loading import load_model, open_checkpoint
+from ..loading import load_model
 from ..log import get_logger
 from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics, greater_is_better
-from ..modeling import (check_compatible, count_parameters, dropout_overrides, init_head_at_prior, new_parameters,
-                        weighted_loss)
+from ..modeling import (Checkpoint, count_parameters, dropout_overrides, init_head_at_prior, new_parameters,
+                        open_checkpoint_for, weighted_loss)
 from ..sampling import token_lengths
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
@@ -32,7 +32,7 @@ log = get_logger()
 def run(cfg: FinetuneConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
     out, resume_from = start_run(cfg, "finetune-cls")
-    base = open_base(cfg)
+    base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
     data = load_splits(cfg, base.tokenizer)
     model, head = load_classifier(cfg, base, data)
     trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
@@ -47,22 +47,6 @@ def run(cfg: FinetuneConfig, callbacks: list | tuple = ()) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Base:
-    """The checkpoint to fine-tune: its dir, tokenizer, config and the dropout to load it with."""
-
-    path: Any
-    tokenizer: Any
-    config: Any
-    dropout: dict
-
-
-def open_base(cfg: FinetuneConfig) -> Base:
-    mdir, mconfig, tok = open_checkpoint(cfg.model, cfg.allow_pickle)
-    check_compatible(mconfig, tok, cfg.data.max_seq_length, "--model")
-    return Base(mdir, tok, mconfig, dropout_overrides(mconfig, cfg.dropout))
-
 
 @dataclass
 class ClsData:
@@ -131,14 +115,14 @@ def by_length(ds):
     return ds.select(np.argsort(token_lengths(ds), kind="stable").tolist())
 
 
-def load_classifier(cfg: FinetuneConfig, base: Base, data: ClsData):
+def load_classifier(cfg: FinetuneConfig, base: Checkpoint, data: ClsData):
     """The checkpoint with a classification head for these labels; a new head starts at the labels'
     prior (unless --no-prior-init).  Returns (model, names of the new head's parameters)."""
     from transformers import AutoModelForSequenceClassification
 
     model, loading = load_model(AutoModelForSequenceClassification, base.path, "sequence classification",
                                 ignore_mismatched_sizes=True, output_loading_info=True,
-                                **data.space.model_config_kwargs(), **base.dropout)
+                                **data.space.model_config_kwargs(), **dropout_overrides(base.config, cfg.dropout))
     head = new_parameters(loading)
     if cfg.prior_init and (name := init_head_at_prior(model, head, data.space.prior_bias(data.train["labels"],
                                                                                           data.weights))):
@@ -235,7 +219,7 @@ def model_card_extra(cfg: FinetuneConfig, data: ClsData) -> dict:
     }
 
 
-def summary_rows(base: Base, data: ClsData, metrics: dict, out) -> list[tuple[str, str]]:
+def summary_rows(base: Checkpoint, data: ClsData, metrics: dict, out) -> list[tuple[str, str]]:
     space = data.space
     shown = [(k.replace("eval_", "validation ").replace("test_", "test "), f"{v:.4f}") for k, v in metrics.items()
              if k.startswith(("eval_", "test_")) and isinstance(v, float) and not k.endswith("loss")]

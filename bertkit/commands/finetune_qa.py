@@ -14,9 +14,9 @@ import numpy as np
 from .. import qa
 from ..distributed import main_process_first
 from ..errors import UsageError
-from ..loading import load_model, open_checkpoint
+from ..loading import load_model
 from ..log import get_logger
-from ..modeling import check_compatible, count_parameters, dropout_overrides, new_parameters
+from ..modeling import Checkpoint, count_parameters, dropout_overrides, new_parameters, open_checkpoint_for
 from ..schemas import FinetuneQAConfig
 from ..summary import print_summary
 from ..trainers import QATrainer
@@ -29,7 +29,7 @@ log = get_logger()
 def run(cfg: FinetuneQAConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
     out, resume_from = start_run(cfg, "finetune-qa")
-    base = open_base(cfg)
+    base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
     data = load_splits(cfg, base.tokenizer)
     model, head = load_qa_model(cfg, base)
     trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
@@ -44,21 +44,6 @@ def run(cfg: FinetuneQAConfig, callbacks: list | tuple = ()) -> dict:
 # ----------------------------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Base:
-    path: Any
-    tokenizer: Any
-    config: Any
-
-
-def open_base(cfg: FinetuneQAConfig) -> Base:
-    mdir, mconfig, tok = open_checkpoint(cfg.model, cfg.allow_pickle)
-    check_compatible(mconfig, tok, cfg.data.max_seq_length, "--model")
-    if tok.padding_side != "right":
-        raise UsageError(f"--model {mdir}: the tokenizer pads on the left; bertkit's QA windows need right padding")
-    return Base(mdir, tok, mconfig)
-
 
 @dataclass
 class QASplits:
@@ -95,6 +80,8 @@ def null_threshold(cfg: FinetuneQAConfig, train: qa.QAData, val: qa.QAData) -> f
 
 def load_splits(cfg: FinetuneQAConfig, tok) -> QASplits:
     d = cfg.data
+    if tok.padding_side != "right":
+        raise UsageError(f"--model {cfg.model}: the tokenizer pads on the left; bertkit's QA windows need right padding")
     train, val = read_splits(cfg)
     language = cfg.qa_language if cfg.qa_language != "auto" else qa.detect_language(val.contexts)
     with main_process_first():
@@ -105,7 +92,7 @@ def load_splits(cfg: FinetuneQAConfig, tok) -> QASplits:
     return QASplits(train, val, train_windows, ev, language)
 
 
-def load_qa_model(cfg: FinetuneQAConfig, base: Base):
+def load_qa_model(cfg: FinetuneQAConfig, base: Checkpoint):
     """The checkpoint with a span head (new unless it has one); returns (model, the new head's names)."""
     from transformers import AutoModelForQuestionAnswering
 
@@ -185,7 +172,7 @@ def model_card_extra(cfg: FinetuneQAConfig, data: QASplits) -> dict:
     }
 
 
-def summary_rows(base: Base, data: QASplits, metrics: dict, out) -> list[tuple[str, str]]:
+def summary_rows(base: Checkpoint, data: QASplits, metrics: dict, out) -> list[tuple[str, str]]:
     threshold = data.eval.null_threshold
     return [
         ("model", f"{base.path} ({metrics['parameters'] / 1e6:.2f}M parameters)"),
