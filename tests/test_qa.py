@@ -219,6 +219,29 @@ def test_answer_questions_in_input_order_with_any_model_fn(tok):
     assert len(res[0]["alternatives"]) == 2
 
 
+def test_onnx_session_plugs_in(tok):
+    """An onnxruntime-like session (inputs it declares, outputs by name) answers through onnx_model_fn."""
+    from types import SimpleNamespace
+
+    target = tok.convert_tokens_to_ids("berlin")
+
+    class Session:
+        def get_inputs(self):
+            return [SimpleNamespace(name="input_ids"), SimpleNamespace(name="attention_mask")]
+
+        def get_outputs(self):
+            return [SimpleNamespace(name="end_logits"), SimpleNamespace(name="start_logits")]
+
+        def run(self, names, feed):
+            assert set(feed) == {"input_ids", "attention_mask"} and names == ["start_logits", "end_logits"]
+            hit = (feed["input_ids"] == target).astype(np.float32) * 8
+            return [hit, hit]
+
+    res = qa.answer_questions(qa.onnx_model_fn(Session()), tok, ["where?"], [CTX], max_seq_length=32, doc_stride=8,
+                              max_question_length=8)
+    assert res[0]["answer"] == "Berlin"
+
+
 # ------------------------------------------------------------------------------------------
 # Metrics
 # ------------------------------------------------------------------------------------------
@@ -329,6 +352,29 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
     # a stride that leaves no room is a usage error naming the limit
     assert cli("finetune-qa", "--model", mlm_model, "--train", train, "--output", tmp_path / "bad",
                "--max-seq-length", 32, "--doc-stride", 20, "--max-question-length", 12, "--quiet") == 2
+
+
+def test_time_budget_stop_evaluates_and_saves_the_last_step():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from bertkit.commands.finetune_qa import EvaluateAtStop
+
+    stopper = SimpleNamespace(signal=None, budget_hit=True)
+    cb = EvaluateAtStop(stopper)
+    args = SimpleNamespace(eval_strategy="steps")
+    c = cb.on_step_end(args, None, TrainerControl(should_training_stop=True, should_save=False))
+    assert c.should_evaluate and c.should_save
+    c = cb.on_step_end(args, None, TrainerControl())
+    assert not c.should_evaluate and not c.should_save
+    stopper.budget_hit = False  # --max-steps / the last epoch: the Trainer's own end-of-training evaluation
+    c = cb.on_step_end(args, None, TrainerControl(should_training_stop=True))
+    assert not c.should_evaluate
+    stopper.budget_hit = True
+    stopper.signal = 15  # SIGTERM: stop now, the stopper's checkpoint is enough
+    c = cb.on_step_end(args, None, TrainerControl(should_training_stop=True, should_save=True))
+    assert not c.should_evaluate
 
 
 # ------------------------------------------------------------------------------------------
