@@ -354,6 +354,20 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
                "--max-seq-length", 32, "--doc-stride", 20, "--max-question-length", 12, "--quiet") == 2
 
 
+def test_finetune_qa_same_seed_same_run(tmp_path, mlm_model):
+    """The new QA head is initialised under --seed: two runs give the same loss and scores."""
+    train = synthetic_squad(tmp_path / "train.json", 12)
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        assert cli("finetune-qa", "--model", mlm_model, "--train", train, "--validation", train, "--output", out,
+                   "--max-steps", 2, "--batch-size", 8, "--max-seq-length", 32, "--doc-stride", 8,
+                   "--max-question-length", 12, "--quiet") == 0
+        m = json.loads((out / "metrics.json").read_text())
+        runs.append((m["train_loss"], m["eval_f1"]))
+    assert runs[0] == runs[1]
+
+
 def test_time_budget_stop_evaluates_and_saves_the_last_step():
     from types import SimpleNamespace
 
