@@ -13,7 +13,6 @@ from .. import qa
 from ..data import load_inputs
 from ..errors import DataError, UsageError
 from ..log import quiet
-from ..training import write_json
 
 
 def qa_settings(config, max_len: int) -> dict:
@@ -74,8 +73,7 @@ def read_questions(source: str, question_column: str, context_column: str) -> tu
             raise DataError("stdin: no input (one question<TAB>context per line)")
         return qs, cs, None
     ds, _ = load_inputs([source], "--input", {"--question-column": question_column, "--context-column": context_column})
-    ids = None
-    return [str(x) for x in ds[question_column]], [str(x) for x in ds[context_column]], ids
+    return [str(x) for x in ds[question_column]], [str(x) for x in ds[context_column]], None
 
 
 def predict(cfg, mdir, config, tok, device, max_len) -> dict:
@@ -118,4 +116,4 @@ def evaluate(cfg, mdir, config, tok, device, max_len, out: Path) -> dict:
             "questions_per_second": round(len(data) / max(elapsed, 1e-9), 2), "predictions_file": str(preds)}
 
 
-__all__ = ["predict", "evaluate", "qa_settings", "write_json"]
+__all__ = ["predict", "evaluate", "qa_settings"]
