@@ -204,6 +204,13 @@ class Stopper(TrainerCallback):
         if self.signal is not None or self.budget_hit:
             control.should_training_stop = True
             control.should_save = self.signal is not None
+            if self.signal is None and args.load_best_model_at_end and args.eval_strategy != "no":
+                # the budget's last step is evaluated and saved too: otherwise load_best_model_at_end throws
+                # away every step since the last evaluation (SQuAD, MiniLM, 50 minutes: step 287 scored F1
+                # 55.41 and the model kept was step 240's 54.31).  Not on a signal: the user wants out, and
+                # the checkpoint saved for resuming is enough.
+                control.should_evaluate = True
+                control.should_save = True
         return control
 
     def _fit(self, state, scheduler, elapsed: float) -> None:

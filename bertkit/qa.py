@@ -578,6 +578,20 @@ def torch_model_fn(model, device=None) -> Callable[[dict], tuple[np.ndarray, np.
     return fn
 
 
+def onnx_model_fn(session) -> Callable[[dict], tuple[np.ndarray, np.ndarray]]:
+    """``model_fn`` for an onnxruntime ``InferenceSession`` of a QA model: feeds the inputs the graph declares,
+    returns the outputs named start_logits/end_logits (else the first two)."""
+    inputs = {i.name for i in session.get_inputs()}
+    names = [o.name for o in session.get_outputs()]
+    wanted = ["start_logits", "end_logits"] if {"start_logits", "end_logits"} <= set(names) else names[:2]
+
+    def fn(batch: dict) -> tuple[np.ndarray, np.ndarray]:
+        start, end = session.run(wanted, {k: v for k, v in batch.items() if k in inputs})
+        return np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32)
+
+    return fn
+
+
 def answer_questions(model_fn: Callable[[dict], tuple[np.ndarray, np.ndarray]], tok, questions: Sequence[str],
                      contexts: Sequence[str], *, max_seq_length: int = 384, doc_stride: int = 128,
                      max_question_length: int = 64, n_best: int = 20, max_answer_length: int = 30,

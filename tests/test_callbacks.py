@@ -46,3 +46,27 @@ def test_refit_schedule_leaves_a_constant_schedule_alone():
 
 def test_fmt_time():
     assert fmt_time(59) == "0:59" and fmt_time(3725) == "1:02:05" and fmt_time(-3) == "0:00"
+
+
+def test_budget_stop_evaluates_and_saves_the_last_step_when_the_best_model_is_kept():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from bertkit.callbacks import Stopper
+
+    def stop(load_best=True, signal=None, budget_hit=True, eval_strategy="steps"):
+        s = Stopper("1h")
+        s.on_train_begin(None, SimpleNamespace(global_step=0, max_steps=100), None)
+        s.budget_hit, s.signal = budget_hit, signal
+        args = SimpleNamespace(world_size=1, load_best_model_at_end=load_best, eval_strategy=eval_strategy)
+        return s.on_step_end(args, SimpleNamespace(global_step=5, max_steps=100), TrainerControl())
+
+    c = stop()
+    assert c.should_training_stop and c.should_evaluate and c.should_save
+    c = stop(load_best=False)  # pretraining: the final model is saved by the command, no extra evaluation
+    assert c.should_training_stop and not c.should_evaluate and not c.should_save
+    c = stop(signal=15)  # SIGTERM: stop now; the checkpoint for resuming is saved, nothing evaluated
+    assert c.should_training_stop and c.should_save and not c.should_evaluate
+    c = stop(budget_hit=False)  # still within the budget
+    assert not c.should_training_stop and not c.should_evaluate

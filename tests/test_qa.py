@@ -219,6 +219,29 @@ def test_answer_questions_in_input_order_with_any_model_fn(tok):
     assert len(res[0]["alternatives"]) == 2
 
 
+def test_onnx_session_plugs_in(tok):
+    """An onnxruntime-like session (inputs it declares, outputs by name) answers through onnx_model_fn."""
+    from types import SimpleNamespace
+
+    target = tok.convert_tokens_to_ids("berlin")
+
+    class Session:
+        def get_inputs(self):
+            return [SimpleNamespace(name="input_ids"), SimpleNamespace(name="attention_mask")]
+
+        def get_outputs(self):
+            return [SimpleNamespace(name="end_logits"), SimpleNamespace(name="start_logits")]
+
+        def run(self, names, feed):
+            assert set(feed) == {"input_ids", "attention_mask"} and names == ["start_logits", "end_logits"]
+            hit = (feed["input_ids"] == target).astype(np.float32) * 8
+            return [hit, hit]
+
+    res = qa.answer_questions(qa.onnx_model_fn(Session()), tok, ["where?"], [CTX], max_seq_length=32, doc_stride=8,
+                              max_question_length=8)
+    assert res[0]["answer"] == "Berlin"
+
+
 # ------------------------------------------------------------------------------------------
 # Metrics
 # ------------------------------------------------------------------------------------------
@@ -329,6 +352,20 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
     # a stride that leaves no room is a usage error naming the limit
     assert cli("finetune-qa", "--model", mlm_model, "--train", train, "--output", tmp_path / "bad",
                "--max-seq-length", 32, "--doc-stride", 20, "--max-question-length", 12, "--quiet") == 2
+
+
+def test_finetune_qa_same_seed_same_run(tmp_path, mlm_model):
+    """The new QA head is initialised under --seed: two runs give the same loss and scores."""
+    train = synthetic_squad(tmp_path / "train.json", 12)
+    runs = []
+    for k in range(2):
+        out = tmp_path / f"r{k}"
+        assert cli("finetune-qa", "--model", mlm_model, "--train", train, "--validation", train, "--output", out,
+                   "--max-steps", 2, "--batch-size", 8, "--max-seq-length", 32, "--doc-stride", 8,
+                   "--max-question-length", 12, "--quiet") == 0
+        m = json.loads((out / "metrics.json").read_text())
+        runs.append((m["train_loss"], m["eval_f1"]))
+    assert runs[0] == runs[1]
 
 
 # ------------------------------------------------------------------------------------------

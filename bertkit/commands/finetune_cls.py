@@ -118,8 +118,9 @@ def by_length(ds):
 def load_classifier(cfg: FinetuneConfig, base: Checkpoint, data: ClsData):
     """The checkpoint with a classification head for these labels; a new head starts at the labels'
     prior (unless --no-prior-init).  Returns (model, names of the new head's parameters)."""
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
 
+    set_seed(cfg.train.seed)  # the new head's initial weights (two runs of one seed differed by F1 4.0 vs 13.5)
     model, loading = load_model(AutoModelForSequenceClassification, base.path, "sequence classification",
                                 ignore_mismatched_sizes=True, output_loading_info=True,
                                 **data.space.model_config_kwargs(), **dropout_overrides(base.config, cfg.dropout))

@@ -94,8 +94,9 @@ def load_splits(cfg: FinetuneQAConfig, tok) -> QASplits:
 
 def load_qa_model(cfg: FinetuneQAConfig, base: Checkpoint):
     """The checkpoint with a span head (new unless it has one); returns (model, the new head's names)."""
-    from transformers import AutoModelForQuestionAnswering
+    from transformers import AutoModelForQuestionAnswering, set_seed
 
+    set_seed(cfg.train.seed)  # the new head's initial weights (two runs of one seed differed by F1 4.0 vs 13.5)
     model, loading = load_model(AutoModelForQuestionAnswering, base.path, "question answering",
                                 output_loading_info=True, **dropout_overrides(base.config, cfg.dropout))
     return model, frozenset(new_parameters(loading))
