@@ -160,7 +160,7 @@ def _register_all() -> None:
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep finetune-cls "
-                             "[its flags] --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
+                             "(its flags) --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
 
@@ -208,8 +208,7 @@ def recipes_command(
     path: Annotated[bool, typer.Option("--path", help="Print the recipe's file path (e.g. for accelerate's "
                                                       "--config_file).")] = False,
 ):
-    """List the shipped recipes with their purpose and the command that runs each; `--config NAME` runs
-    one by name."""
+    """List the shipped recipes with their purpose and the command that runs each (--config NAME runs one)."""
     from .recipes import find_recipe, list_recipes
 
     if name:
