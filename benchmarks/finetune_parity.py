@@ -250,6 +250,7 @@ def report(runs: Path, tasks: list[str]) -> None:
 
 
 def main() -> None:
+    global DATA
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-run":
         task, seed, train_path, out_json, max_steps = sys.argv[2:7]
         peer_run(task, int(seed), train_path, out_json, int(max_steps))
@@ -279,7 +280,6 @@ def main() -> None:
             ap.error(f"--batching {s}: use window, window:N, length or random")
     runs = Path(a.runs_dir)
     os.environ["BERTKIT_GLUE_DIR"] = a.data_dir  # read by the peer subprocesses too
-    global DATA
     DATA = Path(a.data_dir)
     for task in tasks:
         if not (DATA / TASKS[task]["folder"] / "train.tsv").exists():
