@@ -42,7 +42,7 @@ from pathlib import Path
 from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT.parent / "shared" / "data" / "glue"
+DATA = Path(os.environ.get("BERTKIT_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
 
 TASKS = {
     # task: data folder, text columns, label column, metric, training rows (None: all), epochs, lr
@@ -250,6 +250,7 @@ def report(runs: Path, tasks: list[str]) -> None:
 
 
 def main() -> None:
+    global DATA
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-run":
         task, seed, train_path, out_json, max_steps = sys.argv[2:7]
         peer_run(task, int(seed), train_path, out_json, int(max_steps))
@@ -259,6 +260,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--batching", default="window",
                     help="comma-separated bertkit settings: window, window:N (--batching-window N), length, random")
+    ap.add_argument("--data-dir", default=str(DATA), help="the GLUE folder (SST-2/, MRPC/)")
     ap.add_argument("--runs-dir", default=str(ROOT.parent / "runs" / "finetune_parity"))
     who = ap.add_mutually_exclusive_group()
     who.add_argument("--no-peer", action="store_true", help="run bertkit only (the peer runs in another job)")
@@ -277,6 +279,11 @@ def main() -> None:
         if s.partition(":")[0] not in ("window", "length", "random"):
             ap.error(f"--batching {s}: use window, window:N, length or random")
     runs = Path(a.runs_dir)
+    os.environ["BERTKIT_GLUE_DIR"] = a.data_dir  # read by the peer subprocesses too
+    DATA = Path(a.data_dir)
+    for task in tasks:
+        if not (DATA / TASKS[task]["folder"] / "train.tsv").exists():
+            ap.error(f"--data-dir {DATA}: no {TASKS[task]['folder']}/train.tsv")
     runs.mkdir(parents=True, exist_ok=True)
     print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs (shared); one torch thread per run; "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
