@@ -111,6 +111,12 @@ def start_run(cfg, command: str) -> tuple[Path, str | None]:
     return out, resume_from
 
 
+def pad_multiple() -> int | None:
+    """Dynamic padding rounds batch lengths up to a multiple of 8 on a GPU (tensor-core tile sizes); on a
+    CPU the rounding only adds tokens (+8% on short SST-2 batches), so there is none."""
+    return 8 if has_accelerator() else None
+
+
 def default_callbacks(output: Path, unit: str, train) -> list:
     """bertkit's callbacks for a run: progress (counting ``unit``) and the stopper (signals, and the
     time budget of configs that have one)."""

@@ -23,8 +23,8 @@ from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification
 from ..trainers import ClsTrainer
-from ..training import (default_callbacks, examples_seen, run_metrics, save_run, start_run, train_with_signals,
-                        training_arguments)
+from ..training import (default_callbacks, examples_seen, pad_multiple, run_metrics, save_run, start_run,
+                        train_with_signals, training_arguments)
 
 log = get_logger()
 
@@ -152,7 +152,7 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
     space = data.space
     trainer = ClsTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
-        data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8), processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         compute_metrics=ClassificationScorer(space.problem, space.num_labels, space.threshold, data.windowed,
                                              data.validation),
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],

@@ -20,8 +20,8 @@ from ..modeling import Checkpoint, count_parameters, dropout_overrides, new_para
 from ..schemas import FinetuneQAConfig
 from ..summary import print_summary
 from ..trainers import QATrainer
-from ..training import (default_callbacks, examples_seen, run_metrics, save_run, start_run, train_with_signals,
-                        training_arguments)
+from ..training import (default_callbacks, examples_seen, pad_multiple, run_metrics, save_run, start_run,
+                        train_with_signals, training_arguments)
 
 log = get_logger()
 
@@ -115,7 +115,7 @@ def build_trainer(cfg: FinetuneQAConfig, out, model, tok, data: QASplits, head: 
     extra = [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
     trainer = QATrainer(
         model=model, args=args, train_dataset=data.train_windows, eval_dataset=data.eval.dataset,
-        data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=8), processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks], qa_eval=data.eval,
         head_params=head, head_lr=train.head_lr,
         batching_window=train.batching_window if train.batching == "window" else None)
