@@ -120,7 +120,7 @@ def pad_multiple() -> int | None:
 def default_callbacks(output: Path, unit: str, train) -> list:
     """bertkit's callbacks for a run: progress (counting ``unit``) and the stopper (signals, and the
     time budget of configs that have one)."""
-    return [Progress(output, unit), Stopper(getattr(train, "time_budget", None), train.warmup_ratio)]
+    return [Progress(output, unit), Stopper(train.time_budget, train.warmup_ratio)]
 
 
 def train_with_signals(trainer, output: Path, resume_from: str | None):
