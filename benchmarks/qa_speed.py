@@ -168,6 +168,7 @@ def worker_train_bertkit(a) -> dict:
     state = _state()
     # the command's own stages (bertkit.commands.finetune_qa.run is this list), with a timer callback and
     # a counting hook on the model it loads
+    cfg.validate()
     out, _ = start_run(cfg, "finetune-qa")
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
     data = fq.load_splits(cfg, base.tokenizer)

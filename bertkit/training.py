@@ -101,10 +101,10 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
 
 
 def start_run(cfg, command: str) -> tuple[Path, str | None]:
-    """The first stage of a training command: validate the config (every problem in one error), prepare
-    the output dir (refuse, overwrite or resume) and save the resolved config there.  Returns (output
-    dir, checkpoint to resume from or None)."""
-    cfg.validate()
+    """The stage that creates a training command's output: prepare the output dir (refuse, overwrite or
+    resume) and save the resolved config there.  Commands validate the config and open their inputs
+    first, so a bad flag or model leaves nothing behind.  Returns (output dir, checkpoint to resume
+    from or None)."""
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     if is_main_process():
         save_config(cfg, out, command)

@@ -155,11 +155,13 @@ def test_continue_pretraining_from_checkpoint(workdir, mlm_model, corpus):
     assert cfg["hidden_size"] == 32
 
 
-def test_hub_id_fails_fast():
+def test_hub_id_fails_fast(tmp_path):
     t0 = time.time()
-    p = run_cli("finetune-cls", "--model", "bert-base-uncased", "--train", "x.csv", "--output", "o", check=False)
+    p = run_cli("finetune-cls", "--model", "bert-base-uncased", "--train", "x.csv", "--output", tmp_path / "o",
+                check=False)
     assert p.returncode == 2
     assert "bert-base-uncased" in p.stderr and "never downloads" in p.stderr
+    assert not (tmp_path / "o").exists()  # a bad model leaves no output dir behind
     assert "Traceback" not in p.stderr
     assert time.time() - t0 < 60
     p = run_cli("predict", "--model", "google/bert_uncased_L-2_H-128_A-2", "--input", "-", input="x\n", check=False)

@@ -31,8 +31,9 @@ log = get_logger()
 
 def run(cfg: FinetuneConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
-    out, resume_from = start_run(cfg, "finetune-cls")
+    cfg.validate()
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
+    out, resume_from = start_run(cfg, "finetune-cls")
     data = load_splits(cfg, base.tokenizer)
     model, head = load_classifier(cfg, base, data)
     trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)

@@ -28,8 +28,9 @@ log = get_logger()
 
 def run(cfg: FinetuneQAConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
-    out, resume_from = start_run(cfg, "finetune-qa")
+    cfg.validate()
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
+    out, resume_from = start_run(cfg, "finetune-qa")
     data = load_splits(cfg, base.tokenizer)
     model, head = load_qa_model(cfg, base)
     trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)

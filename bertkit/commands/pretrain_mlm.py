@@ -27,6 +27,7 @@ log = get_logger()
 
 
 def run(cfg: PretrainConfig, callbacks: list | tuple = ()) -> dict:
+    cfg.validate()
     out, resume_from = start_run(cfg, "pretrain-mlm")
     data = load_data(cfg, out)
     model, origin = load_or_create_model(cfg, data)
