@@ -67,8 +67,9 @@ def read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); "
+        at = e.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
+        line = raw.count(b"\n", 0, at) + 1
+        raise DataError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[at]:02x}); "
                         "re-save the file as UTF-8, e.g. iconv -f GB18030 -t UTF-8") from None
 
 
@@ -292,7 +293,7 @@ def read_stdin_lines() -> list[tuple[int, str]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
+        line = data.count(b"\n", 0, e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)) + 1
         raise DataError(f"stdin: line {line} is not valid UTF-8") from None
     return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
 

@@ -61,6 +61,16 @@ def test_non_utf8_names_line(capsys, tmp_path):
     check(capsys, ["tokenize", f, "--output", tmp_path / "o", "--train-tokenizer"], 1, "gbk.txt", "line 3", "UTF-8")
 
 
+def test_non_utf8_after_a_bom_names_its_line_and_byte(tmp_path):
+    f = tmp_path / "bom.csv"
+    f.write_bytes(b"\xef\xbb\xbftext,label\na,1\n" + "第三".encode("gbk") + b",1\n")
+    from bertkit.data import read_text
+    from bertkit.errors import DataError
+
+    with pytest.raises(DataError, match=r"line 3 is not valid UTF-8 \(byte 0xb5\)"):
+        read_text(f)
+
+
 def test_malformed_jsonl_names_line(capsys, tmp_path):
     f = tmp_path / "d.jsonl"
     f.write_text('{"text": "a"}\n{"text": "b"}\n{"text": oops}\n')
