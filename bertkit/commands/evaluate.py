@@ -121,7 +121,8 @@ def qa_report(cfg: EvaluateConfig, opened, out: Path) -> dict:
     progress = RowProgress(len(data), "Evaluating")
     t0 = time.time()
     results = qa.answer_questions(qa.torch_model_fn(opened.load(), opened.device), opened.tokenizer, data.questions,
-                                  data.contexts, batch_size=cfg.batch_size, progress=progress.update, **settings)
+                                  data.contexts, batch_size=cfg.batch_size, **settings)  # (progress: windows)
+    progress.update(len(data))
     elapsed = time.time() - t0
     progress.close()
     language = getattr(opened.config, "bertkit_qa_language", None) or qa.detect_language(data.contexts)

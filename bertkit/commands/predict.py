@@ -55,9 +55,11 @@ def answer_rows(cfg: PredictConfig, opened, model, questions: list[str], context
     context, and ``alternatives`` with --top-k > 1), in input order; contexts of any length (windows)."""
     settings = qa.inference_settings(opened.config, opened.max_len)
     qa.check_windows(settings["max_seq_length"], settings["doc_stride"], settings["max_question_length"])
+    # answer_questions reports windows, not questions: the count is updated once the questions are answered
     results = qa.answer_questions(qa.torch_model_fn(model, opened.device), opened.tokenizer, questions, contexts,
-                                  top_k=cfg.top_k, batch_size=cfg.batch_size,
-                                  progress=progress.update if progress else None, **settings)
+                                  top_k=cfg.top_k, batch_size=cfg.batch_size, **settings)
+    if progress is not None:
+        progress.update(len(questions))
     out = []
     for q, r in zip(questions, results):
         rec = {"question": q, "answer": r["answer"], "score": r["score"], "start": r["start"], "end": r["end"]}
