@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch  # a dependency of bertkit; this module is imported by `bertkit export` only
 
 from .errors import DataError, UsageError
 from .onnx_runtime import EXPORT_REPORT, EXTRA_HINT, ONNX_FILE, OnnxModel
@@ -90,23 +91,23 @@ def input_names(model, tok) -> list[str]:
     return names
 
 
+class NamedIO(torch.nn.Module):
+    """Positional inputs in ``names`` order, a tuple of the named ``outputs`` (a stable graph signature
+    for the tracer, which passes positional arguments and wants tensors out)."""
+
+    def __init__(self, inner, names: list[str], outputs: list[str]):
+        super().__init__()
+        self.inner, self.names, self.outputs = inner, list(names), list(outputs)
+
+    def forward(self, *args):
+        out = self.inner(**dict(zip(self.names, args)), return_dict=True)
+        return tuple(out[k] for k in self.outputs)
+
+
 def export_graph(model, tok, kind: str, path: Path) -> list[str]:
     """Trace ``model`` to ``path`` with dynamic batch and sequence axes; returns the input names."""
-    import torch
-
     names = input_names(model, tok)
     outputs = OUTPUTS[kind]
-
-    class Wrapped(torch.nn.Module):
-        """Positional inputs in ``names`` order, a tuple of the named outputs (a stable graph signature)."""
-
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args):
-            out = self.inner(**dict(zip(names, args)), return_dict=True)
-            return tuple(out[k] for k in outputs)
 
     # batch 2 of unequal lengths: nothing in the trace may specialise on batch 1 or on an unpadded batch
     enc = tok(["a b c d e f g", "a b"], padding=True, return_tensors="pt")
@@ -118,7 +119,7 @@ def export_graph(model, tok, kind: str, path: Path) -> list[str]:
         warnings.simplefilter("ignore")  # TracerWarnings on the two mask conditionals (see module doc)
         # .eval() on the wrapper: the exporter restores the wrapper's mode on every submodule afterwards, and a
         # new Module is in training mode (that would leave the torch model's dropout on)
-        torch.onnx.export(Wrapped(model).eval(), args, str(path), input_names=names, output_names=outputs,
+        torch.onnx.export(NamedIO(model, names, outputs).eval(), args, str(path), input_names=names, output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
     model.eval()
     return names

@@ -263,6 +263,8 @@ def make_sampler(s: Sweep, seed: int):
 
 
 def _grid_sampler_class(optuna):
+    # built here, not at module level: optuna is an optional extra, and this module must import without
+    # it to say so in one line (`pip install 'bertkit[sweep]'`)
     class GridSampler(optuna.samplers.GridSampler):
         """Optuna's GridSampler without its stop: after the last grid point it calls ``study.stop()``,
         which raises outside ``study.optimize``; the sweep stops by counting trials instead."""
