@@ -129,51 +129,71 @@ def read_qa(path: str | None, flag: str, question_column: str = "question", cont
     Answers are checked against their context: one whose text is not at its ``answer_start`` (or, given
     without a start, not in the context at all) is reported and skipped, and a question left with no valid
     answer is dropped rather than trained on as unanswerable."""
-    from .data import JSON_EXTS, _read_json, expand_inputs, read_rows, read_text
+    from .data import expand_inputs
 
     if not path:
         raise UsageError(f"{flag} is required: a SQuAD-format .json or a .jsonl/.csv/.parquet file with "
                          "question, context and answers columns")
-    rows: list[dict] | None = None
-    paths = expand_inputs([path], flag)
-    all_rows: list[dict] = []
-    for p in paths:
-        rows = None
-        if p.is_file() and p.suffix.lower() == ".json":
-            text = read_text(p)
-            if text.lstrip()[:1] == "{":
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError:
-                    obj = None  # JSON lines in a .json file: read_rows handles it
-                if _is_squad(obj):
-                    rows = _squad_rows(obj, p)
-        if rows is None:
-            if p.is_file() and p.suffix.lower() in JSON_EXTS:
-                # raw objects: answers may be a dict in one row and a string in the next, which Arrow refuses
-                raw = _read_json(p)
-                names = list(dict.fromkeys(k for r in raw[:100] for k in r))
-                col = lambda c: [r.get(c) for r in raw]  # noqa: E731
-            else:
-                ds = read_rows(p, [question_column, context_column, answer_column])
-                names, raw = ds.column_names, ds
-                col = lambda c: ds[c]  # noqa: E731
-            missing = [(f, c) for f, c in (("--question-column", question_column), ("--context-column", context_column),
-                                           ("--answer-column", answer_column if need_answers else None))
-                       if c and c not in names]
-            if missing:
-                f, c = missing[0]
-                raise DataError(f"{p}: no column '{c}' ({f}); columns found: {', '.join(names)}")
-            n = len(raw)
-            ids = col("id") if "id" in names else None
-            qs, cs = col(question_column), col(context_column)
-            ans = col(answer_column) if answer_column and answer_column in names else [None] * n
-            rows = [{"id": str(ids[i]) if ids is not None else str(len(all_rows) + i), "question": qs[i],
-                     "context": cs[i], "answers": ans[i]} for i in range(n)]
-        all_rows += rows
+    rows: list[dict] = []
+    for p in expand_inputs([path], flag):
+        squad = _squad_file_rows(p)
+        rows += squad if squad is not None else _flat_file_rows(p, len(rows), question_column, context_column,
+                                                                answer_column, need_answers)
+    return _checked(rows, path, flag)
 
+
+def _squad_file_rows(p: Path) -> list[dict] | None:
+    """The questions of a SQuAD-format .json file, or None when ``p`` is not one."""
+    from .data import read_text
+
+    if not (p.is_file() and p.suffix.lower() == ".json"):
+        return None
+    text = read_text(p)
+    if text.lstrip()[:1] != "{":
+        return None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return None  # JSON lines in a .json file: read as flat rows
+    return _squad_rows(obj, p) if _is_squad(obj) else None
+
+
+def _flat_file_rows(p: Path, offset: int, question_column: str, context_column: str, answer_column: str | None,
+                    need_answers: bool) -> list[dict]:
+    """The questions of a flat file (one row each); ids from an ``id`` column, else the row number."""
+    from .data import JSON_EXTS, _read_json, read_rows
+
+    if p.is_file() and p.suffix.lower() in JSON_EXTS:
+        # raw objects: answers may be a dict in one row and a string in the next, which Arrow refuses
+        raw = _read_json(p)
+        names = list(dict.fromkeys(k for r in raw[:100] for k in r))
+
+        def col(c):
+            return [r.get(c) for r in raw]
+    else:
+        ds = read_rows(p, [question_column, context_column, answer_column])
+        names, raw = ds.column_names, ds
+
+        def col(c):
+            return ds[c]
+    missing = [(f, c) for f, c in (("--question-column", question_column), ("--context-column", context_column),
+                                   ("--answer-column", answer_column if need_answers else None))
+               if c and c not in names]
+    if missing:
+        f, c = missing[0]
+        raise DataError(f"{p}: no column '{c}' ({f}); columns found: {', '.join(names)}")
+    n = len(raw)
+    ids = col("id") if "id" in names else None
+    qs, cs = col(question_column), col(context_column)
+    ans = col(answer_column) if answer_column and answer_column in names else [None] * n
+    return [{"id": str(ids[i]) if ids is not None else str(offset + i), "question": qs[i], "context": cs[i],
+             "answers": ans[i]} for i in range(n)]
+
+
+def _checked(rows: list[dict], path: str, flag: str) -> QAData:
+    """Rows -> QAData with each answer checked against its context (bad ones counted and skipped)."""
     data = QAData([], [], [], [], bad_ids=[])
-    for r in all_rows:
+    for r in rows:
         ctx = "" if r["context"] is None else str(r["context"])
         q = "" if r["question"] is None else str(r["question"])
         if not ctx.strip():
