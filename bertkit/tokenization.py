@@ -265,12 +265,11 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         columns["--text-pair-column"] = data_cfg.text_pair_column
         columns["--label-column"] = data_cfg.label_column or "label"
     text_mode = "docs" if task == "mlm" and data_cfg.packing == "docs" else "lines"
-    if data_cfg.num_proc < 1:
-        raise UsageError(f"--num-proc {data_cfg.num_proc}: must be at least 1")
     if tok_cfg.train and tok_cfg.path:
         raise UsageError("--tokenizer and --train-tokenizer exclude each other: pass one")
     if task == "mlm":
         # mlm streams its inputs (bertkit/streaming.py): nothing here holds the whole corpus
+        ds = None
         paths = expand_inputs(data_cfg.inputs, flag)
         read_table = functools.partial(_row_batches, flag=flag, columns=columns, text_mode=text_mode,
                                        text_cols=text_cols)
@@ -279,6 +278,7 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
 
         log.info(f"Tokenizing {len(paths)} file(s)" + (f", {_human_bytes(total)}" if total else ""))
     else:
+        read_table = None
         ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
         log.info(f"Read {len(ds):,} rows from {len(paths)} file(s)")
 
@@ -291,64 +291,21 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
 
     if resume is not None:
         # the tokenizer of the interrupted run (a trained one is not trained again)
-        tok = load_tokenizer(out_dir / TOKENIZER_DIR)
-        tok_source = resume["tokenizer_source"]
+        tok, tok_source = load_tokenizer(out_dir / TOKENIZER_DIR), resume["tokenizer_source"]
         log.info(f"Resuming an interrupted run in {out_dir}: {resume['bytes_done'] / 1e6:,.1f} MB were done "
                  f"({len(resume['parts'])} finished shard(s))")
-    elif tok_cfg.train:
-        if tok_cfg.vocab_size < len(SPECIAL_TOKENS) + 10:
-            raise UsageError(f"--vocab-size {tok_cfg.vocab_size} is too small")
-        log.info(f"Training a WordPiece tokenizer (vocab {tok_cfg.vocab_size:,}, "
-                 f"{'lowercase' if tok_cfg.lowercase else 'cased'})")
-        texts = _training_texts(paths, read_table) if task == "mlm" else text_batches(ds, text_cols)
-        tok = train_wordpiece(texts, tok_cfg.vocab_size, tok_cfg.lowercase, tok_cfg.min_frequency)
-        tok_source = "trained"
-        if len(tok) < tok_cfg.vocab_size:
-            log.info(vocab_shortfall(len(tok), tok_cfg.vocab_size, tok_cfg.min_frequency))
-    elif tok_cfg.path:
-        tok = load_tokenizer(tok_cfg.path)
-        tok_source = str(tok_cfg.path)
     else:
-        raise UsageError("no tokenizer: pass --tokenizer DIR (a local tokenizer or model dir) or --train-tokenizer")
-
+        tok, tok_source = _tokenizer_for(tok_cfg, lambda: _training_texts(paths, read_table) if task == "mlm"
+                                         else text_batches(ds, text_cols))
     if resume is None:
         out_dir.mkdir(parents=True, exist_ok=False)
         tok.save_pretrained(str(out_dir / TOKENIZER_DIR))
 
     if task == "mlm":
-        from .streaming import Packer, ShardWriter, tokenize_corpus
-
-        packer = Packer(data_cfg.max_seq_length, tok.cls_token_id, tok.sep_token_id, mode=data_cfg.packing)
-        writer = ShardWriter(out_dir / DATASET_DIR, resume_parts=resume["parts"] if resume else None)
-        tokens_before = resume["packer"]["counts"][1] if resume else 0
-
-        def checkpoint(state: dict) -> None:
-            state.update(key=key, tokenizer_source=tok_source)
-            write_json(out_dir / RESUME, state)
-
-        run = tokenize_corpus(paths, tok, packer, writer, num_proc=data_cfg.num_proc, read_table=read_table, log=log,
-                              resume=resume, checkpoint=checkpoint)
-        writer.close(fingerprint=key[:16])
-        (out_dir / RESUME).unlink(missing_ok=True)
-        stats = packer.stats()
-        secs = max(run["seconds"], 1e-9)
-        extra = {"throughput": {"bytes": run["bytes"], "seconds": round(run["seconds"], 2),
-                                "mb_per_s": round(run["bytes"] / 1e6 / secs, 3),
-                                "tokens_per_s": round((stats["tokens"] - tokens_before) / secs),
-                                **({"resumed_at_bytes": run["resumed_at_bytes"]} if resume else {})}}
+        stats, extra = _pack_mlm(paths, tok, data_cfg, out_dir, resume, {"key": key, "tokenizer_source": tok_source},
+                                 read_table)
     else:
-        from .labels import LabelSpace
-
-        labels_col = data_cfg.label_column or "label"
-        space = LabelSpace.from_values(ds[labels_col], problem="auto", column=labels_col)
-        ds = space.attach(ds, labels_col, source=str(paths[0]))
-        packed = encode_for_classification(ds, tok, text_cols, data_cfg.text_pair_column,
-                                           data_cfg.max_seq_length, "truncate", 0, data_cfg.num_proc)
-        lengths = np.array([len(x) for x in packed["input_ids"]])
-        stats = {"examples": len(ds), "tokens": int(lengths.sum()), "blocks": len(packed),
-                 "packing_efficiency": round(float(lengths.mean() / lengths.max()), 4) if len(lengths) else 0.0}
-        extra = {"labels": space.to_dict()}
-        packed.save_to_disk(str(out_dir / DATASET_DIR))
+        stats, extra = _encode_cls(ds, paths, tok, data_cfg, text_cols, out_dir)
     manifest = {
         "bertkit_version": __version__,
         "task": task,
@@ -364,6 +321,63 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
     manifest["cache_key"] = key
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
+
+
+def _tokenizer_for(tok_cfg, training_texts) -> tuple[Any, str]:
+    """The tokenizer to encode with and where it came from: trained on ``training_texts()`` (called only
+    when training) or loaded from ``--tokenizer``."""
+    if tok_cfg.train:
+        if tok_cfg.vocab_size < len(SPECIAL_TOKENS) + 10:
+            raise UsageError(f"--vocab-size {tok_cfg.vocab_size} is too small")
+        log.info(f"Training a WordPiece tokenizer (vocab {tok_cfg.vocab_size:,}, "
+                 f"{'lowercase' if tok_cfg.lowercase else 'cased'})")
+        tok = train_wordpiece(training_texts(), tok_cfg.vocab_size, tok_cfg.lowercase, tok_cfg.min_frequency)
+        if len(tok) < tok_cfg.vocab_size:
+            log.info(vocab_shortfall(len(tok), tok_cfg.vocab_size, tok_cfg.min_frequency))
+        return tok, "trained"
+    if tok_cfg.path:
+        return load_tokenizer(tok_cfg.path), str(tok_cfg.path)
+    raise UsageError("no tokenizer: pass --tokenizer DIR (a local tokenizer or model dir) or --train-tokenizer")
+
+
+def _pack_mlm(paths, tok, data_cfg, out_dir: Path, resume: dict | None, stamp: dict, read_table) -> tuple[dict, dict]:
+    """Stream ``paths`` into packed blocks in ``out_dir`` (from ``resume``'s last finished shard);
+    returns (counts, manifest extras).  ``stamp`` goes into every resume checkpoint."""
+    from .streaming import Packer, ShardWriter, tokenize_corpus
+
+    packer = Packer(data_cfg.max_seq_length, tok.cls_token_id, tok.sep_token_id, mode=data_cfg.packing)
+    writer = ShardWriter(out_dir / DATASET_DIR, resume_parts=resume["parts"] if resume else None)
+    tokens_before = resume["packer"]["counts"][1] if resume else 0
+
+    def checkpoint(state: dict) -> None:
+        write_json(out_dir / RESUME, {**state, **stamp})
+
+    run = tokenize_corpus(paths, tok, packer, writer, num_proc=data_cfg.num_proc, read_table=read_table, log=log,
+                          resume=resume, checkpoint=checkpoint)
+    writer.close(fingerprint=stamp["key"][:16])
+    (out_dir / RESUME).unlink(missing_ok=True)
+    stats = packer.stats()
+    secs = max(run["seconds"], 1e-9)
+    return stats, {"throughput": {"bytes": run["bytes"], "seconds": round(run["seconds"], 2),
+                                  "mb_per_s": round(run["bytes"] / 1e6 / secs, 3),
+                                  "tokens_per_s": round((stats["tokens"] - tokens_before) / secs),
+                                  **({"resumed_at_bytes": run["resumed_at_bytes"]} if resume else {})}}
+
+
+def _encode_cls(ds, paths, tok, data_cfg, text_cols: list[str], out_dir: Path) -> tuple[dict, dict]:
+    """One example per row with its label, saved in ``out_dir``; returns (counts, manifest extras)."""
+    from .labels import LabelSpace
+
+    labels_col = data_cfg.label_column or "label"
+    space = LabelSpace.from_values(ds[labels_col], problem="auto", column=labels_col)
+    ds = space.attach(ds, labels_col, source=str(paths[0]))
+    packed = encode_for_classification(ds, tok, text_cols, data_cfg.text_pair_column, data_cfg.max_seq_length,
+                                       "truncate", 0, data_cfg.num_proc)
+    lengths = np.array([len(x) for x in packed["input_ids"]])
+    packed.save_to_disk(str(out_dir / DATASET_DIR))
+    return ({"examples": len(ds), "tokens": int(lengths.sum()), "blocks": len(packed),
+             "packing_efficiency": round(float(lengths.mean() / lengths.max()), 4) if len(lengths) else 0.0},
+            {"labels": space.to_dict()})
 
 
 def _cache_params(data_cfg, task: str) -> dict:
