@@ -19,7 +19,7 @@ from .errors import UsageError
 from .loading import load_model, open_checkpoint
 from .log import is_tty, quiet
 from .metrics import mean_by_group
-from .modeling import check_compatible
+from .modeling import check_compatible, cls_only_last_layer
 from .tokenization import head_tail
 
 TASK_LOADERS = {"fill-mask": "AutoModelForMaskedLM", "classification": "AutoModelForSequenceClassification",
@@ -101,7 +101,10 @@ class OpenedModel:
         if self.threads:
             torch.set_num_threads(self.threads)
         loader = getattr(transformers, TASK_LOADERS[self.task])
-        return load_model(loader, self.path, self.task).eval().to(self.device)
+        model = load_model(loader, self.path, self.task).eval().to(self.device)
+        if self.task == "classification":
+            cls_only_last_layer(model)  # the same logits, ~1.2x the rows/s (see the function)
+        return model
 
 
 def open_model(cfg, task: str | None = None) -> OpenedModel:

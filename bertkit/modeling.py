@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,3 +236,54 @@ def weighted_loss(problem: str, weights: list[float] | None):
     return loss_fn
 
 
+
+
+def _cls_only_layer_forward(layer, hidden_states, attention_mask=None, encoder_hidden_states=None,
+                            encoder_attention_mask=None, cache=None, **kwargs):
+    """``BertLayer.forward`` for the last layer of a classifier: keys and values from every position,
+    the query, attention output and feed-forward for position 0 ([CLS]) alone.  Returns (batch, 1,
+    hidden): the pooler reads ``[:, 0]``, so the logits and gradients are those of the full layer."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    sa = layer.attention.self
+    first = hidden_states[:, :1]
+    batch, length, _ = hidden_states.shape
+    d = sa.attention_head_size
+    query = sa.query(first).view(batch, 1, -1, d).transpose(1, 2)
+    key = sa.key(hidden_states).view(batch, length, -1, d).transpose(1, 2)
+    value = sa.value(hidden_states).view(batch, length, -1, d).transpose(1, 2)
+    if attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[-2] != 1:
+        attention_mask = attention_mask[:, :, :1, :]  # the [CLS] query's row of the (batch, 1, q, k) mask
+    attend = ALL_ATTENTION_FUNCTIONS.get_interface(sa.config._attn_implementation, eager_attention_forward)
+    out, _ = attend(sa, query, key, value, attention_mask, dropout=sa.dropout.p if sa.training else 0.0,
+                    scaling=sa.scaling, **kwargs)
+    attention_output = layer.attention.output(out.reshape(batch, 1, -1).contiguous(), first)
+    return layer.feed_forward_chunk(attention_output)
+
+
+def cls_only_last_layer(model: nn.Module) -> bool:
+    """Make a BERT sequence classifier compute its last layer for [CLS] alone.
+
+    ``BertForSequenceClassification`` classifies from the pooler, which reads only position 0 of the
+    last layer, yet transformers runs that layer for every position.  Its feed-forward, query and
+    attention output projections are 10/12 of a layer's matrix work, so on MiniLM-L6 (6 layers) this
+    drops ~14% of the forward and backward work with the same logits and gradients
+    (tests/test_modeling.py checks both); on the 2-layer tiny preset, ~40%.  Only the instance's
+    ``forward`` is replaced: parameters, state dict and the saved model are unchanged.  Models of other
+    shapes (no pooler, a decoder, cross-attention, another architecture) are left alone: returns
+    whether the change applied."""
+    from transformers.models.bert.modeling_bert import BertLayer
+
+    bert = getattr(model, "bert", None)
+    config = getattr(model, "config", None)
+    if (bert is None or config is None or getattr(bert, "pooler", None) is None
+            or type(model).__name__ != "BertForSequenceClassification"
+            or config.is_decoder or getattr(config, "add_cross_attention", False)
+            or config._attn_implementation not in ("sdpa", "eager")):
+        return False
+    last = bert.encoder.layer[-1]
+    if type(last) is not BertLayer:
+        return False
+    last.forward = types.MethodType(_cls_only_layer_forward, last)
+    return True

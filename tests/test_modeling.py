@@ -35,3 +35,46 @@ def test_dropout_overrides_per_config_family():
     assert dropout_overrides(DistilBertConfig(), 0.2) == {"dropout": 0.2, "attention_dropout": 0.2}
     with pytest.raises(UsageError, match="--dropout 0.2: the gpt2 model config"):
         dropout_overrides(GPT2Config(), 0.2)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_cls_only_last_layer_gives_the_same_logits_and_gradients(attn):
+    import copy
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from bertkit.modeling import cls_only_last_layer
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, num_labels=3, attn_implementation=attn)
+    full = BertForSequenceClassification(config).eval()
+    fast = copy.deepcopy(full)
+    assert cls_only_last_layer(fast)
+    ids = torch.randint(5, 50, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[0, 4:] = 0  # padding changes [CLS]'s attention: the mask must reach the last layer
+    mask[1, 7:] = 0
+    labels = torch.tensor([0, 2, 1])
+    a = full(input_ids=ids, attention_mask=mask, labels=labels)
+    b = fast(input_ids=ids, attention_mask=mask, labels=labels)
+    assert torch.allclose(a.logits, b.logits, atol=1e-6)
+    a.loss.backward()
+    b.loss.backward()
+    for (name, p), q in zip(full.named_parameters(), fast.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-6), name
+    assert list(fast.state_dict()) == list(full.state_dict())  # saves as a plain BERT classifier
+
+
+def test_cls_only_last_layer_leaves_other_models_alone():
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    from bertkit.modeling import cls_only_last_layer
+
+    small = dict(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)
+    assert not cls_only_last_layer(BertForMaskedLM(BertConfig(**small)))
+    decoder = BertForSequenceClassification(BertConfig(**small, is_decoder=True))
+    assert not cls_only_last_layer(decoder)

@@ -16,8 +16,8 @@ from ..labels import LabelSpace, class_weights
 from ..loading import load_model
 from ..log import get_logger
 from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics, greater_is_better
-from ..modeling import (Checkpoint, count_parameters, dropout_overrides, init_head_at_prior, new_parameters,
-                        open_checkpoint_for, weighted_loss)
+from ..modeling import (Checkpoint, cls_only_last_layer, count_parameters, dropout_overrides, init_head_at_prior,
+                        new_parameters, open_checkpoint_for, weighted_loss)
 from ..sampling import token_lengths
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
@@ -129,6 +129,7 @@ def load_classifier(cfg: FinetuneConfig, base: Checkpoint, data: ClsData):
     if cfg.prior_init and (name := init_head_at_prior(model, head, data.space.prior_bias(data.train["labels"],
                                                                                           data.weights))):
         log.info(f"New head: {name} starts at the training labels' prior")
+    cls_only_last_layer(model)  # same logits and gradients, less work: ~1.2x the examples/s on MiniLM
     return model, frozenset(head)
 
 
