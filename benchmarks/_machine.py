@@ -42,3 +42,33 @@ def step_timer(warmup_steps: int, steps: int, state: dict):
                 state["counting"] = False
 
     return Timer()
+
+
+def train_clock(state: dict):
+    """A Trainer callback summing the wall and CPU seconds (``time.process_time``: this process, all its
+    threads) of the training steps alone into ``state["wall"]``/``state["cpu"]``: each step counts from the
+    end of whatever came before it (training start, the previous step, a log, an evaluation, a save), so
+    evaluations and checkpoint saves are left out.  A single-threaded run's CPU seconds hardly move when
+    other jobs share the cores (its wall seconds do: time slicing), so ratios of CPU seconds compare runs
+    made under different load."""
+    from transformers import TrainerCallback
+
+    state.setdefault("wall", 0.0)
+    state.setdefault("cpu", 0.0)
+
+    class Clock(TrainerCallback):
+        def _mark(self):
+            state["ref"] = (time.perf_counter(), time.process_time())
+
+        def on_train_begin(self, *a, **kw):
+            self._mark()
+
+        def on_step_end(self, *a, **kw):
+            wall, cpu = state["ref"]
+            state["wall"] += time.perf_counter() - wall
+            state["cpu"] += time.process_time() - cpu
+            self._mark()
+
+        on_log = on_evaluate = on_save = lambda self, *a, **kw: self._mark()
+
+    return Clock()

@@ -3,8 +3,8 @@
 
 The peer is written here: AutoModelForSequenceClassification, DataCollatorWithPadding (dynamic
 padding), the Trainer's shuffled batches (RandomSampler), with bertkit's model, data, batch size,
-steps, lr, linear schedule, warm-up ratio (0.06), weight decay (0.01) and seed.  bertkit runs through
-its CLI (a subprocess, defaults otherwise).  Both run one process with one torch thread
+steps, lr, linear schedule, warm-up ratio (0.06), weight decay (0.01) and seed.  bertkit runs with its
+defaults otherwise.  Both run one process with one torch thread
 (OMP_NUM_THREADS=1 and torch.set_num_threads(1)).
 
 | task | data | columns | metric | settings |
@@ -14,8 +14,12 @@ its CLI (a subprocess, defaults otherwise).  Both run one process with one torch
 
 Both: MiniLM-L6 (``minilm-l6``), batch 32, max length 128.  bertkit evaluates every epoch and reports
 its best checkpoint (by --metric); the peer evaluates every epoch and the best epoch is reported, the
-same selection.  examples/s: optimizer steps x batch size / training seconds, evaluations left out
-(bertkit's ``examples_per_second``; its checkpoint saves stay in, which only slows bertkit).
+same selection.  Speed: optimizer steps x batch size over the seconds of the training steps alone
+(evaluations and checkpoint saves left out), measured the same way on both sides by one Trainer callback
+(``_machine.train_clock``), both in wall time and in CPU time of the process: each side runs single-threaded,
+so its CPU seconds hardly change when other jobs share the machine, and the CPU ratio is the one to trust on
+a busy machine.  bertkit runs as ``finetune_cls.run`` (the command's own stages) in a subprocess of this
+script, with its defaults and the flags below.
 
     PYTHONPATH=. .venv/bin/python benchmarks/finetune_parity.py --tasks sst2 --seeds 1,2,3 \\
         --batching length,window,random
@@ -39,7 +43,7 @@ import sys
 import time
 from pathlib import Path
 
-from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+from _machine import cpu_name, train_clock  # benchmarks/_machine.py (scripts run from this folder)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("BERTKIT_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
@@ -141,56 +145,66 @@ def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: in
         per_device_eval_batch_size=2 * BATCH, learning_rate=spec["lr"], num_train_epochs=spec["epochs"],
         max_steps=max_steps, lr_scheduler_type="linear", warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, seed=seed,
         eval_strategy="epoch", save_strategy="no", logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=True)
+    clock: dict = {}
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=dev_ds,
                       data_collator=DataCollatorWithPadding(tok), processing_class=tok,
-                      compute_metrics=compute_metrics)
-    t0 = time.time()
+                      compute_metrics=compute_metrics, callbacks=[train_clock(clock)])
     trainer.train()
-    seconds = time.time() - t0
     evals = [r for r in trainer.state.log_history if f"eval_{spec['metric']}" in r]
-    eval_s = sum(r.get("eval_runtime", 0.0) for r in evals)
     best = max(evals, key=lambda r: r[f"eval_{spec['metric']}"])  # bertkit reports its best checkpoint too
-    result = {"accuracy": best["eval_accuracy"], "f1": best["eval_f1"], "steps": trainer.state.global_step,
-              "train_seconds": round(seconds - eval_s, 2),
-              "examples_per_second": round(trainer.state.global_step * BATCH / max(seconds - eval_s, 1e-9), 2)}
+    write_result(out_json, best["eval_accuracy"], best["eval_f1"], trainer.state.global_step, clock)
+
+
+def write_result(out_json: str, accuracy: float, f1: float, steps: int, clock: dict) -> None:
+    result = {"accuracy": accuracy, "f1": f1, "steps": steps, "train_seconds": round(clock["wall"], 2),
+              "train_cpu_seconds": round(clock["cpu"], 2),
+              "examples_per_second": round(steps * BATCH / max(clock["wall"], 1e-9), 2),
+              "examples_per_cpu_second": round(steps * BATCH / max(clock["cpu"], 1e-9), 2)}
     Path(out_json).write_text(json.dumps(result), encoding="utf-8")
+
+
+def bertkit_run(task: str, seed: int, setting: str, train_path: str, out_dir: str, out_json: str,
+                max_steps: int = -1) -> None:
+    """bertkit finetune-cls with its defaults and these flags, in this process (``finetune_cls.run``, the
+    command's own stages) so the training clock can ride along as an extra callback."""
+    import torch
+
+    from bertkit.commands import finetune_cls
+    from bertkit.config import resolve
+    from bertkit.schemas import FinetuneConfig
+
+    torch.set_num_threads(1)
+    spec = TASKS[task]
+    kind, _, window = setting.partition(":")
+    flags = {"model": "minilm-l6", "output": out_dir, "overwrite": True, "metric": spec["metric"],
+             "data.train": train_path, "data.validation": str(DATA / spec["folder"] / "dev.tsv"),
+             "data.text_column": spec["text"][0], "data.text_pair_column": spec["text"][1] if len(spec["text"]) > 1
+             else None, "data.label_column": spec["label"], "data.max_seq_length": MAX_LEN,
+             "train.batch_size": BATCH, "train.epochs": spec["epochs"], "train.lr": spec["lr"],
+             "train.warmup_ratio": WARMUP, "train.weight_decay": WEIGHT_DECAY, "train.seed": seed,
+             "train.batching": kind, "train.batching_window": int(window) if window else None,
+             "train.max_steps": max_steps if max_steps > 0 else None}
+    clock: dict = {}
+    m = finetune_cls.run(resolve(FinetuneConfig, flags=flags), callbacks=[train_clock(clock)])
+    write_result(out_json, m["eval_accuracy"], m["eval_f1"], m["steps"], clock)
 
 
 # --------------------------------------------------------------------------------------------
 # Runs
 # --------------------------------------------------------------------------------------------
 
-def batching_flags(setting: str) -> list[str]:
-    kind, _, window = setting.partition(":")
-    flags = ["--batching", kind]
-    if window:
-        flags += ["--batching-window", window]
-    return flags
-
-
 def run_bertkit(task: str, seed: int, setting: str, runs: Path, smoke: bool = False) -> dict:
-    spec = TASKS[task]
     out = runs / f"{task}-bertkit-{setting.replace(':', '')}-s{seed}"
-    args = ["finetune-cls", "--model", "minilm-l6", "--train", str(train_file(task, runs)),
-            "--validation", str(DATA / spec["folder"] / "dev.tsv"), "--text-column", spec["text"][0],
-            "--label-column", spec["label"], "--max-seq-length", str(MAX_LEN), "--batch-size", str(BATCH),
-            "--epochs", str(spec["epochs"]), "--lr", str(spec["lr"]), "--warmup-ratio", str(WARMUP),
-            "--weight-decay", str(WEIGHT_DECAY), "--seed", str(seed), "--metric", spec["metric"],
-            "--output", str(out), "--overwrite", "--quiet", *batching_flags(setting)]
-    if len(spec["text"]) > 1:
-        args += ["--text-pair-column", spec["text"][1]]
-    if smoke:
-        args += ["--max-steps", str(SMOKE_STEPS)]
     log = runs / "logs" / f"{out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    result = runs / f"{out.name}.json"
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--bertkit-run", task, str(seed), setting,
+           str(train_file(task, runs)), str(out), str(result), str(SMOKE_STEPS if smoke else -1)]
     with open(log, "w", encoding="utf-8") as fh:
-        proc = subprocess.run(bertkit_cmd() + args, stdout=fh, stderr=subprocess.STDOUT, env=env1())
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env1())
     if proc.returncode != 0:
         raise RuntimeError(f"bertkit {task} seed {seed} {setting}: exit {proc.returncode}, see {log}")
-    m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    return {"accuracy": m["eval_accuracy"], "f1": m["eval_f1"], "steps": m["steps"],
-            "train_seconds": round(m["train_seconds"] - m["eval_seconds"], 2),
-            "examples_per_second": m["examples_per_second"]}
+    return json.loads(result.read_text(encoding="utf-8"))
 
 
 def run_peer(task: str, seed: int, runs: Path, smoke: bool = False) -> dict:
@@ -226,27 +240,38 @@ def report(runs: Path, tasks: list[str]) -> None:
         settings = sorted({w for (t, w, _) in rows if t == task and w != "peer"})
         if not peer:
             continue
-        print(f"\n### {task} (dev {metric}; examples/s of training; peer = plain Trainer, shuffled batches, "
-              "dynamic padding)\n")
+        print(f"\n### {task} (dev {metric}; training examples per second of wall time and per CPU-second of "
+              "the training steps; peer = plain Trainer, shuffled batches, dynamic padding)\n")
         print(f"| bertkit --batching | seed | bertkit {metric} | peer {metric} | difference (points) "
-              "| bertkit ex/s | peer ex/s | speed ratio |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+              "| bertkit ex/s | peer ex/s | ratio (wall) | ratio (CPU) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for w in settings:
             seeds = sorted(s for (t, ww, s) in rows if t == task and ww == w and s in peer)
             if not seeds:
                 continue
             b = [rows[(task, w, s)] for s in seeds]
             p = [peer[s] for s in seeds]
+            name = w[len("bertkit-"):]
             for s, rb, rp in zip(seeds, b, p):
-                print(f"| {w[len('bertkit-'):]} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | "
-                      f"{100 * (rb[metric] - rp[metric]):+.2f} | {rb['examples_per_second']:.1f} | "
-                      f"{rp['examples_per_second']:.1f} | {rb['examples_per_second'] / rp['examples_per_second']:.2f}x |")
-            mb = sum(r[metric] for r in b) / len(b)
-            mp = sum(r[metric] for r in p) / len(p)
-            sb = sum(r["examples_per_second"] for r in b) / len(b)
-            sp = sum(r["examples_per_second"] for r in p) / len(p)
-            print(f"| **{w[len('bertkit-'):]}** | mean of {len(seeds)} | **{mb:.4f}** | **{mp:.4f}** | "
-                  f"**{100 * (mb - mp):+.2f}** | {sb:.1f} | {sp:.1f} | **{sb / sp:.2f}x** |")
+                print(f"| {name} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | {100 * (rb[metric] - rp[metric]):+.2f} "
+                      f"| {rb['examples_per_second']:.1f} | {rp['examples_per_second']:.1f} | "
+                      f"{speed_ratio([rb], [rp], 'examples_per_second')} | "
+                      f"{speed_ratio([rb], [rp], 'examples_per_cpu_second')} |")
+            mb, mp = mean(b, metric), mean(p, metric)
+            print(f"| **{name}** | mean of {len(seeds)} | **{mb:.4f}** | **{mp:.4f}** | **{100 * (mb - mp):+.2f}** | "
+                  f"{mean(b, 'examples_per_second'):.1f} | {mean(p, 'examples_per_second'):.1f} | "
+                  f"**{speed_ratio(b, p, 'examples_per_second')}** | **{speed_ratio(b, p, 'examples_per_cpu_second')}** |")
+
+
+def mean(rows: list[dict], key: str) -> float:
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def speed_ratio(b: list[dict], p: list[dict], key: str) -> str:
+    """bertkit's mean examples/s over the peer's (runs from before the CPU clock have no CPU figure)."""
+    if not all(key in r for r in b + p):
+        return "-"
+    return f"{mean(b, key) / mean(p, key):.2f}x"
 
 
 def main() -> None:
@@ -254,6 +279,10 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-run":
         task, seed, train_path, out_json, max_steps = sys.argv[2:7]
         peer_run(task, int(seed), train_path, out_json, int(max_steps))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--bertkit-run":
+        task, seed, setting, train_path, out_dir, out_json, max_steps = sys.argv[2:9]
+        bertkit_run(task, int(seed), setting, train_path, out_dir, out_json, int(max_steps))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="sst2,mrpc", help="comma-separated: sst2, mrpc")
