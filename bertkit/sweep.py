@@ -1,9 +1,11 @@
 """Hyperparameter sweeps on Optuna: the search space, the sweep's schema, pruning and the results.
 
-``bertkit sweep finetune-cls ...`` takes every flag of ``finetune-cls`` (the fixed part of each trial)
-plus the sweep's own (``--param``, ``--trials``, ...): :class:`SweepFinetuneConfig` is finetune-cls's
-schema with a ``search`` mapping and a ``sweep`` section added, so the CLI generates both from one
-schema.  Optuna is an extra (``bertkit[sweep]``): nothing here imports it at module level.
+``bertkit sweep finetune-cls ...`` (or ``finetune-qa``) takes every flag of the target command (the
+fixed part of each trial) plus the sweep's own (``--param``, ``--trials``, ...): :class:`SweepFinetuneConfig`
+(:class:`SweepFinetuneQAConfig`) is the target's schema with a ``search`` mapping and a ``sweep`` section
+added, so the CLI generates both from one schema; :data:`bertkit.sweep_schema.TARGETS` says what each
+target's schema, runner and metrics are.  Optuna is an extra (``bertkit[sweep]``): nothing here imports it
+at module level.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .errors import UsageError
 from .log import get_logger
 from .metrics import LOWER_IS_BETTER, METRICS_BY_PROBLEM, greater_is_better
 from .schemas import FinetuneConfig
-from .sweep_schema import SweepFinetuneConfig, target_config
+from .sweep_schema import TARGETS, SweepFields, SweepFinetuneConfig, SweepFinetuneQAConfig, target_config, target_of
 
 log = get_logger()
 
@@ -87,7 +89,8 @@ def resolve_name(name: str, schema: type = FinetuneConfig) -> tuple[str, Any]:
     if len(keys) > 1:
         raise UsageError(f"--param {name}: ambiguous; use one of {', '.join(keys)}")
     valid = sorted(short[k][0].rsplit(".", 1)[-1] if len(short[k]) == 1 else k for k in short)
-    raise UsageError(f"--param {name}: not a field of the command; searchable: {', '.join(valid)}")
+    command = next((t.command for t in TARGETS.values() if t.schema is schema), "the command")
+    raise UsageError(f"--param {name}: not a field of {command}; searchable: {', '.join(valid)}")
 
 
 def _base_type(tp):
@@ -152,8 +155,10 @@ def parse_spec(name: str, spec: Any, schema: type = FinetuneConfig) -> Param:
     return Param(name, key, kind, low, high)
 
 
-def search_space(cfg: SweepFinetuneConfig, schema: type = FinetuneConfig) -> list[Param]:
-    """The recipe's ``search:`` entries, then ``--param`` flags (a flag replaces a recipe entry of the same field)."""
+def search_space(cfg: SweepFields) -> list[Param]:
+    """The recipe's ``search:`` entries, then ``--param`` flags (a flag replaces a recipe entry of the same field);
+    names are fields of the sweep's target command."""
+    schema = target_of(cfg).schema
     params: dict[str, Param] = {}
     for name, spec in (cfg.search or {}).items():
         p = parse_spec(str(name), spec, schema)
@@ -199,11 +204,13 @@ def grid_space(params: list[Param]) -> dict[str, list]:
 # Objective direction
 # ------------------------------------------------------------------------------------------------
 
-def direction(metric: str | None) -> str:
-    """Optuna's direction of finetune-cls's ``--metric`` (None: the per-problem default, all maximised:
-    accuracy, f1_micro, pearsonr)."""
+def direction(metric: str | None, command: str = "finetune-cls") -> str:
+    """Optuna's direction of the target command's ``--metric`` (finetune-cls's None: the per-problem
+    default, all maximised: accuracy, f1_micro, pearsonr; finetune-qa's f1 and exact_match are maximised)."""
     m = (metric or "accuracy").removeprefix("eval_")
-    known = {name for names in METRICS_BY_PROBLEM.values() for name in names} | LOWER_IS_BETTER
+    known = set(TARGETS[command].metrics or ())
+    if not known:  # finetune-cls: whatever some problem computes
+        known = {name for names in METRICS_BY_PROBLEM.values() for name in names} | LOWER_IS_BETTER
     if m not in known:
         raise UsageError(f"--metric {metric}: unknown direction; use one of {', '.join(sorted(known))}")
     return "maximize" if greater_is_better(m) else "minimize"
@@ -229,7 +236,7 @@ def report_step(state) -> int:
 
 
 class PruningCallback(_TrainerCallback):
-    """Reports the Trainer's validation metric (``metric_for_best_model``, as finetune-cls set it) to an
+    """Reports the Trainer's validation metric (``metric_for_best_model``, as the target command set it) to an
     Optuna trial at each evaluation and stops a trial the pruner rejects by raising ``TrialPruned``:
     the exception leaves ``trainer.train`` before the checkpoint of that evaluation and before the final
     model is written, so a pruned trial spends nothing more (its directory is removed by the sweep)."""
@@ -477,5 +484,5 @@ def default_study_name(output: str) -> str:
     return _SAFE.sub("-", Path(output).resolve().name) or "sweep"
 
 
-__all__ = ["SweepFinetuneConfig", "Param", "parse_param", "search_space", "direction", "PruningCallback",
-           "write_results", "keep_best", "plot", "target_config", "require_optuna"]
+__all__ = ["SweepFinetuneConfig", "SweepFinetuneQAConfig", "Param", "parse_param", "search_space", "direction",
+           "PruningCallback", "write_results", "keep_best", "plot", "target_config", "require_optuna"]

@@ -1,14 +1,16 @@
 """The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and
-a ``sweep`` section.  Kept apart from :mod:`bertkit.sweep`, which imports transformers (3.5 s), because
-the CLI imports every schema at start-up."""
+a ``sweep`` section, for each command a sweep can run (:data:`TARGETS`: finetune-cls, finetune-qa).  Kept
+apart from :mod:`bertkit.sweep`, which imports transformers (3.5 s), because the CLI imports every schema
+at start-up."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Optional
+import typing
+from dataclasses import dataclass, make_dataclass
+from typing import ClassVar, Literal, Optional
 
 from .config import from_dict, opt, section, set_dotted, to_dict
-from .schemas import FinetuneConfig, FinetuneTrainConfig
+from .schemas import FinetuneConfig, FinetuneQAConfig
 
 
 @dataclass
@@ -37,25 +39,64 @@ class SweepSection:
 
 
 @dataclass
-class SweepTrainConfig(FinetuneTrainConfig):
-    # every trial starts afresh in its own directory: the flag belongs to the sweep (--resume)
+class TrialTrainFields:
+    """Mixed into the target's ``train`` section: every trial starts afresh in its own directory, and the
+    --resume flag belongs to the sweep (SweepSection.resume)."""
     resume: str = opt("no", "Trials never resume a checkpoint.")
 
 
 @dataclass
-class SweepFinetuneConfig(FinetuneConfig):
+class SweepFields:
+    """Mixed into the target command's schema (placed first among the bases, so these fields override the
+    target's and come after its own in the CLI and the saved config)."""
+    command: ClassVar[str]  # the target command: TARGETS[command]
     # the sweep owns --output (trials go to OUTPUT/trials/<n>) and never overwrites a study
     overwrite: bool = opt(False, "Not used by sweeps: trials write to new directories.")
-    train: SweepTrainConfig = section(SweepTrainConfig)
     search: Optional[dict] = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; --param adds to it.")
     sweep: SweepSection = section(SweepSection)
 
 
-TARGETS: dict[str, type] = {"finetune-cls": FinetuneConfig}
+def make_sweep_schema(name: str, command: str, target: type) -> type:
+    """``bertkit sweep COMMAND``'s schema: the target's, whose ``train`` section gets TrialTrainFields, with
+    SweepFields.  Made by one function (dataclasses.make_dataclass) so every target's sweep schema is built
+    the same way; a sweep config's class names its target (``command``)."""
+    train = typing.get_type_hints(target)["train"]
+    trial_train = make_dataclass(f"Sweep{train.__name__}", [], bases=(TrialTrainFields, train),
+                                 namespace={"__module__": __name__})
+    return make_dataclass(name, [("train", trial_train, section(trial_train))], bases=(SweepFields, target),
+                          namespace={"__module__": __name__, "command": command})
 
 
-def target_config(cfg: SweepFinetuneConfig, command: str = "finetune-cls", params: dict | None = None,
-                  output: str | None = None):
+SweepFinetuneConfig = make_sweep_schema("SweepFinetuneConfig", "finetune-cls", FinetuneConfig)
+SweepFinetuneQAConfig = make_sweep_schema("SweepFinetuneQAConfig", "finetune-qa", FinetuneQAConfig)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A command a sweep runs: each trial is ``bertkit.commands.<module>.run(config, callbacks=[pruning])``."""
+    command: str            # finetune-qa
+    schema: type            # its config (FinetuneQAConfig): what --param names are checked against
+    sweep_schema: type      # the sweep's (SweepFinetuneQAConfig): the CLI's flags for `bertkit sweep finetune-qa`
+    module: str             # finetune_qa
+    # the --metric values it evaluates (the objective; direction from metrics.greater_is_better); None:
+    # finetune-cls's, every metric of metrics.METRICS_BY_PROBLEM and loss (kept out of here: it imports numpy)
+    metrics: Optional[tuple[str, ...]] = None
+
+
+TARGETS: dict[str, Target] = {
+    "finetune-cls": Target("finetune-cls", FinetuneConfig, SweepFinetuneConfig, "finetune_cls"),
+    # QATrainer scores EM/F1 without labels in the evaluation windows: no eval loss to minimise
+    "finetune-qa": Target("finetune-qa", FinetuneQAConfig, SweepFinetuneQAConfig, "finetune_qa",
+                          metrics=("f1", "exact_match")),
+}
+
+
+def target_of(cfg) -> Target:
+    """The target of a sweep config (its schema class says which)."""
+    return TARGETS[type(cfg).command]
+
+
+def target_config(cfg: SweepFields, params: dict | None = None, output: str | None = None):
     """The target command's config of one trial: the fixed fields, the trial's params, its output."""
     data = to_dict(cfg)
     data.pop("search", None)
@@ -66,4 +107,4 @@ def target_config(cfg: SweepFinetuneConfig, command: str = "finetune-cls", param
         data["output"] = output
     for key, value in (params or {}).items():
         set_dotted(data, key, value)
-    return from_dict(TARGETS[command], data, source="sweep")
+    return from_dict(target_of(cfg).schema, data, source="sweep")

@@ -1,4 +1,5 @@
-"""bertkit sweep: the search space, a sweep through the CLI, two workers sharing a journal, a killed worker."""
+"""bertkit sweep: the search space, a sweep through the CLI (finetune-cls and finetune-qa), two workers sharing a
+journal, a killed worker."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_param_parsing():
 
 
 @pytest.mark.parametrize("text,message", [
-    ("foo=int:1:2", "not a field of the command; searchable: batch_size"),
+    ("foo=int:1:2", "not a field of finetune-cls; searchable: batch_size"),
     ("lr=log:0:1e-3", "log needs LOW > 0"),
     ("lr=log:1e-3:1e-5", "need LOW < HIGH"),
     ("lr=cubic:1:2", "unknown kind 'cubic'"),
@@ -89,6 +90,9 @@ def test_direction():
     assert direction("loss") == "minimize" and direction("eval_mse") == "minimize"
     for m in (None, "accuracy", "f1", "pearsonr", "f1_micro"):
         assert direction(m) == "maximize"
+    assert direction("f1", "finetune-qa") == "maximize" and direction("eval_exact_match", "finetune-qa") == "maximize"
+    with pytest.raises(UsageError, match="use one of exact_match, f1"):
+        direction("accuracy", "finetune-qa")
 
 
 def test_pruning_callback_reports_and_stops():
@@ -259,3 +263,90 @@ def test_killed_worker_trial_failed_and_rerun_finishes(mlm_model, cls_files, tmp
     assert states == ["FAIL", "COMPLETE"]
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["state"] for r in rows] == states
+
+
+# ------------------------------------------------------------------------------------------------
+# finetune-qa
+# ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def qa_files(tmp_path_factory):
+    from test_qa import synthetic_squad
+
+    d = tmp_path_factory.mktemp("sweepqa")
+    return synthetic_squad(d / "train.json", 16), synthetic_squad(d / "dev.json", 6, seed=1)
+
+
+def _fixed_qa(model, train, dev, out, *extra):
+    """The finetune-qa flags every trial shares (tiny: 4 steps, evaluated after 2 and 4)."""
+    return ["--model", model, "--train", train, "--validation", dev, "--max-seq-length", 32, "--doc-stride", 8,
+            "--max-question-length", 12, "--batch-size", 8, "--max-steps", 4, "--eval-steps", 2, "--output", out,
+            "--threads", 1, *extra]
+
+
+def test_qa_unknown_param_is_a_usage_error_listing_qa_fields(mlm_model, qa_files, tmp_path, capsys):
+    train, dev = qa_files
+    # tune_threshold is finetune-cls's: not a field of finetune-qa
+    code = cli("sweep", "finetune-qa", *_fixed_qa(mlm_model, train, dev, tmp_path / "s"),
+               "--param", "tune_threshold=choice:true,false")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("bertkit: error: --param tune_threshold: not a field of finetune-qa; searchable: ")
+    assert all(name in err[0] for name in ("lr", "doc_stride", "n_best", "max_answer_length", "null_threshold"))
+    assert not (tmp_path / "s" / "trials").exists()
+
+
+def test_qa_sweep_end_to_end(mlm_model, qa_files, cls_files, tmp_path, capsys):
+    from bertkit.config import resolve
+    from bertkit.schemas import FinetuneQAConfig
+
+    train, dev = qa_files
+    out = tmp_path / "qa"
+    args = [*_fixed_qa(mlm_model, train, dev, out), "--param", "lr=log:1e-4:3e-3", "--trials", 2, "--sampler", "random"]
+    code = cli("sweep", "finetune-qa", *args)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert len([ln for ln in err.splitlines() if ln.startswith("trial ")]) == 2
+    assert "bertkit finetune-qa --config" in err
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["command"] == "finetune-qa" and summary["metric"] == "f1" and summary["direction"] == "maximize"
+    assert summary["trials"] == {"complete": 2}
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["COMPLETE"] * 2 and all(int(r["steps"]) == 4 for r in rows)
+    assert max(float(r["objective"]) for r in rows) == pytest.approx(summary["best"]["objective"])
+    # the pruning callback saw finetune-qa's F1 at each evaluation (after 2 and 4 of 4 steps = 1 epoch)
+    assert all(len(t.intermediate_values) == 2 for t in _study(out).trials)
+
+    # best.yaml is a finetune-qa config that reruns the best trial
+    text = (out / "best.yaml").read_text()
+    assert text.splitlines()[0] == f"# bertkit finetune-qa --config {out / 'best.yaml'}"
+    assert "\ncommand: finetune-qa\n" in text
+    assert resolve(FinetuneQAConfig, out / "best.yaml").data.doc_stride == 8
+    rerun = tmp_path / "rerun"
+    assert cli("finetune-qa", "--config", out / "best.yaml", "--output", rerun, "--quiet") == 0
+    assert json.loads((rerun / "metrics.json").read_text())["eval_f1"] == pytest.approx(
+        summary["best"]["objective"], abs=1e-6)
+    # best/ is a QA model dir
+    from transformers import AutoModelForQuestionAnswering
+
+    assert json.loads((out / "best" / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
+    AutoModelForQuestionAnswering.from_pretrained(str(out / "best"))
+    assert json.loads((out / "best" / "metrics.json").read_text())["eval_f1"] == pytest.approx(
+        summary["best"]["objective"])
+
+    # the saved settings are finetune-qa's: --resume continues (nothing left to run), --report reads the study
+    assert cli("sweep", "finetune-qa", "--output", out, "--resume") == 0
+    assert len(_study(out).trials) == 2
+    capsys.readouterr()
+    assert cli("sweep", "--report", out) == 0
+    report = capsys.readouterr().out.splitlines()
+    assert report[0].split() == ["#", "lr", "f1", "state", "steps", "seconds"] and len(report) == 4
+
+    # resuming (or rerunning) the study as another command is a usage error naming both
+    assert cli("sweep", "finetune-cls", "--output", out, "--resume") == 2
+    err = capsys.readouterr().err
+    assert "started as `bertkit sweep finetune-qa`, not `bertkit sweep finetune-cls`" in err
+    cls_train, cls_dev = cls_files
+    assert cli("sweep", "finetune-cls", *_fixed(mlm_model, cls_train, cls_dev, out), "--param", "lr=log:1e-4:3e-3",
+               "--trials", 2) == 2
+    assert "command ('finetune-qa' in the study, 'finetune-cls' here)" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """bertkit sweep <command>: a hyperparameter sweep on Optuna, shared by every worker of one storage.
 
-Each trial is a normal run of the target command (``finetune_cls.run``) in ``OUTPUT/trials/<n>/``.
+Each trial is a normal run of the target command (``finetune_cls.run`` or ``finetune_qa.run``, as
+:data:`bertkit.sweep_schema.TARGETS` says) in ``OUTPUT/trials/<n>/``.
 Trials are asked and told by hand (Optuna's ask-and-tell interface) rather than through
 ``study.optimize``, because the sweep needs three things ``optimize`` lacks: ``--trials`` as a total over
 every worker (counted in the storage, under a file lock when the storage is a local file), a liveness
@@ -11,6 +12,7 @@ seed so that workers starting together do not draw the same random parameters.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -29,11 +31,10 @@ from ..summary import print_summary
 from ..sweep import (Param, PruningCallback, default_study_name, direction, first_difference, config_fingerprint,
                      fmt_params, grid_space, keep_best, plot, require_optuna, search_space, suggest, table,
                      trial_rows, write_results, write_text)
-from ..sweep_schema import SweepFinetuneConfig, target_config
+from ..sweep_schema import SweepFields, Target, target_config, target_of
 
 log = get_logger()
 
-COMMAND = "finetune-cls"
 JOURNAL = "study.journal"
 # A worker writes a heartbeat into its running trial every HEARTBEAT_S; a trial whose heartbeat is older
 # than GRACE_S (or whose worker's pid is gone, on this host) is failed by the next worker that looks.
@@ -45,7 +46,8 @@ HOST = socket.gethostname()
 
 @dataclass
 class Sweep:
-    cfg: SweepFinetuneConfig
+    cfg: SweepFields
+    target: Target  # the command each trial runs (finetune-cls, finetune-qa)
     out: Path = None  # type: ignore[assignment]
     params: list[Param] = field(default_factory=list)
     metric: str = "accuracy"
@@ -77,8 +79,9 @@ def check(s: Sweep) -> None:
         saved = s.out / CONFIG_FILENAME
         if not saved.is_file():
             raise UsageError(f"--resume: {saved} not found; start the sweep without --resume first")
+        _check_saved_command(saved, s.target.command)
         cmdline = cfg.sweep
-        cfg = resolve(SweepFinetuneConfig, saved)
+        cfg = resolve(type(cfg), saved)
         # what may change between sessions of one study: how long this worker runs, and where
         for name in ("trials", "timeout", "threads", "storage"):
             if getattr(cmdline, name) != getattr(type(cmdline)(), name):
@@ -92,14 +95,12 @@ def check(s: Sweep) -> None:
         raise UsageError(f"--threads {cfg.sweep.threads}: must be at least 1")
     parse_duration(cfg.sweep.timeout)
     s.params = search_space(cfg)
-    base = target_config(cfg)
-    if not base.data.train:
-        raise UsageError("--train is required: the labelled training file")
+    base = target_config(cfg).validate()  # the fixed values' problems (--train, ...) once, not in every trial
     from ..loading import check_model_dir
 
     check_model_dir(base.model, "--model", base.allow_pickle)  # once here, not as a failure in every trial
     s.metric = (cfg.metric or "accuracy").removeprefix("eval_")
-    direction(cfg.metric)
+    direction(cfg.metric, s.target.command)
     s.total = cfg.sweep.trials
     if cfg.sweep.sampler == "grid":
         import math
@@ -116,19 +117,21 @@ def open_study(s: Sweep) -> None:
     s.storage, s.storage_desc, s.lock_path = make_storage(cfg.sweep.storage, s.out)
     name = cfg.sweep.study or default_study_name(str(s.out))
     try:
-        s.study = optuna.create_study(study_name=name, storage=s.storage, direction=direction(cfg.metric),
+        s.study = optuna.create_study(study_name=name, storage=s.storage,
+                                      direction=direction(cfg.metric, s.target.command),
                                       sampler=make_sampler(s, cfg.train.seed), pruner=make_pruner(s),
                                       load_if_exists=True)
     except Exception as e:  # noqa: BLE001 - a bad URL, an unreachable database, a foreign file
         raise UsageError(f"--storage {s.storage_desc}: cannot open the study ({str(e).splitlines()[0]})") from None
-    mine = {"command": COMMAND, "space": {p.name: p.spec() for p in s.params},
+    mine = {"command": s.target.command, "space": {p.name: p.spec() for p in s.params},
             "config": config_fingerprint(target_config(cfg)), "metric": s.metric}
     with file_lock(s.lock_path):
         theirs = s.study.user_attrs.get("bertkit")
         if theirs is None:
             s.study.set_user_attr("bertkit", mine)
         else:
-            diff = first_difference(mine["space"], theirs.get("space", {}), "search ")
+            diff = first_difference(mine["command"], theirs.get("command"), "command")
+            diff = diff or first_difference(mine["space"], theirs.get("space", {}), "search ")
             diff = diff or first_difference(mine["config"], theirs.get("config", {}))
             diff = diff or first_difference(mine["metric"], theirs.get("metric"), "metric")
             if diff:
@@ -174,7 +177,7 @@ def _write(s: Sweep, final: bool):
                                  output=str(s.out / "best-rerun"))
     kept, plots = None, []
     with file_lock(s.out / ".results.lock"):
-        s.summary = write_results(s.out, s.study, s.params, s.metric, COMMAND, best_cfg)
+        s.summary = write_results(s.out, s.study, s.params, s.metric, s.target.command, best_cfg)
         if final and best is not None and s.cfg.sweep.keep_best:
             kept = keep_best(s.out, s.out / "trials" / str(best.number))
             if kept is None:
@@ -199,7 +202,7 @@ def finish(s: Sweep) -> None:
     else:
         rows += [("best", f"trial {best.number}: {s.metric} {best.value:.4f}"),
                  ("best params", fmt_params(best.params)),
-                 ("reproduce", f"bertkit {COMMAND} --config {s.out / 'best.yaml'}")]
+                 ("reproduce", f"bertkit {s.target.command} --config {s.out / 'best.yaml'}")]
         if kept:
             rows.append(("best model", str(kept)))
     rows.append(("results", ", ".join(["sweep.json", "trials.csv"] + (["best.yaml"] if best else []) + plots)
@@ -210,8 +213,8 @@ def finish(s: Sweep) -> None:
 STAGES = [check, open_study, run_trials, finish]
 
 
-def run(cfg: SweepFinetuneConfig) -> dict:
-    s = Sweep(cfg)
+def run(cfg: SweepFields) -> dict:
+    s = Sweep(cfg, target_of(cfg))
     for stage in STAGES:
         stage(s)
     return s.summary
@@ -443,11 +446,10 @@ def _trial_logging():
 
 
 def run_one(s: Sweep, trial) -> str:
-    """Run one trial as a normal finetune-cls run; returns its final state's name."""
+    """Run one trial as a normal run of the target command; returns its final state's name."""
     import torch
 
-    from . import finetune_cls
-
+    runner = importlib.import_module(f"bertkit.commands.{s.target.module}")
     optuna = s.optuna
     values = suggest(trial, s.params)
     trial.set_user_attr("keys", values)
@@ -460,7 +462,7 @@ def run_one(s: Sweep, trial) -> str:
     note = ""
     try:
         with Heartbeat(trial), _trial_logging():
-            metrics = finetune_cls.run(tcfg, callbacks=[callback])
+            metrics = runner.run(tcfg, callbacks=[callback])
     except optuna.TrialPruned as e:
         trial.set_user_attr("steps", callback.steps)
         trial.set_user_attr("note", f"pruned: {e}")
@@ -534,10 +536,24 @@ def _save_sweep_config(s: Sweep) -> None:
     """OUTPUT/bertkit_config.yaml: the resolved sweep settings, which --resume reads back."""
     import yaml
 
-    data = {"command": f"sweep {COMMAND}", **to_dict(s.cfg)}
+    data = {"command": f"sweep {s.target.command}", **to_dict(s.cfg)}
     data["sweep"]["resume"] = False
-    write_text(s.out / CONFIG_FILENAME, f"# Resolved bertkit sweep; continue with: bertkit sweep {COMMAND} "
+    write_text(s.out / CONFIG_FILENAME, f"# Resolved bertkit sweep; continue with: bertkit sweep {s.target.command} "
                f"--output {s.out} --resume\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def _check_saved_command(saved: Path, command: str) -> None:
+    """--resume reads the sweep's saved settings, which fit only the command it was started with."""
+    import yaml
+
+    try:
+        started = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("command")
+    except (yaml.YAMLError, AttributeError):
+        started = None  # resolve() below says what is wrong with the file
+    if started and started != f"sweep {command}":
+        raise UsageError(f"--resume: the sweep in {saved.parent} was started as `bertkit {started}`, not "
+                         f"`bertkit sweep {command}`; resume it with `bertkit {started} --output {saved.parent} "
+                         "--resume`")
 
 
 # ------------------------------------------------------------------------------------------------
