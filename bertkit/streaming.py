@@ -468,6 +468,93 @@ def _input_bytes(p: Path) -> int:
     return p.stat().st_size
 
 
+class _Consumer:
+    """The in-order half of :func:`tokenize_corpus`: feeds each encoded chunk to the packer and writer,
+    carries document starts across chunk boundaries, checks every text file had text, reports progress
+    and hands ``checkpoint`` a resumable state whenever the writer closes a shard."""
+
+    def __init__(self, paths: list[Path], packer: Packer, writer: ShardWriter, chunk_bytes: int, progress,
+                 checkpoint, resume: dict | None):
+        from .data import TEXT_EXTS
+
+        self.paths, self.packer, self.writer, self.progress = paths, packer, writer, progress
+        self.chunk_bytes, self.checkpoint = chunk_bytes, checkpoint
+        self.docs = packer.mode == "docs"
+        self.is_text = [p.suffix.lower() in TEXT_EXTS and not p.is_dir() for p in paths]
+        self.pending_start = False  # the previous chunk of this file ended in blank lines
+        self.file_rows = self.done_bytes = self.skipped = 0
+        if resume is not None:
+            if resume.get("chunk_bytes") != chunk_bytes:
+                raise ValueError("resume: the chunk size differs from the interrupted run's")
+            packer.restore(resume["packer"])
+            self.pending_start, self.file_rows = bool(resume["pending_start"]), int(resume["file_rows"])
+            self.done_bytes = self.skipped = int(resume["bytes_done"])
+            if progress is not None:
+                progress.done = progress.base = self.skipped
+
+    def __call__(self, enc: Encoded) -> None:
+        starts = enc.starts
+        if self.docs and starts is not None and self.is_text[enc.file_index]:
+            if len(starts):
+                starts[0] = starts[0] or self.pending_start
+                self.pending_start = enc.tail_new_doc
+            else:
+                self.pending_start = self.pending_start or enc.tail_new_doc
+        self.file_rows += len(enc.lengths)
+        flat, lengths = self.packer.feed(enc.lengths, enc.values, starts)
+        self.writer.write(flat, lengths)
+        if enc.last_of_file:
+            if self.file_rows == 0 and self.is_text[enc.file_index]:
+                raise DataError(f"{self.paths[enc.file_index]}: no text (only blank lines)")
+            self.file_rows = 0
+            self.pending_start = False
+        self.done_bytes += enc.nbytes
+        if self.progress is not None:
+            self.progress.update(enc.nbytes, self.paths[enc.file_index].name if enc.last_of_file else None,
+                                 enc.file_index)
+        if self.writer.just_closed and self.checkpoint is not None:
+            self.checkpoint({"next_chunk": enc.index + 1, "chunk_bytes": self.chunk_bytes,
+                             "packer": self.packer.state(), "pending_start": self.pending_start,
+                             "file_rows": self.file_rows, "bytes_done": self.done_bytes,
+                             "parts": [p.name for p in self.writer.parts]})
+
+
+def _encoded_here(chunks, backend, mode: str):
+    """Chunks encoded in this process on one thread (--num-proc 1 means one core)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        for chunk in chunks:
+            yield encode_chunk(chunk, backend, mode)
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def _encoded_by_pool(chunks, backend, mode: str, num_proc: int):
+    """Chunks encoded by ``num_proc`` spawned worker processes, yielded in input order with at most
+    2 x num_proc in flight."""
+    import collections
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context("spawn"),
+                             initializer=_init_worker, initargs=(backend.to_str(), mode)) as pool:
+        inflight: collections.deque = collections.deque()
+        try:
+            for chunk in chunks:
+                inflight.append(pool.submit(encode_chunk, chunk))
+                while len(inflight) >= 2 * num_proc:
+                    yield inflight.popleft().result()
+            while inflight:
+                yield inflight.popleft().result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish (seconds), queued ones never start
+            raise
+
+
 def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter, *, num_proc: int = 1,
                     read_table=None, chunk_bytes: int | None = None, log=None, resume: dict | None = None,
                     checkpoint=None) -> dict:
@@ -485,86 +572,23 @@ def tokenize_corpus(paths: list[Path], tok, packer: Packer, writer: ShardWriter,
     Python work that threads would serialize on the GIL.  ``num_proc`` == 1 encodes in this process
     on one thread.  Spawned, not forked: the parent may hold threads (tokenizers, Arrow).
     """
-    import collections
-
-    docs = packer.mode == "docs"
     chunk_bytes = chunk_bytes or CHUNK_BYTES
     total = sum(_input_bytes(p) for p in paths)
     progress = Progress(total, len(paths), log) if log is not None else None
-    chunks = plan_chunks(paths, read_table, chunk_bytes, docs)
-    pending_start = False  # the previous chunk of this file ended in blank lines
-    file_rows = 0
-    done_bytes = skipped = 0
+    consume = _Consumer(paths, packer, writer, chunk_bytes, progress, checkpoint, resume)
+    chunks = plan_chunks(paths, read_table, chunk_bytes, packer.mode == "docs")
     if resume is not None:
-        if resume.get("chunk_bytes") != chunk_bytes:
-            raise ValueError("resume: the chunk size differs from the interrupted run's")
-        packer.restore(resume["packer"])
-        pending_start, file_rows = bool(resume["pending_start"]), int(resume["file_rows"])
-        done_bytes = skipped = int(resume["bytes_done"])
-        if progress is not None:
-            progress.done = progress.base = skipped
         chunks = (c for c in chunks if c.index >= resume["next_chunk"])
     t0 = time.perf_counter()
-
-    def consume(enc: Encoded) -> None:
-        nonlocal pending_start, file_rows, done_bytes
-        starts = enc.starts
-        if docs and starts is not None and paths_is_text[enc.file_index]:
-            if len(starts):
-                starts[0] = starts[0] or pending_start
-                pending_start = enc.tail_new_doc
-            else:
-                pending_start = pending_start or enc.tail_new_doc
-        file_rows += len(enc.lengths)
-        flat, lengths = packer.feed(enc.lengths, enc.values, starts)
-        writer.write(flat, lengths)
-        if enc.last_of_file:
-            path = paths[enc.file_index]
-            if file_rows == 0 and paths_is_text[enc.file_index]:
-                raise DataError(f"{path}: no text (only blank lines)")
-            file_rows = 0
-            pending_start = False
-        done_bytes += enc.nbytes
-        if progress is not None:
-            progress.update(enc.nbytes, paths[enc.file_index].name if enc.last_of_file else None, enc.file_index)
-        if writer.just_closed and checkpoint is not None:
-            checkpoint({"next_chunk": enc.index + 1, "chunk_bytes": chunk_bytes, "packer": packer.state(),
-                        "pending_start": pending_start, "file_rows": file_rows, "bytes_done": done_bytes,
-                        "parts": [p.name for p in writer.parts]})
-
-    from .data import TEXT_EXTS
-
-    paths_is_text = [p.suffix.lower() in TEXT_EXTS and not p.is_dir() for p in paths]
     backend = tok.backend_tokenizer
-    if num_proc <= 1:
-        old = os.environ.get("TOKENIZERS_PARALLELISM")
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # --num-proc 1 means one core
-        try:
-            for chunk in chunks:
-                consume(encode_chunk(chunk, backend, packer.mode))
-        finally:
-            if old is None:
-                os.environ.pop("TOKENIZERS_PARALLELISM", None)
-            else:
-                os.environ["TOKENIZERS_PARALLELISM"] = old
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(max_workers=num_proc, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker, initargs=(backend.to_str(), packer.mode)) as pool:
-            inflight: collections.deque = collections.deque()
-            try:
-                for chunk in chunks:
-                    inflight.append(pool.submit(encode_chunk, chunk))
-                    while len(inflight) >= 2 * num_proc:
-                        consume(inflight.popleft().result())
-                while inflight:
-                    consume(inflight.popleft().result())
-            except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)  # running chunks finish (seconds), queued ones never start
-                raise
+    encoded = (_encoded_here(chunks, backend, packer.mode) if num_proc <= 1
+               else _encoded_by_pool(chunks, backend, packer.mode, num_proc))
+    try:
+        for enc in encoded:
+            consume(enc)
+    finally:
+        encoded.close()  # on an error here too: the pool stops now (queued chunks cancelled), not at garbage collection
     flat, lengths = packer.finish()
     writer.write(flat, lengths)
     seconds = time.perf_counter() - t0
-    return {"bytes": total - skipped, "seconds": seconds, "resumed_at_bytes": skipped}
+    return {"bytes": total - consume.skipped, "seconds": seconds, "resumed_at_bytes": consume.skipped}
