@@ -113,7 +113,7 @@ def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: in
     import torch
     from datasets import Dataset
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+                              TrainingArguments, set_seed)
 
     torch.set_num_threads(1)
     spec = TASKS[task]
@@ -139,6 +139,7 @@ def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: in
         fn = int(((preds == 0) & (refs == 1)).sum())
         return {"accuracy": float((preds == refs).mean()), "f1": 2 * tp / max(2 * tp + fp + fn, 1)}
 
+    set_seed(seed)  # before the model: its new classifier head is drawn from torch's global generator
     model = AutoModelForSequenceClassification.from_pretrained(mdir, num_labels=2)
     args = TrainingArguments(
         output_dir=str(Path(out_json).parent / "peer-checkpoints"), per_device_train_batch_size=BATCH,
