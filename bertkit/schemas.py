@@ -163,12 +163,12 @@ class FinetuneTrainConfig(TrainConfig):
                                          "checkpoint lacks); default --lr.", "--head-lr")
     # benchmarks/finetune_parity.py (issue #16) measures accuracy and speed of each against a plain Trainer
     batching: Literal["window", "length", "random"] = opt(
-        "window", "Training batch order, measured on 4,000 SST-2 rows (MiniLM, 1 epoch) against a plain Trainer with "
-        "shuffled batches and dynamic padding (benchmarks/finetune_parity.py, README). window: shuffled examples "
-        "sorted by length only inside windows of --batching-window batches, then the batches shuffled (-0.4 "
-        "points over 5 seed pairs, 1.05x its examples/s). length: transformers' group_by_length, batches of one "
-        "length running long to short (-1.3 points, 1.44x). random: the Trainer's shuffled batches (+0.3 points, "
-        "0.78x).", "--batching", choices=("window", "length", "random"))
+        "window", "Training batch order, measured against a plain Trainer with shuffled batches and dynamic padding "
+        "(benchmarks/finetune_parity.py, README; MiniLM, 3 seeds). window: shuffled examples sorted by length only "
+        "inside windows of --batching-window batches, then the batches shuffled (SST-2 4k rows: -0.31 points at 2.2x "
+        "its examples/s; MRPC: see README). length: transformers' group_by_length, batches of one length running "
+        "long to short (-1.3 points on SST-2, fastest). random: the Trainer's own order (-0.2 points, 1.1x).",
+        "--batching", choices=("window", "length", "random"))
     batching_window: int = opt(4, "Batches per length-sorted window with --batching window (1: no grouping).",
                                "--batching-window")
 
