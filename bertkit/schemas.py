@@ -287,11 +287,16 @@ class PretrainConfig(Schema):
 
 
 @dataclass
-class FinetuneConfig(ModelDirFields):
+class FinetuneFields(ModelDirFields):
+    """What every fine-tuning command starts from and writes: the base model and the output model dir."""
     model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir), or "
                                      "minilm-l6.", "--model")
     output: Optional[str] = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+
+
+@dataclass
+class FinetuneConfig(FinetuneFields):
     problem: Literal["auto", "single", "multi", "regression"] = opt(
         "auto", "single-label, multi-label or regression (auto: from the label column).", "--problem",
         choices=("auto", "single", "multi", "regression"))
@@ -424,11 +429,7 @@ class QADataConfig(Schema):
 
 
 @dataclass
-class FinetuneQAConfig(ModelDirFields):
-    model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir) or "
-                                     "minilm-l6.", "--model")
-    output: Optional[str] = opt(None, "Output model directory.", "--output")
-    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+class FinetuneQAConfig(FinetuneFields):
     metric: str = opt("f1", "Metric that picks the best checkpoint: f1 or exact_match.", "--metric")
     n_best: int = opt(20, "Start and end candidates per window in post-processing.", "--n-best")
     max_answer_length: int = opt(30, "Longest answer, in tokens.", "--max-answer-length")

@@ -256,26 +256,15 @@ def make_storage(spec: str | None, out: Path | None):
 def make_sampler(s: Sweep, seed: int):
     optuna, kind = s.optuna, s.cfg.sweep.sampler
     if kind == "grid":
-        return _grid_sampler_class(optuna)(grid_space(s.params), seed=seed)
+        from ..sweep_grid import GridSampler  # imports optuna: only when asked for
+
+        return GridSampler(grid_space(s.params), seed=seed)
     if kind == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Optuna's 10 random start-up trials would make a 12-trial sweep a random search; a third of the
     # budget (at least 3) explores, the rest is TPE.  constant_liar: running trials of other workers
     # count as bad, so parallel workers do not all sample next to the same good point.
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, s.total // 3)), constant_liar=True)
-
-
-def _grid_sampler_class(optuna):
-    # built here, not at module level: optuna is an optional extra, and this module must import without
-    # it to say so in one line (`pip install 'bertkit[sweep]'`)
-    class GridSampler(optuna.samplers.GridSampler):
-        """Optuna's GridSampler without its stop: after the last grid point it calls ``study.stop()``,
-        which raises outside ``study.optimize``; the sweep stops by counting trials instead."""
-
-        def after_trial(self, study, trial, state, values):
-            pass
-
-    return GridSampler
 
 
 def make_pruner(s: Sweep):
