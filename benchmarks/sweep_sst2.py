@@ -5,11 +5,13 @@ MiniLM-L6 on a 4,000-row slice of GLUE SST-2 (the first rows of train.tsv after 
 evaluated on the full dev set (872), through the bertkit CLI (each run a subprocess):
 
 1. the default finetune-cls recipe on the slice (3 epochs, lr 5e-5, warm-up 0.06, batch 32);
-2. ``bertkit sweep finetune-cls`` with 12 trials over lr x epochs x warm-up (TPE, seed 42), median pruning;
-3. the same sweep without pruning (``--pruner none``), same seed.
+2. ``bertkit sweep finetune-cls`` with 12 trials over lr x epochs x warm-up (TPE, seed 42), median pruning
+   (the default; its runs are in RUNS/pruned);
+3. the same sweep with successive halving (``--pruner halving``), same seed;
+4. the same sweep without pruning (``--pruner none``; RUNS/unpruned), same seed.
 
-Prints the best trial's dev accuracy against the default recipe's, and the training steps the pruned
-sweep spent as a share of the unpruned one's (issue #14's targets: best >= default; share <= 60%).
+Prints each sweep's best trial's dev accuracy against the default recipe's, and the training steps each
+pruned sweep spent as a share of the unpruned one's (issue #14's targets: best >= default; share <= 60%).
 Every run shares one recipe (batch 32, max length 64, evaluation every ``--eval-steps`` steps so a bad
 trial can be stopped inside its first epoch, the best checkpoint kept).  The sweeps resume: rerun the
 same command after an interruption and finished trials are kept.
@@ -34,6 +36,8 @@ from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts ru
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "glue" / "SST-2"
+# (runs directory, --pruner); the study is named after its directory, so the names stay those of the first runs
+ARMS = (("pruned", "median"), ("halving", "halving"), ("unpruned", "none"))
 
 
 def run(cmd: list[str], log: Path, env: dict) -> float:
@@ -79,7 +83,7 @@ def main() -> None:
     ap.add_argument("--max-seq-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: default, pruned, unpruned")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: default, pruned (median), halving, unpruned")
     ap.add_argument("--smoke", action="store_true", help="200 rows, 3 trials of 4 steps: the pipeline only")
     a = ap.parse_args()
     if a.smoke:
@@ -114,7 +118,7 @@ def main() -> None:
         m = json.loads((out / "metrics.json").read_text())
         results["default"] = {"accuracy": m["eval_accuracy"], "steps": m["steps"]}
 
-    for name, pruner in (("pruned", "median"), ("unpruned", "none")):
+    for name, pruner in ARMS:
         if name in skip:
             continue
         out = runs / name
@@ -134,7 +138,7 @@ def main() -> None:
     if "default" in results:
         print(f"default recipe (3 epochs, lr 5e-5, warm-up 0.06): dev accuracy {results['default']['accuracy']:.4f}, "
               f"{results['default']['steps']} steps")
-    for name in ("pruned", "unpruned"):
+    for name, pruner in ARMS:
         r = results.get(name)
         if not r:
             continue
@@ -142,13 +146,14 @@ def main() -> None:
         best = (f"best trial {b['number']}: dev accuracy {b['objective']:.4f} "
                 f"({', '.join(f'{k}={v:.3g}' if isinstance(v, float) else f'{k}={v}' for k, v in b['params'].items())})"
                 if b else "no complete trial")
-        print(f"sweep {name}: {best}; trials {r['trials']}; {r['steps_total']:,} training steps")
+        print(f"sweep, --pruner {pruner}: {best}; trials {r['trials']}; {r['steps_total']:,} training steps")
         if b and "default" in results:
             print(f"  best - default: {b['objective'] - results['default']['accuracy']:+.4f}")
-    if "pruned" in results and "unpruned" in results and results["unpruned"]["steps_total"]:
-        share = results["pruned"]["steps_total"] / results["unpruned"]["steps_total"]
-        results["pruned_steps_share"] = round(share, 4)
-        print(f"pruning spent {share:.1%} of the unpruned sweep's training steps (target <= 60%)")
+    for name, pruner in ARMS[:-1]:
+        if name in results and "unpruned" in results and results["unpruned"]["steps_total"]:
+            share = results[name]["steps_total"] / results["unpruned"]["steps_total"]
+            results[f"{name}_steps_share"] = round(share, 4)
+            print(f"--pruner {pruner} spent {share:.1%} of the unpruned sweep's training steps (target <= 60%)")
     (runs / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     print(f"results: {runs / 'results.json'}")
 

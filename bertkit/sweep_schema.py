@@ -24,9 +24,11 @@ class SweepSection:
     sampler: Literal["tpe", "random", "grid"] = opt(
         "tpe", "tpe (Optuna's default), random, or grid (choice and int params only; stops when the grid is done).",
         "--sampler", choices=("tpe", "random", "grid"))
-    pruner: Literal["median", "hyperband", "none"] = opt(
-        "median", "Stop bad trials at an evaluation: median (after 3 complete trials), hyperband, none.", "--pruner",
-        choices=("median", "hyperband", "none"))
+    pruner: Literal["median", "halving", "hyperband", "none"] = opt(
+        "median", "Stop bad trials at an evaluation: median (below the median of complete trials, after 3 "
+                  "of them), halving (successive halving: only the best third goes on at each rung; the "
+                  "fewest steps), hyperband (halving in several brackets), none.", "--pruner",
+        choices=("median", "halving", "hyperband", "none"))
     storage: Optional[str] = opt(None, "Where the study lives: a journal file path (default OUTPUT/study.journal), "
                                        "sqlite:///FILE.db or any RDB URL; workers sharing it share the study.",
                                  "--storage")

@@ -117,6 +117,36 @@ def test_pruning_callback_reports_and_stops():
     assert cb.pruned_at is None
 
 
+def _replay(study, curve):
+    """Reports a curve [(step, value)...] to a new trial; the step it was pruned at, or None (completed)."""
+    trial = study.ask()
+    for step, value in curve:
+        trial.report(value, step)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return step
+    study.tell(trial, value)
+    return None
+
+
+@pytest.mark.parametrize("kind", ["halving", "hyperband"])
+def test_halving_and_hyperband_rungs_start_at_the_first_evaluation(kind):
+    from bertkit.commands.sweep import pruner_for
+
+    study = optuna.create_study(direction="maximize", pruner=pruner_for(optuna, kind))
+    good = [(504, 0.80), (1008, 0.84), (1512, 0.85)]
+    assert _replay(study, good) is None
+    if kind == "halving":
+        # first rung at the first evaluation (504), not at an epoch (1000) or Optuna's "auto" (after a
+        # complete trial): a worse trial stops there
+        assert _replay(study, [(504, 0.60), (1008, 0.70), (1512, 0.75)]) == 504
+        assert _replay(study, [(504, 0.82), (1008, 0.86), (1512, 0.87)]) is None
+    else:  # brackets: some trials compete from the first evaluation, the others from the third
+        stops = {_replay(study, [(504, 0.60 - i / 1000), (1008, 0.70 - i / 1000), (1512, 0.75), (2016, 0.76)])
+                 for i in range(12)}
+        assert 504 in stops and stops <= {504, 1512, None}
+
+
 def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_files, tmp_path):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
     train, dev = cls_files
@@ -204,7 +234,7 @@ def test_sqlite_storage_and_report(mlm_model, cls_files, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'sweeps.db'}"
     assert cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, tmp_path / "sq"), "--epochs", 1,
                "--param", "lr=log:1e-4:1e-3", "--trials", 1, "--storage", url, "--study", "sq-1",
-               "--no-keep-best") == 0
+               "--no-keep-best", "--pruner", "halving") == 0
     assert not (tmp_path / "sq" / "best").exists() and not (tmp_path / "sq" / "study.journal").exists()
     capsys.readouterr()
     assert cli("sweep", "--report", url, "--study", "sq-1") == 0

@@ -256,7 +256,7 @@ def make_storage(spec: str | None, out: Path | None):
 def make_sampler(s: Sweep, seed: int):
     optuna, kind = s.optuna, s.cfg.sweep.sampler
     if kind == "grid":
-        from ..sweep_grid import GridSampler  # imports optuna: only when asked for
+        from ..sweep_optuna import GridSampler  # imports optuna: only when asked for
 
         return GridSampler(grid_space(s.params), seed=seed)
     if kind == "random":
@@ -268,12 +268,17 @@ def make_sampler(s: Sweep, seed: int):
 
 
 def make_pruner(s: Sweep):
-    optuna, kind = s.optuna, s.cfg.sweep.pruner
+    return pruner_for(s.optuna, s.cfg.sweep.pruner)
+
+
+def pruner_for(optuna, kind: str):
+    """The pruner --pruner names (also used by benchmarks/pruner_replay.py to compare them)."""
     if kind == "none":
         return optuna.pruners.NopPruner()
-    if kind == "hyperband":
-        # steps are thousandths of an epoch (sweep.report_step): the first rung after one epoch
-        return optuna.pruners.HyperbandPruner(min_resource=1000, reduction_factor=3)
+    if kind in ("halving", "hyperband"):
+        from .. import sweep_optuna  # imports optuna: only when asked for
+
+        return sweep_optuna.halving_pruner() if kind == "halving" else sweep_optuna.hyperband_pruner()
     # no pruning before 3 complete trials: the median of fewer is mostly noise
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
 
