@@ -27,11 +27,10 @@ class FromFirstEvaluation(optuna.pruners.BasePruner):
     A rung before it is checked at it anyway; a rung after it lets every bad trial run to that rung.
     Optuna's own ``min_resource="auto"`` (a hundredth of the first complete trial's steps) makes
     Hyperband log3(100), about 5, brackets, and 12 trials spread over 5 brackets hardly compete.
-    Replayed on the 15 recorded SST-2 curves of benchmarks/sweep_sst2.py (benchmarks/pruner_replay.py,
-    200 orders of 12 trials): first rung at one epoch, as before, 77% of the steps; at the first
-    evaluation (half an epoch) 66% (Hyperband) and 50% (successive halving).  In a real 12-trial TPE sweep
-    halving spent 70.5% (replayed in its own order: the same 2,379 steps): TPE's later trials beat its earlier
-    ones, so they clear the rungs the earlier ones set (README "Sweeps")."""
+    Replayed on 37 recorded SST-2 curves (benchmarks/pruner_replay.py, 200 random orders of 12 trials):
+    Hyperband with its first rung at one epoch, as before, spent 77% of the steps; at the first evaluation
+    (half an epoch) 67%, and successive halving 47%.  In a real 12-trial TPE sweep halving spent 70.5%
+    (README "Sweeps")."""
 
     def __init__(self, make: Callable[[int], optuna.pruners.BasePruner]):
         self._make = make
@@ -54,7 +53,7 @@ def halving_pruner() -> optuna.pruners.BasePruner:
 
 
 def hyperband_pruner() -> optuna.pruners.BasePruner:
-    """Hyperband: successive halving in brackets whose first rungs are 1, 3, 9... evaluations, the
-    number of brackets set by the first complete trial's length."""
+    """Hyperband: successive halving in brackets whose first rungs sit at 1, 3, 9... times the first
+    evaluation's step, the number of brackets set by the first complete trial's length."""
     return FromFirstEvaluation(lambda first: optuna.pruners.HyperbandPruner(
         min_resource=first, reduction_factor=3))

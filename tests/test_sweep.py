@@ -147,6 +147,13 @@ def test_halving_and_hyperband_rungs_start_at_the_first_evaluation(kind):
         assert 504 in stops and stops <= {504, 1512, None}
 
 
+def test_unknown_pruner_is_a_usage_error():
+    from bertkit.commands.sweep import pruner_for
+
+    with pytest.raises(UsageError, match="use one of median, halving, hyperband, none"):
+        pruner_for(optuna, "medain")
+
+
 def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_files, tmp_path):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
     train, dev = cls_files

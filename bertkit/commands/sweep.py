@@ -279,8 +279,10 @@ def pruner_for(optuna, kind: str):
         from .. import sweep_optuna  # imports optuna: only when asked for
 
         return sweep_optuna.halving_pruner() if kind == "halving" else sweep_optuna.hyperband_pruner()
-    # no pruning before 3 complete trials: the median of fewer is mostly noise
-    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if kind == "median":
+        # no pruning before 3 complete trials: the median of fewer is mostly noise
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    raise UsageError(f"--pruner {kind}: use one of median, halving, hyperband, none")
 
 
 @contextlib.contextmanager
