@@ -99,6 +99,22 @@ def test_missing_label_column(capsys, tmp_path, mlm_model):
           "'label'", "--label-column", "text, sentiment")
 
 
+@pytest.mark.parametrize("command", ["finetune-cls", "finetune-qa"])
+def test_too_few_rows_to_hold_out_validation(capsys, tmp_path, mlm_model, command):
+    if command == "finetune-cls":
+        tr = tmp_path / "tr.csv"
+        tr.write_text("text,label\na,x\nb,y\nc,x\n")
+    else:
+        tr = tmp_path / "tr.jsonl"
+        tr.write_text("".join(json.dumps({"question": f"q{i}", "context": "paris is in france",
+                                          "answers": {"text": ["paris"], "answer_start": [0]}}) + "\n"
+                              for i in range(3)))
+    check(capsys, [command, "--model", mlm_model, "--train", tr, "--output", tmp_path / "o"], 1,
+          "too few", "--validation FILE")
+    # the resolved config may be there (a rerun with --validation accepts it), never a model
+    assert not (tmp_path / "o" / "config.json").exists() and not (tmp_path / "o" / "metrics.json").exists()
+
+
 def test_model_dir_without_config_or_weights(capsys, tmp_path, mlm_model):
     d = tmp_path / "m"
     d.mkdir()

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import qa
 from ..distributed import main_process_first
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..loading import load_model
 from ..log import get_logger
 from ..modeling import Checkpoint, count_parameters, dropout_overrides, new_parameters, open_checkpoint_for
@@ -63,7 +63,8 @@ def read_splits(cfg: FinetuneQAConfig) -> tuple[qa.QAData, qa.QAData]:
     if d.validation:
         return train, qa.read_qa(d.validation, "--validation", **cols)
     if len(train) < 10:
-        raise UsageError(f"--train {d.train}: too few questions to hold out a validation split; pass --validation FILE")
+        # the file is too small, as finetune-cls says of too few rows: a data error (exit 1)
+        raise DataError(f"--train {d.train}: too few questions to hold out a validation split; pass --validation FILE")
     perm = np.random.default_rng(cfg.train.seed).permutation(len(train))
     n_val = max(1, len(train) // 10)
     log.info(f"No --validation: holding out {n_val:,} training questions for evaluation")
