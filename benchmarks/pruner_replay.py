@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 def load_curves(paths: list[str], study: str | None):
     """The distinct complete trials of the studies in these journal files, in trial-number order:
-    (objective, [(report step, training steps, value)...]) each, and the studies' direction."""
+    (objective, [(report step, training steps, value)...], warm-up steps) each, and the studies' direction."""
+    import math
+
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
@@ -42,6 +44,8 @@ def load_curves(paths: list[str], study: str | None):
         for name in names:
             s = optuna.load_study(study_name=name, storage=storage)
             direction = direction or s.direction
+            # the warm-up of trials that do not search it: the study's fixed config
+            fixed = s.user_attrs.get("bertkit", {}).get("config", {}).get("train", {})
             for t in s.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 reports = sorted(t.intermediate_values.items())
                 steps = t.user_attrs.get("steps")
@@ -49,13 +53,16 @@ def load_curves(paths: list[str], study: str | None):
                     continue
                 per_step = steps / reports[-1][0]  # training steps per report step (thousandths of an epoch)
                 curve = [(r, round(r * per_step), v) for r, v in reports]
-                curves[tuple(sorted(t.params.items()))] = (t.value, curve)
+                ratio = t.user_attrs.get("keys", {}).get("train.warmup_ratio", fixed.get("warmup_ratio", 0.0))
+                # transformers' TrainingArguments.get_warmup_steps: below 1 a share of the steps
+                warm = int(ratio) if ratio >= 1 else math.ceil(steps * ratio)
+                curves[tuple(sorted(t.params.items()))] = (t.value, curve, warm)
     if not curves:
         sys.exit("no complete trial with recorded steps in " + ", ".join(paths))
     return list(curves.values()), direction
 
 
-def replay(optuna, pruner, direction, order):
+def replay(optuna, pruner, direction, order, judge_warm_up=False):
     """Runs one order of curves through a pruner: (steps spent, steps of every trial run to its end,
     best objective of the trials that completed)."""
     # a fixed name: Hyperband puts a trial in a bracket by hashing the study name and trial number, so a
@@ -63,12 +70,13 @@ def replay(optuna, pruner, direction, order):
     study = optuna.create_study(study_name="replay", direction=direction, pruner=pruner)
     spent = full = 0
     best = None
-    for objective, curve in order:
+    for objective, curve, warm in order:
         trial = study.ask()
         full += curve[-1][1]
         for i, (report, steps, value) in enumerate(curve):
             trial.report(value, report)
-            if i < len(curve) - 1 and trial.should_prune():  # never at the last evaluation (sweep.PruningCallback)
+            # never at the last evaluation nor in the warm-up (sweep.PruningCallback, sweep.warming_up)
+            if i < len(curve) - 1 and (judge_warm_up or steps >= warm) and trial.should_prune():
                 spent += steps
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 break
@@ -91,6 +99,8 @@ def main() -> None:
     ap.add_argument("--reference", type=float, help="an objective to beat (e.g. the default recipe's)")
     ap.add_argument("--in-order", action="store_true",
                     help="replay the first --trials trials of one unpruned study in their own order, once")
+    ap.add_argument("--judge-warm-up", action="store_true",
+                    help="let the pruners judge trials in their lr warm-up (bertkit did before the eighth session)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.in_order and len(args.journals) > 1:
@@ -126,7 +136,7 @@ def main() -> None:
     header = f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} {'found the top':>13s}"
     print(header + (f" {'best >= ref':>11s}" if args.reference is not None else ""))
     for kind in kinds:
-        results = [replay(optuna, pruner_for(optuna, kind), direction, o) for o in orders]
+        results = [replay(optuna, pruner_for(optuna, kind), direction, o, args.judge_warm_up) for o in orders]
         shares = sorted(spent / full for spent, full, _ in results)
         bests = [b for _, _, b in results if b is not None]
         found = sum(b == t for (_, _, b), t in zip(results, tops)) / len(results)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -96,8 +97,6 @@ def test_direction():
 
 
 def test_pruning_callback_reports_and_stops():
-    from types import SimpleNamespace
-
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.6))
     trial = study.ask()
     cb = PruningCallback(trial)
@@ -115,6 +114,24 @@ def test_pruning_callback_reports_and_stops():
     cb.on_evaluate(args, SimpleNamespace(epoch=3.0, global_step=15, max_steps=15, is_world_process_zero=True), None,
                    metrics={"eval_accuracy": 0.5})
     assert cb.pruned_at is None
+
+
+def test_no_pruning_while_the_learning_rate_warms_up(tmp_path):
+    from transformers import TrainingArguments
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.6))
+    trial = study.ask()
+    cb = PruningCallback(trial)
+    args = TrainingArguments(output_dir=str(tmp_path), warmup_steps=0.4, metric_for_best_model="accuracy")
+    # 40% of 20 steps: warming up until step 8; the value is reported there all the same
+    cb.on_evaluate(args, SimpleNamespace(epoch=0.5, global_step=5, max_steps=20, is_world_process_zero=True), None,
+                   metrics={"eval_accuracy": 0.5})
+    assert cb.pruned_at is None
+    assert trial.storage.get_trial(trial._trial_id).intermediate_values == {500: 0.5}
+    with pytest.raises(optuna.TrialPruned):
+        cb.on_evaluate(args, SimpleNamespace(epoch=1.0, global_step=10, max_steps=20, is_world_process_zero=True),
+                       None, metrics={"eval_accuracy": 0.5})
+    assert cb.pruned_at == 10
 
 
 def _replay(study, curve):
