@@ -27,7 +27,8 @@ class SweepSection:
     pruner: Literal["median", "halving", "hyperband", "none"] = opt(
         "median", "Stop bad trials at an evaluation: median (below the median of complete trials, after 3 "
                   "of them), halving (successive halving: only the best third goes on at each rung; the "
-                  "fewest steps), hyperband (halving in several brackets), none.", "--pruner",
+                  "fewest steps), hyperband (halving in several brackets), none. No trial is judged at its "
+                  "last evaluation or while its lr warms up.", "--pruner",
         choices=("median", "halving", "hyperband", "none"))
     storage: Optional[str] = opt(None, "Where the study lives: a journal file path (default OUTPUT/study.journal), "
                                        "sqlite:///FILE.db or any RDB URL; workers sharing it share the study.",
