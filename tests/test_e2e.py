@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 import pytest
 import yaml
@@ -156,15 +155,16 @@ def test_continue_pretraining_from_checkpoint(workdir, mlm_model, corpus):
 
 
 def test_hub_id_fails_fast(tmp_path):
-    t0 = time.time()
+    # "fast" = no network attempt: a hang is the subprocess timeout (TimeoutExpired fails the test); no
+    # wall-clock bound, which a loaded CI machine broke (77 s to start the CLI under three other jobs)
     p = run_cli("finetune-cls", "--model", "bert-base-uncased", "--train", "x.csv", "--output", tmp_path / "o",
-                check=False)
+                check=False, timeout=300)
     assert p.returncode == 2
     assert "bert-base-uncased" in p.stderr and "never downloads" in p.stderr
     assert not (tmp_path / "o").exists()  # a bad model leaves no output dir behind
     assert "Traceback" not in p.stderr
-    assert time.time() - t0 < 60
-    p = run_cli("predict", "--model", "google/bert_uncased_L-2_H-128_A-2", "--input", "-", input="x\n", check=False)
+    p = run_cli("predict", "--model", "google/bert_uncased_L-2_H-128_A-2", "--input", "-", input="x\n", check=False,
+                timeout=300)
     assert p.returncode == 2 and "Hub" in p.stderr
 
 

@@ -117,15 +117,13 @@ def test_kill_and_resume(tmp_path, tokenized):
     done = sorted(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("checkpoint-*"))
     assert done and done[-1] < 150
     before = len(read_jsonl(out / "training_log.jsonl"))
-    t0 = time.time()
-    p = run_cli(*args)
+    p = run_cli(*args)  # a hang is run_cli's timeout, not a wall-clock assertion (CI machines are shared)
     assert "Resuming from" in p.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 150
     assert (out / "model.safetensors").exists()
     resumed = [r["step"] for r in read_jsonl(out / "training_log.jsonl")[before:] if "loss" in r]
     assert resumed[0] > done[-1], f"the second run must continue after step {done[-1]}, not restart: {resumed[:3]}"
-    assert time.time() - t0 < 300
 
 
 def test_sigterm_saves_and_exits_143(tmp_path, tokenized):
