@@ -245,8 +245,7 @@ def warming_up(args, state) -> bool:
     judged, halving enters it into the rungs it passed with its value then (Optuna's rule for a trial that
     reports past a rung), a higher bar for the trials after it.  With this rule the half-epoch SST-2 sweep
     spent 61.2% of the unpruned steps (70.5% before), with the same best trial."""
-    get = getattr(args, "get_warmup_steps", None)
-    return bool(get and state.max_steps and state.global_step < get(state.max_steps))
+    return bool(state.max_steps) and state.global_step < args.get_warmup_steps(state.max_steps)
 
 
 class PruningCallback(_TrainerCallback):

@@ -100,7 +100,7 @@ def test_pruning_callback_reports_and_stops():
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.6))
     trial = study.ask()
     cb = PruningCallback(trial)
-    args = SimpleNamespace(metric_for_best_model="accuracy")
+    args = SimpleNamespace(metric_for_best_model="accuracy", get_warmup_steps=lambda total: 0)
     state = SimpleNamespace(epoch=1.0, global_step=5, max_steps=15, is_world_process_zero=True)
     cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.7})
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1000: 0.7}
