@@ -129,11 +129,10 @@ def main() -> None:
                                  "--trials", str(a.trials), "--pruner", pruner, "--threads", str(threads),
                                  "--no-keep-best"], logs / f"{name}.log", env)
         s = json.loads((out / "sweep.json").read_text())
-        # what the same trials would have cost unpruned: epochs x steps per epoch (the slice in batches of
-        # 32). The unpruned sweep's own count when TPE draws the same parameter sets with and without
-        # pruning (seed 42: all 12); at seed 7 the draws parted from trial 5 on
-        per_epoch = -(-a.train_rows // 32)
-        unpruned_cost = None if a.smoke else sum(per_epoch * r["params"]["epochs"] for r in s["rows"])
+        # what the same trials would have cost unpruned (the sweep's own count): the unpruned sweep's
+        # steps when TPE draws the same parameter sets with and without pruning (seed 42: all 12); at
+        # seed 7 the draws parted from trial 5 on
+        unpruned_cost = s["steps_without_pruning"]
         results[name] = {"best": s["best"], "steps_total": s["steps_total"], "trials": s["trials"],
                          "steps_of_its_trials_unpruned": unpruned_cost, "seconds_this_run": round(t, 1),
                          "rows": [{k: r[k] for k in ("number", "params", "objective", "state", "steps", "seconds")}

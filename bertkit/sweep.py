@@ -257,10 +257,16 @@ class PruningCallback(_TrainerCallback):
     def __init__(self, trial):
         self.trial = trial
         self.steps = 0
+        # the steps the trial would have run unpruned (a time budget may refit them while it trains)
+        self.planned: int | None = None
         self.pruned_at: int | None = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.planned = state.max_steps
 
     def on_step_end(self, args, state, control, **kw):
         self.steps = state.global_step
+        self.planned = state.max_steps
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if not metrics or not state.is_world_process_zero or not args.metric_for_best_model:
@@ -297,7 +303,8 @@ def fmt_params(params: dict) -> str:
 
 
 def trial_rows(study) -> list[dict]:
-    """One row per trial: number, params, objective, state, steps, seconds."""
+    """One row per trial: number, params, objective, state, steps, seconds; also ``planned_steps`` (a
+    pruned trial's steps had it run to its end, else its steps) and ``note``, in sweep.json only."""
     rows = []
     for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
         seconds = None
@@ -309,6 +316,7 @@ def trial_rows(study) -> list[dict]:
             "objective": t.value,
             "state": t.state.name,
             "steps": t.user_attrs.get("steps"),
+            "planned_steps": t.user_attrs.get("planned_steps", t.user_attrs.get("steps")),
             "seconds": seconds,
             "note": t.user_attrs.get("note", ""),
         })
@@ -373,6 +381,8 @@ def write_results(out: Path, study, params: list[Param], metric: str, command: s
         "best": None if best is None else {"number": best.number, "objective": best.value, "params": best.params,
                                            "steps": best.user_attrs.get("steps")},
         "steps_total": sum(r["steps"] or 0 for r in rows),
+        # what the same trials would have cost with none pruned: what pruning saved, in the sweep's own terms
+        "steps_without_pruning": sum(r["planned_steps"] or 0 for r in rows),
         "rows": rows,
     }
     write_text(out / "sweep.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -102,6 +102,8 @@ def test_pruning_callback_reports_and_stops():
     cb = PruningCallback(trial)
     args = SimpleNamespace(metric_for_best_model="accuracy", get_warmup_steps=lambda total: 0)
     state = SimpleNamespace(epoch=1.0, global_step=5, max_steps=15, is_world_process_zero=True)
+    cb.on_train_begin(args, state, None)
+    assert cb.planned == 15  # what the trial would cost unpruned
     cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.7})
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1000: 0.7}
     state = SimpleNamespace(epoch=2.0, global_step=10, max_steps=15, is_world_process_zero=True)
@@ -132,6 +134,26 @@ def test_no_pruning_while_the_learning_rate_warms_up(tmp_path):
         cb.on_evaluate(args, SimpleNamespace(epoch=1.0, global_step=10, max_steps=20, is_world_process_zero=True),
                        None, metrics={"eval_accuracy": 0.5})
     assert cb.pruned_at == 10
+
+
+def test_results_count_the_steps_pruning_saved(tmp_path):
+    from bertkit.commands.sweep import steps_line
+    from bertkit.sweep import Param, write_results
+
+    study = optuna.create_study(direction="maximize")
+    for value, steps, planned in [(0.8, 10, None), (None, 4, 10), (0.9, 10, None)]:
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})
+        trial.set_user_attr("steps", steps)
+        if value is None:
+            trial.set_user_attr("planned_steps", planned)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            study.tell(trial, value)
+    summary = write_results(tmp_path, study, [Param("lr", "train.lr", "log", 1e-5, 1e-3)], "accuracy", "finetune-cls")
+    assert summary["steps_total"] == 24 and summary["steps_without_pruning"] == 30
+    assert [r["planned_steps"] for r in summary["rows"]] == [10, 10, 10]
+    assert steps_line(24, 30) == "24 (80.0% of the 30 its trials would have run unpruned)"
+    assert steps_line(30, 30) == "30"
 
 
 def _replay(study, curve):
@@ -233,7 +255,8 @@ def test_sweep_cli_end_to_end(mlm_model, cls_files, tmp_path, capsys):
     report = capsys.readouterr().out.splitlines()
     assert report[0].split() == ["#", "lr", "warmup_ratio", "loss", "state", "steps", "seconds"]
     best = _study(out).best_trial.number
-    assert len(report) == 6 and report[-1].startswith(f"best: trial {best}, loss ")
+    assert len(report) == 7 and report[-1].startswith(f"best: trial {best}, loss ")
+    assert report[-2] == "training steps: 20"  # four trials of 5 steps, none pruned
 
     # another search space in the same study is refused
     code = cli("sweep", "finetune-cls", *_fixed(mlm_model, train, dev, out), "--epochs", 1, "--metric", "loss",
@@ -394,7 +417,7 @@ def test_qa_sweep_end_to_end(mlm_model, qa_files, cls_files, tmp_path, capsys):
     capsys.readouterr()
     assert cli("sweep", "--report", out) == 0
     report = capsys.readouterr().out.splitlines()
-    assert report[0].split() == ["#", "lr", "f1", "state", "steps", "seconds"] and len(report) == 4
+    assert report[0].split() == ["#", "lr", "f1", "state", "steps", "seconds"] and len(report) == 5
 
     # resuming (or rerunning) the study as another command is a usage error naming both
     assert cli("sweep", "finetune-cls", "--output", out, "--resume") == 2

@@ -188,13 +188,20 @@ def _write(s: Sweep, final: bool):
     return best, kept, plots
 
 
+def steps_line(spent: int, unpruned: int) -> str:
+    """The steps a sweep trained, and what pruning saved of running its trials to their ends."""
+    if unpruned <= spent:
+        return f"{spent:,}"
+    return f"{spent:,} ({spent / unpruned:.1%} of the {unpruned:,} its trials would have run unpruned)"
+
+
 def finish(s: Sweep) -> None:
     """Results, the best model, plots and the summary."""
     best, kept, plots = _write(s, final=True)
     counts = s.summary["trials"]
     rows = [("study", f"{s.study.study_name} in {s.storage_desc}"),
             ("trials", ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) + f" (this worker ran {s.ran})"),
-            ("training steps", f"{s.summary['steps_total']:,}")]
+            ("training steps", steps_line(s.summary["steps_total"], s.summary["steps_without_pruning"]))]
     if s.stopped:
         rows.append(("stopped", s.stopped))
     if best is None:
@@ -461,6 +468,7 @@ def run_one(s: Sweep, trial) -> str:
             metrics = runner.run(tcfg, callbacks=[callback])
     except optuna.TrialPruned as e:
         trial.set_user_attr("steps", callback.steps)
+        trial.set_user_attr("planned_steps", callback.planned)
         trial.set_user_attr("note", f"pruned: {e}")
         s.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         shutil.rmtree(tdir, ignore_errors=True)  # a pruned trial's checkpoints and logs are of no further use
@@ -580,6 +588,7 @@ def report(storage: str, study_name: str | None = None) -> None:
     rows = trial_rows(study)
     names_ = list(info.get("space") or dict.fromkeys(k for r in rows for k in r["params"]))
     print(table(rows, names_, metric))
+    print(f"training steps: {steps_line(sum(r['steps'] or 0 for r in rows), sum(r['planned_steps'] or 0 for r in rows))}")
     try:
         best = study.best_trial
         print(f"best: trial {best.number}, {metric} {best.value:.4f}: {fmt_params(best.params)}")
