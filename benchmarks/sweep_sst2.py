@@ -130,8 +130,8 @@ def main() -> None:
                                  "--no-keep-best"], logs / f"{name}.log", env)
         s = json.loads((out / "sweep.json").read_text())
         # what the same trials would have cost unpruned (the sweep's own count): the unpruned sweep's
-        # steps when TPE draws the same parameter sets with and without pruning (seed 42: all 12); at
-        # seed 7 the draws parted from trial 5 on
+        # steps when TPE draws the same parameter sets with and without pruning (seeds 42 and 21: all
+        # 12); at seed 7 the draws parted from trial 5 on, at seed 13 from trial 11
         unpruned_cost = s["steps_without_pruning"]
         results[name] = {"best": s["best"], "steps_total": s["steps_total"], "trials": s["trials"],
                          "steps_of_its_trials_unpruned": unpruned_cost, "seconds_this_run": round(t, 1),

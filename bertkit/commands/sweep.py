@@ -588,7 +588,8 @@ def report(storage: str, study_name: str | None = None) -> None:
     rows = trial_rows(study)
     names_ = list(info.get("space") or dict.fromkeys(k for r in rows for k in r["params"]))
     print(table(rows, names_, metric))
-    print(f"training steps: {steps_line(sum(r['steps'] or 0 for r in rows), sum(r['planned_steps'] or 0 for r in rows))}")
+    spent, unpruned = (sum(r[k] or 0 for r in rows) for k in ("steps", "planned_steps"))
+    print(f"training steps: {steps_line(spent, unpruned)}")
     try:
         best = study.best_trial
         print(f"best: trial {best.number}, {metric} {best.value:.4f}: {fmt_params(best.params)}")
