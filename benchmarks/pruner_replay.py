@@ -32,10 +32,11 @@ sys.path.insert(0, str(ROOT))
 def load_curves(paths: list[str], study: str | None):
     """The distinct complete trials of the studies in these journal files, in trial-number order:
     (objective, [(report step, training steps, value)...], warm-up steps) each, and the studies' direction."""
-    import math
+    from types import SimpleNamespace
 
     import optuna
     from optuna.storages.journal import JournalFileBackend
+    from transformers import TrainingArguments
 
     curves, direction = {}, None
     for path in paths:
@@ -54,8 +55,9 @@ def load_curves(paths: list[str], study: str | None):
                 per_step = steps / reports[-1][0]  # training steps per report step (thousandths of an epoch)
                 curve = [(r, round(r * per_step), v) for r, v in reports]
                 ratio = t.user_attrs.get("keys", {}).get("train.warmup_ratio", fixed.get("warmup_ratio", 0.0))
-                # transformers' TrainingArguments.get_warmup_steps: below 1 a share of the steps
-                warm = int(ratio) if ratio >= 1 else math.ceil(steps * ratio)
+                # the rule sweep.warming_up applies (below 1 a share of the steps), without building a
+                # TrainingArguments per curve (2 s for the first)
+                warm = TrainingArguments.get_warmup_steps(SimpleNamespace(warmup_steps=ratio), steps)
                 curves[tuple(sorted(t.params.items()))] = (t.value, curve, warm)
     if not curves:
         sys.exit("no complete trial with recorded steps in " + ", ".join(paths))

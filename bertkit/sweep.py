@@ -257,16 +257,12 @@ class PruningCallback(_TrainerCallback):
     def __init__(self, trial):
         self.trial = trial
         self.steps = 0
-        # the steps the trial would have run unpruned (a time budget may refit them while it trains)
+        # the steps the trial would have run unpruned, read at each evaluation (a time budget may refit them)
         self.planned: int | None = None
         self.pruned_at: int | None = None
 
-    def on_train_begin(self, args, state, control, **kw):
-        self.planned = state.max_steps
-
     def on_step_end(self, args, state, control, **kw):
         self.steps = state.global_step
-        self.planned = state.max_steps
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         if not metrics or not state.is_world_process_zero or not args.metric_for_best_model:
@@ -276,7 +272,7 @@ class PruningCallback(_TrainerCallback):
         value = metrics.get(key)
         if value is None or not math.isfinite(float(value)):
             return
-        self.steps = state.global_step
+        self.steps, self.planned = state.global_step, state.max_steps
         self.trial.report(float(value), report_step(state))
         # At the last evaluation the steps are spent: pruning would only throw the result away (and
         # keep it from the sampler), so the trial completes.
@@ -300,6 +296,18 @@ def fmt_value(v: Any) -> str:
 
 def fmt_params(params: dict) -> str:
     return " ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+
+
+def step_totals(rows: list[dict]) -> tuple[int, int]:
+    """(steps the trials trained, steps they would have trained with none pruned)."""
+    return sum(r["steps"] or 0 for r in rows), sum(r["planned_steps"] or 0 for r in rows)
+
+
+def steps_line(spent: int, unpruned: int) -> str:
+    """The steps a sweep trained, and what pruning saved of running its trials to their ends."""
+    if unpruned <= spent:
+        return f"{spent:,}"
+    return f"{spent:,} ({spent / unpruned:.1%} of the {unpruned:,} its trials would have run unpruned)"
 
 
 def trial_rows(study) -> list[dict]:
@@ -371,6 +379,7 @@ def write_results(out: Path, study, params: list[Param], metric: str, command: s
     states: dict[str, int] = {}
     for r in rows:
         states[r["state"].lower()] = states.get(r["state"].lower(), 0) + 1
+    spent, unpruned = step_totals(rows)
     summary = {
         "command": command,
         "study": study.study_name,
@@ -380,9 +389,9 @@ def write_results(out: Path, study, params: list[Param], metric: str, command: s
         "trials": states,
         "best": None if best is None else {"number": best.number, "objective": best.value, "params": best.params,
                                            "steps": best.user_attrs.get("steps")},
-        "steps_total": sum(r["steps"] or 0 for r in rows),
+        "steps_total": spent,
         # what the same trials would have cost with none pruned: what pruning saved, in the sweep's own terms
-        "steps_without_pruning": sum(r["planned_steps"] or 0 for r in rows),
+        "steps_without_pruning": unpruned,
         "rows": rows,
     }
     write_text(out / "sweep.json", json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")

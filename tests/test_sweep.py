@@ -102,9 +102,8 @@ def test_pruning_callback_reports_and_stops():
     cb = PruningCallback(trial)
     args = SimpleNamespace(metric_for_best_model="accuracy", get_warmup_steps=lambda total: 0)
     state = SimpleNamespace(epoch=1.0, global_step=5, max_steps=15, is_world_process_zero=True)
-    cb.on_train_begin(args, state, None)
-    assert cb.planned == 15  # what the trial would cost unpruned
     cb.on_evaluate(args, state, None, metrics={"eval_accuracy": 0.7})
+    assert cb.planned == 15  # what the trial would cost unpruned
     assert trial.storage.get_trial(trial._trial_id).intermediate_values == {1000: 0.7}
     state = SimpleNamespace(epoch=2.0, global_step=10, max_steps=15, is_world_process_zero=True)
     with pytest.raises(optuna.TrialPruned):
@@ -137,8 +136,7 @@ def test_no_pruning_while_the_learning_rate_warms_up(tmp_path):
 
 
 def test_results_count_the_steps_pruning_saved(tmp_path):
-    from bertkit.commands.sweep import steps_line
-    from bertkit.sweep import Param, write_results
+    from bertkit.sweep import Param, steps_line, write_results
 
     study = optuna.create_study(direction="maximize")
     for value, steps, planned in [(0.8, 10, None), (None, 4, 10), (0.9, 10, None)]:

@@ -29,8 +29,8 @@ from ..errors import BertkitError, UsageError
 from ..log import get_logger
 from ..summary import print_summary
 from ..sweep import (Param, PruningCallback, default_study_name, direction, first_difference, config_fingerprint,
-                     fmt_params, grid_space, keep_best, plot, require_optuna, search_space, suggest, table,
-                     trial_rows, write_results, write_text)
+                     fmt_params, grid_space, keep_best, plot, require_optuna, search_space, step_totals, steps_line,
+                     suggest, table, trial_rows, write_results, write_text)
 from ..sweep_schema import SweepFields, Target, target_config, target_of
 
 log = get_logger()
@@ -186,13 +186,6 @@ def _write(s: Sweep, final: bool):
         if final:
             plots = plot(s.out, s.study, s.params, s.metric)
     return best, kept, plots
-
-
-def steps_line(spent: int, unpruned: int) -> str:
-    """The steps a sweep trained, and what pruning saved of running its trials to their ends."""
-    if unpruned <= spent:
-        return f"{spent:,}"
-    return f"{spent:,} ({spent / unpruned:.1%} of the {unpruned:,} its trials would have run unpruned)"
 
 
 def finish(s: Sweep) -> None:
@@ -588,8 +581,7 @@ def report(storage: str, study_name: str | None = None) -> None:
     rows = trial_rows(study)
     names_ = list(info.get("space") or dict.fromkeys(k for r in rows for k in r["params"]))
     print(table(rows, names_, metric))
-    spent, unpruned = (sum(r[k] or 0 for r in rows) for k in ("steps", "planned_steps"))
-    print(f"training steps: {steps_line(spent, unpruned)}")
+    print(f"training steps: {steps_line(*step_totals(rows))}")
     try:
         best = study.best_trial
         print(f"best: trial {best.number}, {metric} {best.value:.4f}: {fmt_params(best.params)}")
