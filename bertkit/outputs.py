@@ -116,30 +116,47 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_records(records: list[dict], out_path: str, flatten: Callable[[dict], dict] | None = None) -> int:
+def write_records(records: Iterable[dict], out_path: str, flatten: Callable[[dict], dict] | None = None) -> int:
     """Records as JSON lines (``-`` is stdout), or CSV/TSV by extension with each record passed through
-    ``flatten`` first (one column per scalar).  Files are written beside and renamed when complete."""
+    ``flatten`` first (one column per scalar).  Records are consumed as they come (memory stays flat for
+    any number); files are written beside and renamed when complete.  Returns the number of records."""
     if out_path == "-":
-        for r in records:
+        n = 0
+        for n, r in enumerate(records, 1):
             sys.stdout.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
         sys.stdout.flush()
-        return len(records)
+        return n
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     ext = path.suffix.lower()
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+    n = 0
+    try:
         if ext in (".csv", ".tsv"):
-            rows = [flatten(r) if flatten else r for r in records]
-            fields = list(dict.fromkeys(k for r in rows for k in r))
-            w = csv.DictWriter(fh, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
-            w.writeheader()
-            w.writerows(rows)
+            # the columns are known only once every record is seen (e.g. one column per [MASK]): flattened
+            # rows go to a scratch file first, then into the CSV under the union of their columns
+            scratch = path.with_name(f".{path.name}.rows-{os.getpid()}")
+            fields: dict[str, None] = {}
+            try:
+                with open(scratch, "w", encoding="utf-8") as fh:
+                    for n, r in enumerate(records, 1):
+                        row = flatten(r) if flatten else r
+                        fields.update(dict.fromkeys(row))
+                        fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
+                with open(scratch, encoding="utf-8") as src, open(tmp, "w", encoding="utf-8", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=list(fields), delimiter="\t" if ext == ".tsv" else ",")
+                    w.writeheader()
+                    w.writerows(json.loads(line) for line in src)
+            finally:
+                scratch.unlink(missing_ok=True)
         else:
-            for r in records:
-                fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
-    os.replace(tmp, path)
-    return len(records)
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for n, r in enumerate(records, 1):
+                    fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
 
 
 def append_jsonl(path: Path, records: Iterable[dict]) -> None:

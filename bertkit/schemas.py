@@ -13,6 +13,7 @@ from typing import Literal, Optional
 from pathlib import Path
 
 from .config import Schema, at_least, duration_problems, in_unit_interval, opt, section
+from .tasks import names as task_names
 
 PRESETS: dict[str, dict[str, int]] = {
     # name: layers / hidden; heads = hidden // 64 (at least 2), intermediate = 4 * hidden
@@ -197,6 +198,19 @@ class LabelledColumns(TextColumns):
 
 
 @dataclass
+class QAColumns(Schema):
+    question_column: str = opt("question", "question-answering: column holding the question (stdin: "
+                                           "question<TAB>context lines).", "--question-column")
+    context_column: str = opt("context", "question-answering: column holding the context.", "--context-column")
+
+
+@dataclass
+class QALabelledColumns(QAColumns):
+    answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
+                                        "JSON is read as is).", "--answer-column")
+
+
+@dataclass
 class ModelDirFields(Schema):
     model: Optional[str] = opt(None, "Local model directory.", "--model")
     allow_pickle: bool = allow_pickle_field()
@@ -211,12 +225,8 @@ class InferenceFields(ModelDirFields):
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
                                               "fine-tuned with, else its limit, 512 at most).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
-    task: Literal["auto", "fill-mask", "classification", "question-answering"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task",
-        choices=("auto", "fill-mask", "classification", "question-answering"))
-    question_column: str = opt("question", "question-answering: column holding the question (stdin: "
-                                           "question<TAB>context lines).", "--question-column")
-    context_column: str = opt("context", "question-answering: column holding the context.", "--context-column")
+    task: str = opt("auto", "The task kind: " + ", ".join(task_names()) + "; auto picks it from the model's "
+                            "architecture.", "--task", choices=("auto", *task_names()))
     backend: Literal["auto", "torch", "onnx"] = opt(
         "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
         choices=("auto", "torch", "onnx"))
@@ -224,8 +234,11 @@ class InferenceFields(ModelDirFields):
                                  "--threads")
 
     def problems(self) -> list[str]:
-        return super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
+        found = super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
             self.max_seq_length, 8, "--max-seq-length") + at_least(self.threads, 1, "--threads")
+        if self.task not in ("auto", *task_names()):
+            found.append(f"--task {self.task}: use auto or one of {', '.join(task_names())}")
+        return found
 
 
 @dataclass
@@ -322,7 +335,7 @@ class FinetuneConfig(FinetuneFields):
 
 
 @dataclass
-class PredictConfig(InferenceFields, TextColumns):
+class PredictConfig(InferenceFields, TextColumns, QAColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
@@ -343,7 +356,7 @@ class PredictConfig(InferenceFields, TextColumns):
 
 
 @dataclass
-class EvaluateConfig(InferenceFields, LabelledColumns):
+class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")
     data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
@@ -352,8 +365,6 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (default: the length a classifier was "
                                               "fine-tuned with; MLM blocks: 128).", "--max-seq-length")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
-    answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
-                                        "JSON is read as is).", "--answer-column")
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -365,8 +376,8 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
 
 
 @dataclass
-class ExportConfig(ModelDirFields, LabelledColumns):
-    model: Optional[str] = opt(None, "Local model directory to export (a classifier, a masked-LM or a QA model).", "--model")
+class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns):
+    model: Optional[str] = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
     output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     quantize: Literal["none", "int8"] = opt(
@@ -374,8 +385,9 @@ class ExportConfig(ModelDirFields, LabelledColumns):
         "--quantize", choices=("none", "int8"))
     max_drop: float = opt(1.0, "int8: refuse the model when its validation metric is more than this many points "
                                "below the torch model's.", "--max-drop")
-    validation: Optional[str] = opt(None, "Labelled file (classifier) or text file (masked-LM): both models' metrics "
-                                          "and their agreement go into export.json.", "--validation")
+    validation: Optional[str] = opt(None, "Labelled file, read as `bertkit evaluate --data` reads it for the model's "
+                                          "kind: both models' metrics and their agreement go into export.json, and "
+                                          "int8 is chosen and checked on it.", "--validation")
     text_column: str = opt("text", "Column holding the text (several: comma-separated).", "--text-column")
     label_column: str = opt("label", "Column holding the label (classifier validation).", "--label-column")
     batch_size: int = opt(64, "Rows per forward pass while validating.", "--batch-size")
