@@ -46,7 +46,7 @@ def test_batches_keep_order_and_trim_memory(monkeypatch):
     import bertkit.tasks.base as base
 
     calls = []
-    monkeypatch.setattr(inference, "trim_freed_memory", lambda: calls.append(1))
+    monkeypatch.setattr(base, "trim_freed_memory", lambda: calls.append(1))
     order = [5, 3, 9, 0, 1, 2, 4, 6, 7, 8, 10]
     batches = list(base.batches(order, 2, trim_every=2))
     assert [i for b in batches for i in b] == order
