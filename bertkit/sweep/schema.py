@@ -1,7 +1,7 @@
-"""The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and
-a ``sweep`` section, for each command a sweep can run (:data:`TARGETS`: finetune-cls, finetune-qa).  Kept
-apart from :mod:`bertkit.sweep`, which imports transformers (3.5 s), because the CLI imports every schema
-at start-up."""
+"""The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and a
+``sweep`` section, and :data:`TARGETS`, the commands a sweep can run (finetune-cls, finetune-qa) with their
+schemas, runners and metrics.  The CLI imports every schema at start-up, so this module imports neither
+Optuna nor transformers."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import typing
 from dataclasses import dataclass, make_dataclass
 from typing import ClassVar, Literal, Optional
 
-from .config import from_dict, opt, section, set_dotted, to_dict
-from .schemas import FinetuneConfig, FinetuneQAConfig
+from ..config import from_dict, opt, section, set_dotted, to_dict
+from ..schemas import FinetuneConfig, FinetuneQAConfig
 
 
 @dataclass
@@ -86,6 +86,8 @@ class Target:
     metrics: Optional[tuple[str, ...]] = None
 
 
+# Another command becomes sweepable by one entry here (its schema's sweep schema made by make_sweep_schema):
+# the CLI registers `bertkit sweep COMMAND` from this table and each trial runs commands/<module>.run.
 TARGETS: dict[str, Target] = {
     "finetune-cls": Target("finetune-cls", FinetuneConfig, SweepFinetuneConfig, "finetune_cls"),
     # QATrainer scores EM/F1 without labels in the evaluation windows: no eval loss to minimise
