@@ -201,6 +201,19 @@ def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_file
                                  "pip install 'bertkit[sweep]'"]
 
 
+def test_only_a_sweep_imports_optuna():
+    """The CLI imports the sweep schemas at start-up, for every command: Optuna (an extra) is imported only by
+    the sweep's own modules."""
+    def imports_optuna(modules: str) -> bool:
+        code = f"import sys, {modules}; print('optuna' in sys.modules)"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+        return proc.stdout.strip() == "True"
+
+    assert not imports_optuna("bertkit.cli, bertkit.sweep.schema, bertkit.commands.finetune_cls, bertkit.commands.export")
+    assert imports_optuna("bertkit.commands.sweep")
+
+
 def _suggested_commands(err: str) -> list[str]:
     return re.findall(r"`(bertkit [^`]+)`", err)
 

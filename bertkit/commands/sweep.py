@@ -13,23 +13,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import CONFIG_FILENAME, parse_duration, resolve, to_dict
+from ..config import parse_duration
 from ..errors import BertkitError, UsageError
 from ..log import get_logger
-from ..outputs import OutputLock, write_text
+from ..outputs import OutputLock
 from ..summary import print_summary
 from ..sweep import require_optuna
 from ..sweep.pruning import make_pruner
-from ..sweep.results import (
-    fmt_params,
-    keep_best,
-    plot,
-    progress_line,
-    report_lines,
-    steps_line,
-    write_results,
-)
-from ..sweep.schema import SweepFields, Target, target_config, target_of
+from ..sweep.results import (fmt_params, keep_best, plot, progress_line, report_lines, steps_line,
+                             write_results)
+from ..sweep.schema import SweepFields, Target, resumed_config, save_sweep_config, target_config, target_of
 from ..sweep.space import Param, grid_size, make_sampler, search_space
 from ..sweep.study import SharedStudy, config_fingerprint, default_study_name, direction
 from ..sweep.trial import run_trial
@@ -70,18 +63,7 @@ def check(s: Sweep) -> None:
         raise UsageError("--output is required: the sweep's directory (trials, results, the default storage)")
     s.out = Path(cfg.output)
     if cfg.sweep.resume:
-        saved = s.out / CONFIG_FILENAME
-        if not saved.is_file():
-            raise UsageError(f"--resume: {saved} not found; start the sweep without --resume first")
-        _check_saved_command(saved, s.target.command)
-        cmdline = cfg.sweep
-        cfg = resolve(type(cfg), saved)
-        # what may change between sessions of one study: how long this worker runs, and where
-        for name in ("trials", "timeout", "threads", "storage"):
-            if getattr(cmdline, name) != getattr(type(cmdline)(), name):
-                setattr(cfg.sweep, name, getattr(cmdline, name))
-        cfg.output = str(s.out)
-        s.cfg = cfg
+        s.cfg = cfg = resumed_config(cfg)
         log.info(f"Resuming the sweep in {s.out} with its saved settings")
     if cfg.sweep.trials < 1:
         raise UsageError(f"--trials {cfg.sweep.trials}: must be at least 1")
@@ -113,7 +95,7 @@ def open_study(s: Sweep) -> None:
                   make_pruner(cfg.sweep.pruner), settings)
     # the objective's name once a trial has run (None in the flags: the problem's default metric)
     s.metric = s.shared.study.user_attrs.get("objective", s.metric)
-    _save_sweep_config(s)
+    save_sweep_config(cfg)
     log.info(f"Sweep '{name}' in {s.shared.desc}: {len(s.params)} params "
              f"({', '.join(f'{p.name}={p.spec()}' for p in s.params)}), {s.total} trials, "
              f"{cfg.sweep.sampler} sampler, {cfg.sweep.pruner} pruner, objective {s.metric} "
@@ -230,32 +212,3 @@ def _progress(s: Sweep, trial, outcome, seconds: float) -> None:
 def _remove_checkpoints(s: Sweep, number: int) -> None:
     """A dead worker's trial: its checkpoints are of no use (trials never resume)."""
     shutil.rmtree(s.out / "trials" / str(number) / "checkpoints", ignore_errors=True)
-
-
-def _save_sweep_config(s: Sweep) -> None:
-    """OUTPUT/bertkit_config.yaml: the resolved sweep settings, which --resume reads back."""
-    import yaml
-
-    data = {"command": f"sweep {s.target.command}", **to_dict(s.cfg)}
-    data["sweep"]["resume"] = False
-    write_text(s.out / CONFIG_FILENAME, f"# Resolved bertkit sweep; continue with: bertkit sweep {s.target.command} "
-               f"--output {s.out} --resume\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-
-
-def _check_saved_command(saved: Path, command: str) -> None:
-    """--resume reads the sweep's saved settings, which fit only the command it was started with."""
-    import yaml
-
-    try:
-        started = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("command")
-    except (yaml.YAMLError, AttributeError):
-        started = None  # resolve() below says what is wrong with the file
-    if not started or started == f"sweep {command}":
-        return
-    if started.startswith("sweep "):
-        raise UsageError(f"--resume: the sweep in {saved.parent} was started as `bertkit {started}`, not "
-                         f"`bertkit sweep {command}`; resume it with `bertkit {started} --output {saved.parent} "
-                         "--resume`")
-    # a run of another command (finetune-cls...), which no sweep continues: nothing to suggest but another dir
-    raise UsageError(f"--resume: {saved.parent} holds a {started} run, not a sweep; give the sweep another "
-                     "--output (without --resume to start it)")

@@ -28,8 +28,8 @@ def run(cfg: TokenizeConfig) -> dict:
     # the same command continues from them (build_tokenized checks inputs, parameters and tokenizer); one
     # stopped before its first finished shard has nothing to continue from and is removed.
     partial = out.with_name(f".{out.name}.partial")
-    with OutputLock(out.with_name(f".{out.name}.lock"),
-                    busy=f"--output {out}: another bertkit tokenize is writing it; wait for it or choose another dir"), \
+    busy = f"--output {out}: another bertkit tokenize is writing it; wait for it or choose another dir"
+    with OutputLock(out.with_name(f".{out.name}.lock"), busy=busy), \
             exit_on_signal(lambda sig: _interrupted(out, partial)), \
             StagedDir(out, "tokenize", staging=partial, keep=lambda d: (d / RESUME).exists()) as tmp:
         manifest = build_tokenized(cfg.data, cfg.tokenizer, cfg.task, tmp, flag="INPUT")
