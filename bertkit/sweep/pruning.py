@@ -12,7 +12,7 @@ from transformers import TrainerCallback
 from ..errors import UsageError
 from . import require_optuna
 
-optuna = require_optuna()
+optuna = require_optuna()  # the sweep extra: a UsageError saying how to install it, not an ImportError
 
 PRUNERS = ("median", "halving", "hyperband", "none")
 

@@ -20,7 +20,7 @@ from ..outputs import StagedDir, write_text
 from . import require_optuna
 from .space import Param
 
-optuna = require_optuna()
+optuna = require_optuna()  # the sweep extra: a UsageError saying how to install it, not an ImportError
 log = get_logger()
 
 

@@ -126,8 +126,8 @@ def save_sweep_config(cfg: SweepFields) -> None:
     data = {"command": f"sweep {command}", **to_dict(cfg)}
     data["sweep"]["resume"] = False
     out = Path(cfg.output)
-    write_text(out / CONFIG_FILENAME, f"# Resolved bertkit sweep; continue with: bertkit sweep {command} --output {out} "
-               "--resume\n" + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    header = f"# Resolved bertkit sweep; continue with: bertkit sweep {command} --output {out} --resume\n"
+    write_text(out / CONFIG_FILENAME, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 def resumed_config(cfg: SweepFields) -> SweepFields:

@@ -16,7 +16,7 @@ from ..schemas import FinetuneConfig
 from . import require_optuna
 from .schema import TARGETS, SweepFields, target_of
 
-optuna = require_optuna()
+optuna = require_optuna()  # the sweep extra: a UsageError saying how to install it, not an ImportError
 
 
 @dataclass

@@ -28,7 +28,7 @@ from ..outputs import OutputLock, pid_alive
 from . import require_optuna
 from .schema import TARGETS
 
-optuna = require_optuna()
+optuna = require_optuna()  # the sweep extra: a UsageError saying how to install it, not an ImportError
 log = get_logger()
 
 JOURNAL = "study.journal"

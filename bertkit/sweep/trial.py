@@ -11,6 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ..log import get_logger
 from . import require_optuna
 from .pruning import PruningCallback
@@ -18,7 +20,7 @@ from .schema import SweepFields, Target, target_config
 from .space import Param, suggest
 from .study import SharedStudy
 
-optuna = require_optuna()
+optuna = require_optuna()  # the sweep extra: a UsageError saying how to install it, not an ImportError
 log = get_logger()
 
 
@@ -33,8 +35,6 @@ class Outcome:
 def run_trial(shared: SharedStudy, trial, cfg: SweepFields, target: Target, params: list[Param], out: Path,
               metric: str, threads: int | None) -> Outcome:
     """Run ``trial`` as a normal run of ``target``; tells the study its state (and value)."""
-    import torch
-
     runner = importlib.import_module(f"bertkit.commands.{target.module}")
     study = shared.study
     values = suggest(trial, params)
