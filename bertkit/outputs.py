@@ -141,7 +141,7 @@ def remove_stale_staging(out: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def swap_into_place(tmp: Path, out: Path) -> None:
+def _swap_into_place(tmp: Path, out: Path) -> None:
     """The finished dir ``tmp`` replaces ``out`` by one rename (an old ``out`` is moved aside first, then
     deleted): a reader sees the old output or the new one, never a mix."""
     old = None
@@ -181,7 +181,7 @@ class StagedDir:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            swap_into_place(self.path, self.out)
+            _swap_into_place(self.path, self.out)
         elif not (issubclass(exc_type, KeyboardInterrupt) and self.keep and self.keep(self.path)):
             shutil.rmtree(self.path, ignore_errors=True)
 
