@@ -183,7 +183,7 @@ def _sweep_root(ctx: typer.Context,
 
 
 def _register_sweeps() -> None:
-    from .sweep_schema import TARGETS
+    from .sweep.schema import TARGETS
 
     for t in TARGETS.values():  # commands.sweep.run finds the target from the config's class
         _register(t.command, t.sweep_schema, "sweep",

@@ -25,7 +25,7 @@ from .errors import DataError, UsageError
 from .distributed import is_main_process, main_process_first
 from .loading import DATASET_DIR, MANIFEST, TOKENIZER_DIR, load_tokenizer
 from .log import get_logger
-from .outputs import write_json
+from .outputs import StagedDir, write_json
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 RESUME = "resume.json"  # in an unfinished output dir: where an interrupted mlm run continues
@@ -440,13 +440,6 @@ def _training_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
                 yield texts
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completed temp dir into place (the old one, if any, is removed first)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
 def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
     """pretrain-mlm on raw files: tokenize once into ``cache_dir`` and reuse it while inputs,
     parameters and tokenizer are unchanged.  Runs on the main process first; the others wait for
@@ -462,15 +455,8 @@ def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
                 log.info(f"Using the tokenized cache {cache_dir}")
                 return cache_dir
         if is_main_process():
-            tmp = cache_dir.with_name(cache_dir.name + f".tmp-{os.getpid()}")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            try:
+            with StagedDir(cache_dir, "pretrain-mlm") as tmp:
                 build_tokenized(data_cfg, tok_cfg, "mlm", tmp, flag="--data")
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            replace_dir(tmp, cache_dir)
     return cache_dir
 
 

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import cli, read_jsonl
+from conftest import ROOT, cli, dead_pid, read_jsonl
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -177,6 +182,30 @@ def test_int8_smaller_and_refused_when_the_drop_is_too_large(tmp_path, classifie
     assert len(err) == 1 and "refused" in err[0] and "--max-drop" in err[0]
     assert not (tmp_path / "refused").exists()
     assert not list(tmp_path.glob(".refused.tmp-*"))
+
+
+def test_sigterm_during_export_leaves_nothing_says_so_exits_143(tmp_path, classifier, cls_files):
+    """A scheduler's SIGTERM mid-export: the staging dir is removed, one line says what happened, exit 143 (as
+    the training commands); a later export removes what a SIGKILLed one left (its pid is dead)."""
+    _, dev = cls_files
+    out = tmp_path / "onnx"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bertkit", "export", "--model", str(classifier), "--output",
+                             str(out), "--validation", str(dev), "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    while not list(tmp_path.glob(".onnx.tmp-export-*")):  # writing has started
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"bertkit export: interrupted (SIGTERM); nothing was written to {out}"]
+    assert list(tmp_path.iterdir()) == []
+
+    killed = tmp_path / f".onnx.tmp-export-{dead_pid()}"  # what a SIGKILLed export leaves
+    (killed / "work").mkdir(parents=True)
+    _export(classifier, out)  # asserts no .onnx.tmp-* left
+    assert not killed.exists()
 
 
 def test_missing_extra_is_one_line(tmp_path, classifier, capsys, monkeypatch):

@@ -3,13 +3,13 @@ run, checked against the torch model.  The stages live in :mod:`bertkit.onnx_exp
 
 Stages: check the inputs -> trace to ONNX -> optimise for CPU -> compare with torch on sample inputs ->
 (--validation) score both with the task kind's scoring (what `bertkit evaluate` runs) -> (--quantize int8)
-quantize, choose, refuse when the metric drops -> write everything into a temp dir and move it into place.
+quantize, choose, refuse when the metric drops -> write everything into a staging dir and swap it into place
+(outputs.StagedDir; SIGTERM or Ctrl-C leaves nothing, says so in one line and exits 143 / 130).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -20,6 +20,7 @@ from typing import Any
 from .. import __version__
 from ..errors import UsageError
 from ..log import get_logger, quiet
+from ..outputs import StagedDir, exit_on_signal
 from ..schemas import ExportConfig
 from ..summary import print_summary
 
@@ -82,12 +83,11 @@ def run(cfg: ExportConfig) -> dict:
 
         torch.set_num_threads(cfg.threads)
     src.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = src.out.parent / f".{src.out.name}.tmp-export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "work").mkdir(parents=True)
     report: dict = {"bertkit_version": __version__, "kind": src.kind, "source_model": str(src.path), "opset": ox.OPSET,
                     "exporter": "torch.onnx.export (TorchScript tracer), eager attention", "quantize": cfg.quantize}
-    try:
+    with exit_on_signal(lambda sig: f"bertkit export: interrupted ({sig}); nothing was written to {src.out}"), \
+            StagedDir(src.out, "export") as tmp:
+        (tmp / "work").mkdir(parents=True)
         torch_fn, fp32 = export_fp32(src, tmp / "work", report)
         onnx_fp32 = ox.OnnxModel(fp32, threads=cfg.threads)
         windows = compare_on_samples(src, torch_fn, onnx_fp32, report)
@@ -98,9 +98,6 @@ def run(cfg: ExportConfig) -> dict:
             if cfg.quantize == "int8" else fp32
         del onnx_fp32
         write_export(src, final, tmp, report, t_start)
-        _move_into_place(tmp, src.out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print_summary("export", summary_rows(src, report))
     return report
 
@@ -184,7 +181,7 @@ def write_export(src: Source, final: Path, tmp: Path, report: dict, t_start: flo
     export.json, into ``tmp``."""
     from .. import onnx_export as ox
 
-    os.replace(final, tmp / ox.ONNX_FILE)
+    shutil.move(final, tmp / ox.ONNX_FILE)
     shutil.rmtree(tmp / "work")
     # without the padding/truncation state the validation calls left on the backend: it would be saved in
     # tokenizer.json and apply to every plain `tokenizers` user of the dir (the lengths live in config.json)
@@ -222,13 +219,3 @@ def summary_rows(src: Source, report: dict) -> list[tuple[str, str]]:
     rows.append(("written", str(src.out)))
     return rows
 
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """The finished dir replaces ``out`` in one rename (an old ``out`` is moved aside first, then deleted)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
