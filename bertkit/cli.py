@@ -210,7 +210,7 @@ def recipes_command(
                                                       "--config_file).")] = False,
 ):
     """List the shipped recipes with their purpose and the command that runs each (--config NAME runs one)."""
-    from .recipes import find_recipe, list_recipes
+    from .recipe_files import find_recipe, list_recipes
 
     if name:
         found = find_recipe(name)

@@ -230,7 +230,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """A recipe file, or a recipe shipped in the package by name (``bertkit recipes`` lists them)."""
-    from .recipes import find_recipe
+    from .recipe_files import find_recipe
 
     p = Path(path)
     if not p.is_file():
