@@ -253,7 +253,7 @@ def report(runs: Path, tasks: list[str]) -> None:
             b = [rows[(task, w, s)] for s in seeds]
             p = [peer[s] for s in seeds]
             name = w[len("bertkit-"):]
-            for s, rb, rp in zip(seeds, b, p):
+            for s, rb, rp in zip(seeds, b, p, strict=True):
                 print(f"| {name} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | {100 * (rb[metric] - rp[metric]):+.2f} "
                       f"| {rb['examples_per_second']:.1f} | {rp['examples_per_second']:.1f} | "
                       f"{speed_ratio([rb], [rp], 'examples_per_second')} | "

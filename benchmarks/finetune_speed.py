@@ -188,7 +188,7 @@ def worker_predict_pipeline(a) -> dict:
     import torch
 
     return {"rows": len(texts), "seconds": seconds, "rows_per_s": len(texts) / seconds, "pred": labels,
-            "accuracy": sum(p == g for p, g in zip(labels, gold)) / len(gold), "threads": torch.get_num_threads()}
+            "accuracy": sum(p == g for p, g in zip(labels, gold, strict=True)) / len(gold), "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,7 +240,7 @@ def run_bertkit_predict(a, model_dir: str, out_path: Path) -> dict:
     rows = int(m.group(1).replace(",", ""))
     seconds = float(m.group(2))
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "pred": preds,
-            "accuracy": sum(p == g for p, g in zip(preds, gold)) / len(gold), "command": " ".join(cmd)}
+            "accuracy": sum(p == g for p, g in zip(preds, gold, strict=True)) / len(gold), "command": " ".join(cmd)}
 
 
 def machine_info(threads: int) -> dict:
@@ -342,7 +342,7 @@ def main(argv=None) -> None:
         for rep in range(a.predict_repeats):
             pipe = run_worker(a, "predict-pipeline", model_dir=model_dir)
             bk = run_bertkit_predict(a, model_dir, Path(a.workdir) / f"pred-{rep}.jsonl")
-            mism = sum(x != y for x, y in zip(pipe["pred"], bk["pred"])) + abs(len(pipe["pred"]) - len(bk["pred"]))
+            mism = sum(x != y for x, y in zip(pipe["pred"], bk["pred"], strict=False)) + abs(len(pipe["pred"]) - len(bk["pred"]))
             pair = {"pipeline": {k: v for k, v in pipe.items() if k != "pred"},
                     "bertkit": {k: v for k, v in bk.items() if k != "pred"},
                     "ratio": bk["rows_per_s"] / pipe["rows_per_s"], "mismatches": mism}
@@ -370,7 +370,7 @@ def main(argv=None) -> None:
         bl = statistics.median(p["bertkit"]["mean_padded_len"] for p in train_pairs)
         print(f"| finetune-cls train examples/s (SST-2, MiniLM-L6, batch {a.batch_size}, {a.steps} steps, "
               f"{a.steps - a.warmup_steps} timed) | {peer:.1f} | {bk:.1f} | {med:.2f}x "
-              f"({', '.join('%.2f' % p['ratio'] for p in train_pairs)}) | >={TRAIN_TARGET}x ({ok}) | "
+              f"({', '.join(format(p['ratio'], '.2f') for p in train_pairs)}) | >={TRAIN_TARGET}x ({ok}) | "
               f"padded length/example: peer {pl:.1f}, bertkit {bl:.1f} |")
         results["train_median_ratio"] = med
     if pred_pairs:
@@ -380,7 +380,7 @@ def main(argv=None) -> None:
         ok = "ok" if med >= PREDICT_TARGET else "MISS"
         mism = max(p["mismatches"] for p in pred_pairs)
         print(f"| predict rows/s (SST-2 dev, {pred_pairs[0]['bertkit']['rows']} rows, batch {a.batch_size}) | {peer:.1f} | "
-              f"{bk:.1f} | {med:.2f}x ({', '.join('%.2f' % p['ratio'] for p in pred_pairs)}) | >={PREDICT_TARGET}x ({ok}) | "
+              f"{bk:.1f} | {med:.2f}x ({', '.join(format(p['ratio'], '.2f') for p in pred_pairs)}) | >={PREDICT_TARGET}x ({ok}) | "
               f"argmax mismatches: {mism}; dev accuracy pipeline {pred_pairs[0]['pipeline']['accuracy']:.4f}, "
               f"bertkit {pred_pairs[0]['bertkit']['accuracy']:.4f} |")
         results["predict_median_ratio"] = med

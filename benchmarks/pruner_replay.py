@@ -141,7 +141,7 @@ def main() -> None:
         results = [replay(optuna, pruner_for(optuna, kind), direction, o, args.judge_warm_up) for o in orders]
         shares = sorted(spent / full for spent, full, _ in results)
         bests = [b for _, _, b in results if b is not None]
-        found = sum(b == t for (_, _, b), t in zip(results, tops)) / len(results)
+        found = sum(b == t for (_, _, b), t in zip(results, tops, strict=True)) / len(results)
         line = (f"{kind:10s} {statistics.mean(shares):28.3f} {shares[int(0.9 * len(shares))]:6.3f} "
                 f"{statistics.mean(bests) if bests else float('nan'):10.4f} {found:13.2f}")
         if args.reference is not None:

@@ -340,7 +340,7 @@ def main() -> None:
     if model_dir:
         peer = run_worker(a, "predict-peer", model_dir=model_dir)
         mine = run_worker(a, "predict-bertkit", model_dir=model_dir)
-        same = sum(x == y for x, y in zip(peer["answers"], mine["answers"]))
+        same = sum(x == y for x, y in zip(peer["answers"], mine["answers"], strict=True))
         report["predict"] = {"peer_qps": peer["questions_per_s"], "bertkit_qps": mine["questions_per_s"],
                              "ratio": mine["questions_per_s"] / peer["questions_per_s"],
                              "agreement": same / len(mine["answers"]), "bertkit_f1": mine["f1"],

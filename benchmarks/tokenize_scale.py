@@ -161,7 +161,7 @@ def main(argv=None) -> None:
 
     print("\n| corpus | --num-proc | wall s | MB/s | peak RSS (tree) | largest process |")
     print("|---|---:|---:|---:|---:|---:|")
-    for (times, n), r in results.items():
+    for (_times, n), r in results.items():
         print(f"| {r['bytes'] / 1e6:.0f} MB (x{times}) | {n} | {r['wall']:.1f} | {r['mbps']:.2f} | "
               f"{r['tree_rss'] / 2**30:.2f} GiB | {r['maxrss'] / 2**30:.2f} GiB |")
     print()
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
             ratio = results[(times, n)]["tree_rss"] / results[(small, n)]["tree_rss"]
             print(f"peak RSS x{times} / x{small} at --num-proc {n}: {ratio:.2f}"
                   + (" (target <= 1.3)" if times == 16 else ""))
-    for (times, n), r in results.items():
+    for (_times, n), r in results.items():
         if r["bytes"] >= 0.9e9:
             print(f"peak RSS, {r['bytes'] / 1e9:.2f} GB corpus at --num-proc {n}: {r['tree_rss'] / 2**30:.2f} GiB "
                   f"(target <= 2 GB): {'met' if r['tree_rss'] <= 2e9 else 'NOT met'}")

@@ -66,14 +66,14 @@ def _cli_type(tp: Any, decl: str | None, choices) -> tuple[Any, dict]:
     extra: dict = {}
     if origin is Literal or choices:
         # validated (exit 2, naming the choices) when the config is resolved
-        return Optional[str], extra
+        return str | None, extra
     if origin is list:
-        return Optional[list[str]], extra
+        return list[str] | None, extra
     if tp is bool:
-        return Optional[bool], extra
+        return bool | None, extra
     if tp in (int, float, str):
-        return Optional[tp], extra
-    return Optional[str], extra
+        return tp | None, extra
+    return str | None, extra
 
 
 _COMMON = [

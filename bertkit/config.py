@@ -72,7 +72,8 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0], True
-        return Union[tuple(args)], True  # type: ignore[return-value]
+        # a union of a variable number of types: X | Y has no spelling for that
+        return Union[tuple(args)], True  # type: ignore[return-value]  # noqa: UP007
     return tp, False
 
 

@@ -172,7 +172,7 @@ def _read_delimited(path: Path, delimiter: str, headerless: bool) -> dict[str, l
             else:
                 raise DataError(f"{path}: row {i + first_line} has {len(r)} fields, the header has {width}; "
                                 "fix the row (quote fields containing the delimiter)")
-        for h, v in zip(header, r):
+        for h, v in zip(header, r, strict=True):
             out[h].append(v)
     return out
 

@@ -192,7 +192,7 @@ def length_order(tok, texts: list[str], pairs: list[str] | None = None) -> list[
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     lengths = [len(e.ids) for e in encode(texts, add_special_tokens=False)]
     if pairs:
-        lengths = [a + len(e.ids) for a, e in zip(lengths, encode(pairs, add_special_tokens=False))]
+        lengths = [a + len(e.ids) for a, e in zip(lengths, encode(pairs, add_special_tokens=False), strict=True)]
     return sorted(range(len(texts)), key=lengths.__getitem__)
 
 
@@ -262,7 +262,7 @@ def fill_mask(model, tok, texts: list[str], batch_size: int, max_len: int, devic
                 for p in pos.tolist():
                     sc, ids = torch.softmax(logits[row, p].float(), -1).topk(top_k)
                     masks.append([{"token": int(t), "token_str": tok.convert_ids_to_tokens(int(t)), "score": round(float(s), 6)}
-                                  for s, t in zip(sc.tolist(), ids.tolist())])
+                                  for s, t in zip(sc.tolist(), ids.tolist(), strict=True)])
                 filled = texts[i]
                 for m in masks:
                     filled = filled.replace(tok.mask_token, m[0]["token_str"].removeprefix("##"), 1)

@@ -100,7 +100,7 @@ class NamedIO(torch.nn.Module):
         self.inner, self.names, self.outputs = inner, list(names), list(outputs)
 
     def forward(self, *args):
-        out = self.inner(**dict(zip(self.names, args)), return_dict=True)
+        out = self.inner(**dict(zip(self.names, args, strict=True)), return_dict=True)
         return tuple(out[k] for k in self.outputs)
 
 

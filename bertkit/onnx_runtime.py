@@ -123,7 +123,7 @@ class OnnxModel:
                 feed[name] = np.zeros_like(ids)
             else:
                 raise UsageError(f"--model {self.path}: the ONNX graph needs an input '{name}' bertkit does not make")
-        return dict(zip(self.output_names, self.session.run(None, feed)))
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
 
     def __call__(self, labels=None, **features):
         import torch

@@ -200,7 +200,7 @@ def _checked(rows: list[dict], path: str, flag: str) -> QAData:
             raise DataError(f"{path}: question {r['id']} has an empty context ({flag})")
         texts, starts = _parse_answers(r["answers"], ctx)
         good_t, good_s, bad = [], [], 0
-        for t, s in zip(texts, starts):
+        for t, s in zip(texts, starts, strict=True):
             if s is None:
                 s = ctx.find(t) if t else -1
             if t and s >= 0 and ctx[s:s + len(t)] == t:
@@ -268,7 +268,7 @@ def truncate_questions(tok, questions: Sequence[str], max_question_length: int) 
     qs = [q.lstrip() for q in questions]
     enc = tok(qs, add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for q, offs in zip(qs, enc["offset_mapping"]):
+    for q, offs in zip(qs, enc["offset_mapping"], strict=True):
         out.append(q[:offs[max_question_length - 1][1]] if len(offs) > max_question_length else q)
     return out
 

@@ -43,9 +43,9 @@ def plot_curves(history: list[dict], path: Path, title: str) -> bool:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        ax.plot(*zip(*train, strict=True), label="train loss")
     if "eval_loss" in eval_keys:
-        ax.plot(*zip(*[(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]), "o-", label="eval loss")
+        ax.plot(*zip(*[(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r], strict=True), "o-", label="eval loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("loss")
@@ -57,12 +57,12 @@ def plot_curves(history: list[dict], path: Path, title: str) -> bool:
         if k == "eval_loss":
             continue
         pts = [(r["step"], r[k]) for r in history if k in r]
-        ax.plot(*zip(*pts), "o-", label=k.replace("eval_", ""))
+        ax.plot(*zip(*pts, strict=True), "o-", label=k.replace("eval_", ""))
         plotted = True
     if not plotted:
         lr = [(r["step"], r["learning_rate"]) for r in history if "learning_rate" in r]
         if lr:
-            ax.plot(*zip(*lr), label="learning rate")
+            ax.plot(*zip(*lr, strict=True), label="learning rate")
             plotted = True
     ax.set_xlabel("step")
     ax.set_title("eval metrics" if eval_keys[1:] else "learning rate")

@@ -358,8 +358,8 @@ def table(rows: list[dict], names: list[str], metric: str) -> str:
              "" if r["objective"] is None else f"{r['objective']:.4f}", r["state"].lower(),
              "" if r["steps"] is None else str(r["steps"]), "" if r["seconds"] is None else f"{r['seconds']:.0f}"]
             for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])
 
 
 def write_text(path: Path, text: str) -> None:

@@ -304,7 +304,7 @@ def test_pack_docs_no_token_lost_across_blocks_and_chunks():
     assert all(len(b) == block for b in blocks[:-1])
     assert len(blocks[-1]) <= block
     expected = []
-    for i, (r, s) in enumerate(zip(rows, starts)):
+    for i, (r, s) in enumerate(zip(rows, starts, strict=True)):
         if s and i > 0:
             expected.append(SEP)
         expected.extend(r)

@@ -61,7 +61,7 @@ def answer_rows(cfg: PredictConfig, opened, model, questions: list[str], context
     if progress is not None:
         progress.update(len(questions))
     out = []
-    for q, r in zip(questions, results):
+    for q, r in zip(questions, results, strict=True):
         rec = {"question": q, "answer": r["answer"], "score": r["score"], "start": r["start"], "end": r["end"]}
         if cfg.top_k > 1:
             rec["alternatives"] = r["alternatives"]
