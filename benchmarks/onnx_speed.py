@@ -177,7 +177,8 @@ def main(argv=None) -> None:
         r = dict(rs[-1])
         r["rows_per_s"] = statistics.median(x["rows_per_s"] for x in rs)
         r["rows_per_cpu_s"] = statistics.median(x["rows_per_cpu_s"] for x in rs)
-        r["ratio"] = statistics.median(x["rows_per_s"] / p["rows_per_s"] for x, p in zip(rs, rounds["pipeline"], strict=True))
+        r["ratio"] = statistics.median(x["rows_per_s"] / p["rows_per_s"]
+                                       for x, p in zip(rs, rounds["pipeline"], strict=True))
         r["cpu_ratio"] = statistics.median(x["rows_per_cpu_s"] / p["rows_per_cpu_s"]
                                            for x, p in zip(rs, rounds["pipeline"], strict=True))
         r["all"] = [(round(x["rows_per_s"], 1), round(x["rows_per_cpu_s"], 1)) for x in rs]

@@ -135,7 +135,8 @@ def main() -> None:
         print(f"{len(curves)} recorded curves; {len(orders)} random orders of {args.trials} trials; "
               f"best recorded objective {top:.4f}")
     tops = [(max if maximize else min)(c[0] for c in o) for o in orders]
-    header = f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} {'found the top':>13s}"
+    header = (f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} "
+              f"{'found the top':>13s}")
     print(header + (f" {'best >= ref':>11s}" if args.reference is not None else ""))
     for kind in kinds:
         results = [replay(optuna, pruner_for(optuna, kind), direction, o, args.judge_warm_up) for o in orders]

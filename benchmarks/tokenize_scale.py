@@ -110,7 +110,8 @@ def build_corpus(src: Path, times: int, dst: Path) -> int:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="the text to concatenate (default: ../shared enwiki_sample)")
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="the text to concatenate (default: ../shared enwiki_sample)")
     p.add_argument("--sizes", default="1,16,60", help="copies of --data per corpus, comma-separated")
     p.add_argument("--num-proc", default="1,2", help="--num-proc values to run, comma-separated")
     p.add_argument("--tokenizer", default="minilm-l6", help="tokenizer dir (default: the packaged MiniLM)")
@@ -182,7 +183,8 @@ def main(argv=None) -> None:
             if (times, 1) in results and (times, 2) in results:
                 s = results[(times, 2)]["mbps"] / results[(times, 1)]["mbps"]
                 print(f"MB/s --num-proc 2 / --num-proc 1 at x{times}: {s:.2f} (target >= 1.6); "
-                      f"--num-proc 2 vs today's {args.baseline_mbps} MB/s: {results[(times, 2)]['mbps'] / args.baseline_mbps:.2f}x")
+                      f"--num-proc 2 vs today's {args.baseline_mbps} MB/s: "
+                      f"{results[(times, 2)]['mbps'] / args.baseline_mbps:.2f}x")
 
 
 if __name__ == "__main__":

@@ -77,12 +77,16 @@ def _cli_type(tp: Any, decl: str | None, choices) -> tuple[Any, dict]:
 
 
 _COMMON = [
-    ("config", Annotated[Optional[str], typer.Option("--config", "-c", help="Recipe YAML file (flags and --set override it).",
+    ("config", Annotated[Optional[str], typer.Option("--config", "-c",
+                                                     help="Recipe YAML file (flags and --set override it).",
                                                      rich_help_panel="Configuration")]),
-    ("sets", Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: --set train.lr=2e-5 (repeatable).",
+    ("sets", Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: "
+                                                         "--set train.lr=2e-5 (repeatable).",
                                                          rich_help_panel="Configuration")]),
-    ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.", rich_help_panel="Output")]),
-    ("verbose", Annotated[bool, typer.Option("--verbose", "-v", help="Also show library logs.", rich_help_panel="Output")]),
+    ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.",
+                                           rich_help_panel="Output")]),
+    ("verbose", Annotated[bool, typer.Option("--verbose", "-v", help="Also show library logs.",
+                                             rich_help_panel="Output")]),
     ("debug", Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.", rich_help_panel="Output")]),
 ]
 
@@ -151,16 +155,20 @@ def _register_all() -> None:
     _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
               "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
     _register("evaluate", EvaluateConfig, "evaluate",
-              "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), without training.")
+              "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), "
+              "without training.")
     _register("predict", PredictConfig, "predict",
-              "Fill-mask, classification or question-answering inference: files (or stdin) in, JSON lines or CSV out.")
-    _register("export", ExportConfig, "export", "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
+              "Fill-mask, classification or question-answering inference: files (or stdin) in, "
+              "JSON lines or CSV out.")
+    _register("export", ExportConfig, "export",
+              "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 
 
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep "
-                             "finetune-cls|finetune-qa (its flags) --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
+                             "finetune-cls|finetune-qa (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
+                             "bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
 

@@ -150,7 +150,8 @@ def _read_delimited(path: Path, delimiter: str, headerless: bool) -> dict[str, l
     try:
         rows = [r for r in reader if r]
     except csv.Error as e:
-        raise DataError(f"{path}: line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise DataError(f"{path}: line {reader.line_num}: malformed {kind} ({e})") from None
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     if headerless:
@@ -268,7 +269,8 @@ def load_inputs(inputs: Iterable[str], flag: str, columns: dict[str, str | None]
             label_flags = [f for f in wanted if f != "--text-column"]
             if label_flags and any(f in ("--label-column", "--text-pair-column") for f in label_flags):
                 f = next(f for f in label_flags if f in ("--label-column", "--text-pair-column"))
-                raise DataError(f"{p}: a plain text file has only one text per line, so {f} {wanted[f]} cannot be read; "
+                raise DataError(f"{p}: a plain text file has only one text per line, "
+                                f"so {f} {wanted[f]} cannot be read; "
                                 "use .csv/.tsv/.jsonl for labels and pairs")
         else:
             require_columns(ds, p, wanted)
@@ -284,7 +286,8 @@ def load_inputs(inputs: Iterable[str], flag: str, columns: dict[str, str | None]
     try:
         return datasets.concatenate_datasets(parts), paths
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"inputs {', '.join(map(str, paths))} cannot be combined: their columns differ in type ({e})") from None
+        raise DataError(f"inputs {', '.join(map(str, paths))} cannot be combined: "
+                        f"their columns differ in type ({e})") from None
 
 
 def read_stdin_lines() -> list[tuple[int, str]]:
@@ -298,7 +301,8 @@ def read_stdin_lines() -> list[tuple[int, str]]:
     return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
 
 
-def read_predict_input(source: str, text_column: str, pair_column: str | None) -> tuple[list[str], list[str] | None, list[dict] | None]:
+def read_predict_input(source: str, text_column: str,
+                       pair_column: str | None) -> tuple[list[str], list[str] | None, list[dict] | None]:
     """Texts (and pairs) to predict on, from a file or '-' (stdin, one text per line).
 
     Returns (texts, pairs, original rows or None).

@@ -261,7 +261,8 @@ def fill_mask(model, tok, texts: list[str], batch_size: int, max_len: int, devic
                 masks = []
                 for p in pos.tolist():
                     sc, ids = torch.softmax(logits[row, p].float(), -1).topk(top_k)
-                    masks.append([{"token": int(t), "token_str": tok.convert_ids_to_tokens(int(t)), "score": round(float(s), 6)}
+                    masks.append([{"token": int(t), "token_str": tok.convert_ids_to_tokens(int(t)),
+                                   "score": round(float(s), 6)}
                                   for s, t in zip(sc.tolist(), ids.tolist(), strict=True)])
                 filled = texts[i]
                 for m in masks:

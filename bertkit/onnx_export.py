@@ -119,8 +119,9 @@ def export_graph(model, tok, kind: str, path: Path) -> list[str]:
         warnings.simplefilter("ignore")  # TracerWarnings on the two mask conditionals (see module doc)
         # .eval() on the wrapper: the exporter restores the wrapper's mode on every submodule afterwards, and a
         # new Module is in training mode (that would leave the torch model's dropout on)
-        torch.onnx.export(NamedIO(model, names, outputs).eval(), args, str(path), input_names=names, output_names=outputs,
-                          dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
+        torch.onnx.export(NamedIO(model, names, outputs).eval(), args, str(path), input_names=names,
+                          output_names=outputs, dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True,
+                          dynamo=False)
     model.eval()
     return names
 
@@ -415,6 +416,6 @@ class QuantizationRefused(DataError):
         self.report = report
 
 __all__ = ["require_extra", "detect_kind", "load_torch_model", "export_graph", "optimize_graph", "sample_features",
-           "logit_difference", "Validator", "Validation", "quantize", "choose_int8", "QuantizationRefused", "OPSET", "ONNX_FILE", "EXPORT_REPORT",
-           "OnnxModel", "SAMPLES", "KINDS", "missing_packages"]
+           "logit_difference", "Validator", "Validation", "quantize", "choose_int8", "QuantizationRefused", "OPSET",
+           "ONNX_FILE", "EXPORT_REPORT", "OnnxModel", "SAMPLES", "KINDS", "missing_packages"]
 

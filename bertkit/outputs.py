@@ -69,7 +69,8 @@ def prepare_output(output: str | None, overwrite: bool, resume: str) -> tuple[Pa
             resume_from = str(ck)
             log.info(f"Resuming from {ck} (pass --overwrite to start over)")
         elif any(p.name not in _RESUMABLE_LEFTOVERS and not p.name.startswith(".tmp") for p in out.iterdir()):
-            raise UsageError(f"--output {output}: not empty and not a resumable run; pass --overwrite or choose another dir")
+            raise UsageError(f"--output {output}: not empty and not a resumable run; "
+                             "pass --overwrite or choose another dir")
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
     wait_for_everyone()
@@ -151,5 +152,6 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
 def command_line() -> str:
     """The command that started this process, as a user would retype it."""
     argv = list(sys.argv)
-    prog = "bertkit" if argv and (argv[0].endswith("bertkit") or argv[0].endswith("__main__.py")) else argv[0] if argv else "bertkit"
+    ours = not argv or argv[0].endswith(("bertkit", "__main__.py"))
+    prog = "bertkit" if ours else argv[0]
     return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])

@@ -254,7 +254,8 @@ def window_problems(max_seq_length: int, doc_stride: int, max_question_length: i
     return found
 
 
-def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int, max_positions: int | None = None) -> None:
+def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int,
+                  max_positions: int | None = None) -> None:
     """:func:`window_problems` as a usage error."""
     found = window_problems(max_seq_length, doc_stride, max_question_length, max_positions)
     if found:

@@ -132,7 +132,8 @@ def parse_spec(name: str, spec: Any, schema: type = FinetuneConfig) -> Param:
             raise UsageError(f"{where}: repeated choices {list(parsed)}")
         return Param(name, key, "choice", choices=parsed)
     if kind not in ("log", "int", "float"):
-        raise UsageError(f"{where}: unknown kind {kind!r}; use log:LOW:HIGH, int:LOW:HIGH, float:LOW:HIGH or choice:A,B")
+        raise UsageError(f"{where}: unknown kind {kind!r}; "
+                         "use log:LOW:HIGH, int:LOW:HIGH, float:LOW:HIGH or choice:A,B")
     if base not in (int, float):
         raise UsageError(f"{where}: {key} is not numeric; search it with choice:A,B,...")
     parts = rest.split(":")
@@ -359,7 +360,8 @@ def table(rows: list[dict], names: list[str], metric: str) -> str:
              "" if r["steps"] is None else str(r["steps"]), "" if r["seconds"] is None else f"{r['seconds']:.0f}"]
             for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [head, *body])
 
 
 def write_text(path: Path, text: str) -> None:

@@ -325,7 +325,8 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
             {"question": "what is the capital of italy ?", "context": "rome is the capital of italy ."}]
     inp = tmp_path / "q.jsonl"
     inp.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2, "--quiet") == 0
+    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2,
+               "--quiet") == 0
     preds = read_jsonl(tmp_path / "p.jsonl")
     assert [p["question"] for p in preds] == [r["question"] for r in rows]
     for p, r in zip(preds, rows, strict=True):

@@ -421,8 +421,8 @@ def _threads(s: Sweep) -> int:
     """Torch threads for this worker: the CPU cores shared by the workers running on this host."""
     if s.cfg.sweep.threads:
         return s.cfg.sweep.threads
-    pids = {t.user_attrs.get("pid") for t in s.study.get_trials(deepcopy=False, states=(s.optuna.trial.TrialState.RUNNING,))
-            if t.user_attrs.get("host") == HOST}
+    running = s.study.get_trials(deepcopy=False, states=(s.optuna.trial.TrialState.RUNNING,))
+    pids = {t.user_attrs.get("pid") for t in running if t.user_attrs.get("host") == HOST}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // max(1, len(pids)))
 
