@@ -40,6 +40,8 @@ from pathlib import Path
 
 from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
 
+from bertkit.summary import fmt_duration
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 ALL_TASKS = ("sst2", "mrpc", "stsb", "cola", "goemotions", "chinese")
@@ -281,12 +283,6 @@ def row(task, metric, value, target, seconds, commands, metrics) -> dict:
                         if k.startswith(("eval_", "test_")) or k in ("train_loss", "threshold")}}
 
 
-def fmt_time(s: float) -> str:
-    m, s = divmod(int(s), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 def print_table(rows: list[dict], smoke: bool) -> None:
     print()
     if smoke:
@@ -298,7 +294,8 @@ def print_table(rows: list[dict], smoke: bool) -> None:
         v = "error" if rw.get("error") else ("n/a" if rw["value"] is None else f"{rw['value']:.4f}")
         status = "" if rw["passed"] is None else (" (ok)" if rw["passed"] else " (MISS)")
         cmds = "<br>".join(f"`{c.replace('|', chr(92) + '|')}`" for c in rw["commands"])
-        print(f"| {rw['task']} | {rw['metric']} | {v} | {rw['target']}{status} | {fmt_time(rw['seconds'])} | {cmds} |")
+        print(f"| {rw['task']} | {rw['metric']} | {v} | {rw['target']}{status} | {fmt_duration(rw['seconds'])} "
+              f"| {cmds} |")
 
 
 def positive_int(text: str) -> int:
@@ -399,14 +396,15 @@ def main(argv=None) -> None:
                     "seconds": round(time.time() - t0, 1), "commands": []}]
         for rw in new:
             v = "n/a" if rw["value"] is None else f"{rw['value']:.4f}"
-            print(f"{rw['task']}: {rw['metric']} {v} (target {rw['target']}) in {fmt_time(rw['seconds'])}", flush=True)
+            print(f"{rw['task']}: {rw['metric']} {v} (target {rw['target']}) in {fmt_duration(rw['seconds'])}",
+                  flush=True)
         rows.extend(new)
         out_path.write_text(json.dumps({"smoke": a.smoke, "machine": machine, "data_dir": str(a.data_dir),
                                         "results": rows}, indent=2,
                                        ensure_ascii=False) + "\n", encoding="utf-8")
     print_table(rows, a.smoke)
     print()
-    print(f"total {fmt_time(time.time() - t_start)}; JSON: {out_path}")
+    print(f"total {fmt_duration(time.time() - t_start)}; JSON: {out_path}")
     if any(rw.get("error") for rw in rows):
         raise SystemExit(1)
 

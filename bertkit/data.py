@@ -104,7 +104,7 @@ def read_rows(path: Path, columns: Iterable[str | None] = (), text_mode: str = "
     if ext in DELIMITED_EXTS:
         return datasets.Dataset.from_dict(_read_delimited(path, DELIMITED_EXTS[ext], _headerless(columns)))
     if ext in JSON_EXTS:
-        return datasets.Dataset.from_list(_read_json(path))
+        return datasets.Dataset.from_list(read_json(path))
     if ext in PARQUET_EXTS:
         try:
             return datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
@@ -178,7 +178,7 @@ def _read_delimited(path: Path, delimiter: str, headerless: bool) -> dict[str, l
     return out
 
 
-def _read_json(path: Path) -> list[dict]:
+def read_json(path: Path) -> list[dict]:
     text = read_text(path)
     stripped = text.lstrip()
     if path.suffix.lower() == ".json" and stripped[:1] in ("[", "{"):

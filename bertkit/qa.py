@@ -161,11 +161,11 @@ def _squad_file_rows(p: Path) -> list[dict] | None:
 def _flat_file_rows(p: Path, offset: int, question_column: str, context_column: str, answer_column: str | None,
                     need_answers: bool) -> list[dict]:
     """The questions of a flat file (one row each); ids from an ``id`` column, else the row number."""
-    from .data import JSON_EXTS, _read_json, read_rows
+    from .data import JSON_EXTS, read_json, read_rows
 
     if p.is_file() and p.suffix.lower() in JSON_EXTS:
         # raw objects: answers may be a dict in one row and a string in the next, which Arrow refuses
-        raw = _read_json(p)
+        raw = read_json(p)
         names = list(dict.fromkeys(k for r in raw[:100] for k in r))
 
         def col(c):

@@ -26,6 +26,7 @@ from .distributed import is_main_process, main_process_first
 from .loading import DATASET_DIR, MANIFEST, TOKENIZER_DIR, load_tokenizer
 from .log import get_logger
 from .outputs import write_json
+from .summary import human_bytes
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 RESUME = "resume.json"  # in an unfinished output dir: where an interrupted mlm run continues
@@ -147,12 +148,10 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         # mlm streams its inputs (bertkit/streaming.py): nothing here holds the whole corpus
         ds = None
         paths = expand_inputs(data_cfg.inputs, flag)
-        read_table = functools.partial(_row_batches, flag=flag, columns=columns, text_mode=text_mode,
+        read_table = functools.partial(row_batches, flag=flag, columns=columns, text_mode=text_mode,
                                        text_cols=text_cols)
         total = sum(p.stat().st_size if p.is_file() else 0 for p in paths)
-        from .streaming import _human_bytes
-
-        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {_human_bytes(total)}" if total else ""))
+        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {human_bytes(total)}" if total else ""))
     else:
         read_table = None
         ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
@@ -171,7 +170,7 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         log.info(f"Resuming an interrupted run in {out_dir}: {resume['bytes_done'] / 1e6:,.1f} MB were done "
                  f"({len(resume['parts'])} finished shard(s))")
     else:
-        tok, tok_source = _tokenizer_for(tok_cfg, lambda: _training_texts(paths, read_table) if task == "mlm"
+        tok, tok_source = _tokenizer_for(tok_cfg, lambda: wordpiece_texts(paths, read_table) if task == "mlm"
                                          else text_batches(ds, text_cols))
     if resume is None:
         out_dir.mkdir(parents=True, exist_ok=False)
@@ -289,8 +288,8 @@ def _read_resume(out_dir: Path, key: str) -> dict | None:
     return state
 
 
-def _row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols: list[str],
-                 batch_size: int = 10000):
+def row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols: list[str],
+                batch_size: int = 10000):
     """(texts, document starts) batches of one non-text input (csv/tsv/json/parquet/saved dataset),
     read with :func:`load_inputs` (same columns, checks and errors) one file at a time."""
     import glob as _glob
@@ -302,7 +301,7 @@ def _row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols
         yield join_text(batch, text_cols, n), (list(batch[DOC_START]) if DOC_START in batch else None)
 
 
-def _training_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
+def wordpiece_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
     """The texts of all inputs, a chunk at a time, for the WordPiece trainer (it takes an iterator)."""
     from .data import TEXT_EXTS
     from .streaming import CHUNK_BYTES, Chunk, read_chunk_lines, text_ranges

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from bertkit.callbacks import fmt_time, refit_schedule, steps_that_fit
+from bertkit.callbacks import refit_schedule, steps_that_fit
 
 
 def _lrs(scheduler, steps):
@@ -44,10 +44,6 @@ def test_refit_schedule_leaves_a_constant_schedule_alone():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     assert not refit_schedule(sched, 40, 0.1)
-
-
-def test_fmt_time():
-    assert fmt_time(59) == "0:59" and fmt_time(3725) == "1:02:05" and fmt_time(-3) == "0:00"
 
 
 def test_budget_stop_evaluates_and_saves_the_last_step_when_the_best_model_is_kept():

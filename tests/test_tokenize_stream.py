@@ -155,10 +155,10 @@ def _stream(paths, tok, block, tmp: Path, mode="docs", num_proc=1, chunk_bytes=4
     import datasets
 
     from bertkit.streaming import Packer, ShardWriter, tokenize_corpus
-    from bertkit.tokenization import _row_batches
+    from bertkit.tokenization import row_batches
 
     def read_table(p):
-        return _row_batches(p, flag="INPUT", columns={"--text-column": "text"}, text_mode=mode, text_cols=["text"])
+        return row_batches(p, flag="INPUT", columns={"--text-column": "text"}, text_mode=mode, text_cols=["text"])
 
     packer = Packer(block, tok.cls_token_id, tok.sep_token_id, mode)
     out = tmp / f"ds-{mode}-{num_proc}-{chunk_bytes}"
@@ -254,11 +254,11 @@ def test_tokenize_cli_error_midway_leaves_nothing(tok, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_training_texts_stream_every_line(tmp_path):
-    from bertkit.tokenization import _training_texts
+def test_wordpiece_texts_stream_every_line(tmp_path):
+    from bertkit.tokenization import wordpiece_texts
 
     paths = _awkward_corpus(tmp_path)[:2]
-    streamed = [t for batch in _training_texts(paths, None) for t in batch]
+    streamed = [t for batch in wordpiece_texts(paths, None) for t in batch]
     from bertkit.data import load_inputs
 
     ds, _ = load_inputs([str(p) for p in paths], "INPUT", {"--text-column": "text"}, text_mode="lines")

@@ -27,7 +27,7 @@ from typing import Any
 from ..config import CONFIG_FILENAME, parse_duration, resolve, to_dict
 from ..errors import BertkitError, UsageError
 from ..log import get_logger
-from ..summary import print_summary
+from ..summary import fmt_duration, print_summary
 from ..sweep import (Param, PruningCallback, default_study_name, direction, first_difference, config_fingerprint,
                      fmt_params, grid_space, keep_best, plot, require_optuna, search_space, step_totals, steps_line,
                      suggest, table, trial_rows, write_results, write_text)
@@ -520,13 +520,7 @@ def _progress(s: Sweep, number: int, params: dict, state: str, value, seconds: f
     shown = f"{s.metric} {value:.4f}" if value is not None else (note or state.lower())
     best_s = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
     log.info(f"trial {number} {state.lower()}: {fmt_params(params)} | {shown} | {best_s} | "
-             f"{len(finished)}/{s.total} done, {seconds:.0f}s, ETA {_fmt(eta)}")
-
-
-def _fmt(seconds: float) -> str:
-    m, sec = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+             f"{len(finished)}/{s.total} done, {seconds:.0f}s, ETA {fmt_duration(eta)}")
 
 
 def _save_sweep_config(s: Sweep) -> None:
