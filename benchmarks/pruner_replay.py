@@ -135,13 +135,14 @@ def main() -> None:
         print(f"{len(curves)} recorded curves; {len(orders)} random orders of {args.trials} trials; "
               f"best recorded objective {top:.4f}")
     tops = [(max if maximize else min)(c[0] for c in o) for o in orders]
-    header = f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} {'found the top':>13s}"
+    header = (f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} "
+              f"{'found the top':>13s}")
     print(header + (f" {'best >= ref':>11s}" if args.reference is not None else ""))
     for kind in kinds:
         results = [replay(optuna, make_pruner(kind), direction, o, args.judge_warm_up) for o in orders]
         shares = sorted(spent / full for spent, full, _ in results)
         bests = [b for _, _, b in results if b is not None]
-        found = sum(b == t for (_, _, b), t in zip(results, tops)) / len(results)
+        found = sum(b == t for (_, _, b), t in zip(results, tops, strict=True)) / len(results)
         line = (f"{kind:10s} {statistics.mean(shares):28.3f} {shares[int(0.9 * len(shares))]:6.3f} "
                 f"{statistics.mean(bests) if bests else float('nan'):10.4f} {found:13.2f}")
         if args.reference is not None:

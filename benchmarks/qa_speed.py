@@ -16,7 +16,8 @@ model (``--model-dir``, default: the model bertkit trained in (a)).  transformer
 ``pipeline("question-answering")`` (KeyError "The task question-answering has been removed"), so the peer is
 ``run_qa.py``'s evaluation: windows padded to 384 in input order, ``per_device_eval_batch_size`` 8 (its default),
 and ``utils_qa.postprocess_qa_predictions`` (n-best 20, max answer 30 tokens), written out here.  bertkit is
-the question-answering task kind through ``bertkit.tasks.predict_records`` (what ``bertkit predict`` runs: windows sorted by length, batch 32).  Answer
+the question-answering task kind through ``bertkit.tasks.predict_records`` (what ``bertkit predict``
+runs: windows sorted by length, batch 32).  Answer
 texts are compared question by question.
 
     .venv/bin/python benchmarks/qa_speed.py --steps 20 --repeats 1 --predict-questions 300
@@ -345,7 +346,7 @@ def main() -> None:
     if model_dir:
         peer = run_worker(a, "predict-peer", model_dir=model_dir)
         mine = run_worker(a, "predict-bertkit", model_dir=model_dir)
-        same = sum(x == y for x, y in zip(peer["answers"], mine["answers"]))
+        same = sum(x == y for x, y in zip(peer["answers"], mine["answers"], strict=True))
         report["predict"] = {"peer_qps": peer["questions_per_s"], "bertkit_qps": mine["questions_per_s"],
                              "ratio": mine["questions_per_s"] / peer["questions_per_s"],
                              "agreement": same / len(mine["answers"]), "bertkit_f1": mine["f1"],

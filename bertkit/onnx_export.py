@@ -83,7 +83,7 @@ class NamedIO(torch.nn.Module):
         self.inner, self.names, self.outputs = inner, list(names), list(outputs)
 
     def forward(self, *args):
-        out = self.inner(**dict(zip(self.names, args)), return_dict=True)
+        out = self.inner(**dict(zip(self.names, args, strict=True)), return_dict=True)
         return tuple(out[k] for k in self.outputs)
 
 
@@ -102,7 +102,8 @@ def export_graph(model, tok, task: Task, path: Path) -> list[str]:
         warnings.simplefilter("ignore")  # TracerWarnings on the two mask conditionals (see module doc)
         # .eval() on the wrapper: the exporter restores the wrapper's mode on every submodule afterwards, and a
         # new Module is in training mode (that would leave the torch model's dropout on)
-        torch.onnx.export(NamedIO(model, names, outputs).eval(), args, str(path), input_names=names, output_names=outputs,
+        torch.onnx.export(NamedIO(model, names, outputs).eval(), args, str(path), input_names=names,
+                          output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, do_constant_folding=True, dynamo=False)
     model.eval()
     return names

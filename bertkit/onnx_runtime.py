@@ -112,7 +112,7 @@ class OnnxModel:
                 feed[name] = np.zeros_like(ids)
             else:
                 raise UsageError(f"--model {self.path}: the ONNX graph needs an input '{name}' bertkit does not make")
-        return dict(zip(self.output_names, self.session.run(None, feed)))
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
 
     def __call__(self, batch: dict) -> dict[str, np.ndarray]:
         """The outputs by name.  With ``labels`` (masked-LM scoring) it answers as bertkit's sparse masked-LM

@@ -77,7 +77,8 @@ def prepare_output(output: str | None, overwrite: bool, resume: str) -> tuple[Pa
             resume_from = str(ck)
             log.info(f"Resuming from {ck} (pass --overwrite to start over)")
         elif any(p.name not in _RESUMABLE_LEFTOVERS and not p.name.startswith(".tmp") for p in out.iterdir()):
-            raise UsageError(f"--output {output}: not empty and not a resumable run; pass --overwrite or choose another dir")
+            raise UsageError(f"--output {output}: not empty and not a resumable run; "
+                             "pass --overwrite or choose another dir")
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
     wait_for_everyone()
@@ -276,8 +277,9 @@ def write_records(records: Iterable[dict], out_path: str, flatten: Callable[[dic
     any number); files are written beside and renamed when complete.  Returns the number of records."""
     if out_path == "-":
         n = 0
-        for n, r in enumerate(records, 1):
+        for r in records:
             sys.stdout.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+            n += 1
         sys.stdout.flush()
         return n
     path = Path(out_path)
@@ -293,7 +295,8 @@ def write_records(records: Iterable[dict], out_path: str, flatten: Callable[[dic
             fields: dict[str, None] = {}
             try:
                 with open(scratch, "w", encoding="utf-8") as fh:
-                    for n, r in enumerate(records, 1):
+                    for r in records:
+                        n += 1
                         row = flatten(r) if flatten else r
                         fields.update(dict.fromkeys(row))
                         fh.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
@@ -305,8 +308,9 @@ def write_records(records: Iterable[dict], out_path: str, flatten: Callable[[dic
                 scratch.unlink(missing_ok=True)
         else:
             with open(tmp, "w", encoding="utf-8") as fh:
-                for n, r in enumerate(records, 1):
+                for r in records:
                     fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+                    n += 1
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -322,5 +326,6 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
 def command_line() -> str:
     """The command that started this process, as a user would retype it."""
     argv = list(sys.argv)
-    prog = "bertkit" if argv and (argv[0].endswith("bertkit") or argv[0].endswith("__main__.py")) else argv[0] if argv else "bertkit"
+    ours = not argv or argv[0].endswith(("bertkit", "__main__.py"))
+    prog = "bertkit" if ours else argv[0]
     return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])

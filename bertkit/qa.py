@@ -161,11 +161,11 @@ def _squad_file_rows(p: Path) -> list[dict] | None:
 def _flat_file_rows(p: Path, offset: int, question_column: str, context_column: str, answer_column: str | None,
                     need_answers: bool) -> list[dict]:
     """The questions of a flat file (one row each); ids from an ``id`` column, else the row number."""
-    from .data import JSON_EXTS, _read_json, read_rows
+    from .data import JSON_EXTS, read_json, read_rows
 
     if p.is_file() and p.suffix.lower() in JSON_EXTS:
         # raw objects: answers may be a dict in one row and a string in the next, which Arrow refuses
-        raw = _read_json(p)
+        raw = read_json(p)
         names = list(dict.fromkeys(k for r in raw[:100] for k in r))
 
         def col(c):
@@ -200,7 +200,7 @@ def _checked(rows: list[dict], path: str, flag: str) -> QAData:
             raise DataError(f"{path}: question {r['id']} has an empty context ({flag})")
         texts, starts = _parse_answers(r["answers"], ctx)
         good_t, good_s, bad = [], [], 0
-        for t, s in zip(texts, starts):
+        for t, s in zip(texts, starts, strict=True):
             if s is None:
                 s = ctx.find(t) if t else -1
             if t and s >= 0 and ctx[s:s + len(t)] == t:
@@ -254,7 +254,8 @@ def window_problems(max_seq_length: int, doc_stride: int, max_question_length: i
     return found
 
 
-def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int, max_positions: int | None = None) -> None:
+def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int,
+                  max_positions: int | None = None) -> None:
     """:func:`window_problems` as a usage error."""
     found = window_problems(max_seq_length, doc_stride, max_question_length, max_positions)
     if found:
@@ -268,7 +269,7 @@ def truncate_questions(tok, questions: Sequence[str], max_question_length: int) 
     qs = [q.lstrip() for q in questions]
     enc = tok(qs, add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for q, offs in zip(qs, enc["offset_mapping"]):
+    for q, offs in zip(qs, enc["offset_mapping"], strict=True):
         out.append(q[:offs[max_question_length - 1][1]] if len(offs) > max_question_length else q)
     return out
 

@@ -49,16 +49,18 @@ class TokenizerConfig(Schema):
 
 @dataclass
 class DataConfig(Schema):
-    inputs: list[str] = opt(None, "Input files or globs (.txt .csv .tsv .json .jsonl .parquet) or a saved datasets dir.",
-                            argument=True, factory=list)
+    inputs: list[str] = opt(None, "Input files or globs (.txt .csv .tsv .json .jsonl .parquet) "
+                                  "or a saved datasets dir.", argument=True, factory=list)
     text_column: str = opt("text", "Column holding the text (plain .txt files: one example per line).", "--text-column")
     text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
     label_column: Optional[str] = opt(None, "Column holding the label (with --task cls).", "--label-column")
     max_seq_length: int = opt(128, "Tokens per example/block, [CLS] and [SEP] included.", "--max-seq-length")
     packing: Literal["docs", "lines"] = opt(
-        "docs", "mlm: 'docs' concatenates documents (joined with [SEP]) into full blocks; 'lines' keeps one line per example.",
+        "docs", "mlm: 'docs' concatenates documents (joined with [SEP]) into full blocks; "
+                "'lines' keeps one line per example.",
         "--packing", choices=("docs", "lines"))
-    num_proc: int = opt(1, "Parallel tokenization: worker processes (mlm: the same output whatever the number).", "--num-proc")
+    num_proc: int = opt(1, "Parallel tokenization: worker processes (mlm: the same output whatever the number).",
+                        "--num-proc")
 
     def problems(self) -> list[str]:
         return at_least(self.max_seq_length, 8, "--max-seq-length") + at_least(self.num_proc, 1, "--num-proc")
@@ -66,8 +68,8 @@ class DataConfig(Schema):
 
 @dataclass
 class PretrainDataConfig(DataConfig):
-    inputs: list[str] = opt(None, "A `bertkit tokenize` output dir, or raw files/globs (then --tokenizer or --train-tokenizer).",
-                            "--data", factory=list)
+    inputs: list[str] = opt(None, "A `bertkit tokenize` output dir, or raw files/globs "
+                                  "(then --tokenizer or --train-tokenizer).", "--data", factory=list)
     eval_fraction: float = opt(0.02, "Share of blocks held out for evaluation.", "--eval-fraction")
 
     def problems(self) -> list[str]:
@@ -76,15 +78,18 @@ class PretrainDataConfig(DataConfig):
 
 @dataclass
 class MaskingConfig(Schema):
-    probability: float = opt(0.15, "Share of tokens to mask for training (evaluation always uses 0.15).", "--mlm-probability")
+    probability: float = opt(0.15, "Share of tokens to mask for training (evaluation always uses 0.15).",
+                             "--mlm-probability")
     mask_replace_prob: float = opt(0.8, "Of the selected tokens, the share replaced by [MASK].")
-    random_replace_prob: float = opt(0.1, "Of the selected tokens, the share replaced by a random token (the rest stay).")
-    whole_word_mask: bool = opt(False, "Mask whole words (## continuations with their word; each CJK character is a word).",
-                                "--whole-word-mask/--no-whole-word-mask")
+    random_replace_prob: float = opt(0.1, "Of the selected tokens, the share replaced by a random token "
+                                          "(the rest stay).")
+    whole_word_mask: bool = opt(False, "Mask whole words (## continuations with their word; "
+                                       "each CJK character is a word).", "--whole-word-mask/--no-whole-word-mask")
 
     def problems(self) -> list[str]:
         found = [f"--mlm-probability {self.probability}: must be in (0, 1)"] if not 0 < self.probability < 1 else []
-        if self.mask_replace_prob + self.random_replace_prob > 1 or min(self.mask_replace_prob, self.random_replace_prob) < 0:
+        shares = (self.mask_replace_prob, self.random_replace_prob)
+        if sum(shares) > 1 or min(shares) < 0:
             found.append("mlm.mask_replace_prob + mlm.random_replace_prob: each >= 0, together at most 1")
         return found
 
@@ -118,10 +123,13 @@ class TrainConfig(Schema):
         "auto", "Mixed precision: auto (bf16/fp16 on a GPU that has it, else fp32), no, bf16, fp16.", "--precision",
         choices=("auto", "no", "bf16", "fp16"))
     logging_steps: int = opt(50, "Log every N steps.", "--logging-steps")
-    eval_steps: Optional[int] = opt(None, "Evaluate every N steps (default: once per epoch / at the end).", "--eval-steps")
-    save_steps: Optional[int] = opt(None, "Save a checkpoint every N steps (default: with each evaluation).", "--save-steps")
+    eval_steps: Optional[int] = opt(None, "Evaluate every N steps (default: once per epoch / at the end).",
+                                    "--eval-steps")
+    save_steps: Optional[int] = opt(None, "Save a checkpoint every N steps (default: with each evaluation).",
+                                    "--save-steps")
     save_total_limit: int = opt(2, "Checkpoints to keep.", "--save-total-limit")
-    resume: str = opt("auto", "auto: continue from the newest checkpoint in --output; no; or a checkpoint dir.", "--resume")
+    resume: str = opt("auto", "auto: continue from the newest checkpoint in --output; no; or a checkpoint dir.",
+                      "--resume")
     num_workers: int = opt(0, "DataLoader worker processes.", "--num-workers")
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
     compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
@@ -149,7 +157,8 @@ class TrainConfig(Schema):
 class PretrainTrainConfig(TrainConfig):
     batch_size: int = opt(64, "Blocks per device per step.", "--batch-size")
     lr: float = opt(5e-4, "Peak learning rate.", "--lr")
-    max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).", "--max-tokens")
+    max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).",
+                                    "--max-tokens")
 
     def problems(self) -> list[str]:
         return super().problems() + at_least(self.max_tokens, 1, "--max-tokens")
@@ -221,7 +230,8 @@ class ModelDirFields(Schema):
 
 @dataclass
 class InferenceFields(ModelDirFields):
-    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
+    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).",
+                          "--batch-size")
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
                                               "fine-tuned with, else its limit, 512 at most).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
@@ -243,7 +253,8 @@ class InferenceFields(ModelDirFields):
 
 @dataclass
 class ClsDataConfig(LabelledColumns):
-    train: Optional[str] = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).", "--train")
+    train: Optional[str] = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).",
+                               "--train")
     validation: Optional[str] = opt(None, "Validation file, evaluated every epoch.", "--validation")
     test: Optional[str] = opt(None, "Test file, evaluated once with the best model.", "--test")
     text_column: str = opt("text", "Column holding the text (several: comma-separated, joined with a space).",
@@ -321,7 +332,8 @@ class FinetuneConfig(FinetuneFields):
     class_weights: Optional[str] = opt(None, "'auto' (inverse frequency) or comma-separated weights per label id.",
                                        "--class-weights")
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
-                                 "log-odds per label, or the mean target) instead of 0.", "--prior-init/--no-prior-init")
+                                 "log-odds per label, or the mean target) instead of 0.",
+                           "--prior-init/--no-prior-init")
     dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
                                          "checkpoint's).", "--dropout")
     data: ClsDataConfig = section(ClsDataConfig)

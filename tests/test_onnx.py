@@ -89,7 +89,7 @@ def test_single_label_export_predict_evaluate(tmp_path, classifier, cls_files):
     got = _predict(tmp_path / "onnx", dev, tmp_path / "onnx.jsonl")  # --backend auto picks onnx
     assert [r["label"] for r in got] == [r["label"] for r in ref]
     assert [r["text"] for r in got] == [r["text"] for r in ref]  # input order kept
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert a["probabilities"].keys() == b["probabilities"].keys()
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-4
 
@@ -106,7 +106,7 @@ def test_multi_and_regression_with_long_text(tmp_path, mlm_model, problem, long_
     rng = random.Random(1)
     labels = ([",".join(sorted(rng.sample(["l0", "l1", "l2"], rng.randint(1, 2)))) for _ in texts]
               if problem == "multi" else [f"{rng.random():.3f}" for _ in texts])
-    data = _write_csv(tmp_path / "val.csv", zip(texts, labels))
+    data = _write_csv(tmp_path / "val.csv", zip(texts, labels, strict=True))
     rep = _export(src, tmp_path / "onnx", "--validation", data)
     v = rep["validation"]
     key = v["metric"]
@@ -115,7 +115,7 @@ def test_multi_and_regression_with_long_text(tmp_path, mlm_model, problem, long_
         assert v["onnx_fp32_agreement"]["label_set_agreement"] == 1.0
     ref = _predict(src, data, tmp_path / "t.jsonl", "--backend", "torch")
     got = _predict(tmp_path / "onnx", data, tmp_path / "o.jsonl", "--backend", "onnx")
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
         if problem == "multi":
             assert a["labels"] == b["labels"]

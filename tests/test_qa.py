@@ -113,7 +113,7 @@ def test_every_window_is_a_training_example_answer_outside_is_cls(tok):
     ds = qa.encode_train(data, tok, max_seq_length=32, doc_stride=8, max_question_length=8)
     assert len(ds) > 3
     assert all(len(ids) <= 32 for ids in ds["input_ids"])
-    pos = list(zip(ds["start_positions"], ds["end_positions"]))
+    pos = list(zip(ds["start_positions"], ds["end_positions"], strict=True))
     inside = [i for i, (s, e) in enumerate(pos) if s != 0]
     assert inside and inside[-1] == len(ds) - 1  # the answer is in the last window(s) only
     assert all(pos[i] == (0, 0) for i in range(len(ds)) if i not in inside)
@@ -169,7 +169,7 @@ def test_postprocess_combines_windows_and_maps_characters(tok):
     assert len(win) > 6
     s, e = _logits_for(win, wanted, contexts)
     res = qa.postprocess(s, e, win, contexts, n_best=5, max_answer_length=10, top_k=3)
-    for r, c, w in zip(res, contexts, wanted):
+    for r, c, w in zip(res, contexts, wanted, strict=True):
         assert r["answer"] == w and c[r["start"]:r["end"]] == w
         assert 0 < r["score"] <= 1 and len(r["alternatives"]) == 3
     assert res[0]["start"] == start and res[1]["start"] == zh.index("北京")
@@ -206,7 +206,7 @@ def answer(model_fn, tok, questions, contexts, *, max_seq_length=32, doc_stride=
 
     config = SimpleNamespace(bertkit_doc_stride=doc_stride, bertkit_max_question_length=max_question_length)
     task = QuestionAnsweringTask(config, tok, max_seq_length)
-    rows = [{"question": q, "context": c} for q, c in zip(questions, contexts)]
+    rows = [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
     return list(predict_records(task, model_fn, rows, batch_size, SimpleNamespace(top_k=top_k)))
 
 
@@ -227,7 +227,7 @@ def test_answers_in_input_order_with_any_model_fn(tok):
     contexts = [CTX, ctx, "北京是中国的首都。", CTX]
     res = answer(model_fn, tok, ["where?"] * 4, contexts, batch_size=3, top_k=2)
     assert [r["answer"] for r in res] == ["Berlin", "berlin", "北", "Berlin"]
-    assert all(c[r["start"]:r["end"]] == r["answer"] for r, c in zip(res, contexts))
+    assert all(c[r["start"]:r["end"]] == r["answer"] for r, c in zip(res, contexts, strict=True))
     assert len(calls) > 1 and all(n <= 3 for n, _ in calls)
     assert len(res[0]["alternatives"]) == 2
 
@@ -316,10 +316,11 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
             {"question": "what is the capital of italy ?", "context": "rome is the capital of italy ."}]
     inp = tmp_path / "q.jsonl"
     inp.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2, "--quiet") == 0
+    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2,
+               "--quiet") == 0
     preds = read_jsonl(tmp_path / "p.jsonl")
     assert [p["question"] for p in preds] == [r["question"] for r in rows]
-    for p, r in zip(preds, rows):
+    for p, r in zip(preds, rows, strict=True):
         assert {"answer", "score", "start", "end", "alternatives"} <= set(p) and len(p["alternatives"]) == 2
         assert p["answer"] == "" or r["context"][p["start"]:p["end"]] == p["answer"]
     import io

@@ -210,7 +210,8 @@ def test_only_a_sweep_imports_optuna():
                               env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
         return proc.stdout.strip() == "True"
 
-    assert not imports_optuna("bertkit.cli, bertkit.sweep.schema, bertkit.commands.finetune_cls, bertkit.commands.export")
+    assert not imports_optuna("bertkit.cli, bertkit.sweep.schema, bertkit.commands.finetune_cls, "
+                              "bertkit.commands.export")
     assert imports_optuna("bertkit.commands.sweep")
 
 

@@ -83,7 +83,8 @@ def _qa_model(mlm_model: Path, out: Path) -> Path:
 def _qa_data(path: Path) -> Path:
     rows = [{"id": str(i), "question": q, "context": c, "answers": {"text": [a], "answer_start": [c.index(a)]}}
             for i, (q, c, a) in enumerate([
-                ("where was the food great?", "the food was really great at the place near the river", "near the river"),
+                ("where was the food great?", "the food was really great at the place near the river",
+                 "near the river"),
                 ("who was friendly?", "the staff were friendly and the room was clean", "the staff"),
                 ("什么很好吃?", "这家餐厅的菜非常好吃，服务也很好", "菜"),
             ])]

@@ -40,7 +40,8 @@ def run(cfg: TokenizeConfig) -> dict:
         ("tokens", f"{c['tokens']:,}"),
         ("blocks" if cfg.task == "mlm" else "rows", f"{c['blocks']:,} x {cfg.data.max_seq_length} max tokens"),
         ("packing efficiency", f"{c['packing_efficiency']:.1%}"),
-        ("vocabulary", _vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["source"], cfg.tokenizer)),
+        ("vocabulary", _vocabulary(manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["source"],
+                                   cfg.tokenizer)),
         ("time", f"{manifest['seconds']:.1f}s"),
         ("throughput", _throughput(manifest)),
         ("dataset", str(out / DATASET_DIR)),
@@ -62,7 +63,8 @@ def _throughput(manifest: dict) -> str | None:
     t = manifest.get("throughput")
     if not t:
         return None
-    return f"{t['mb_per_s']:.2f} MB/s, {t['tokens_per_s']:,} tokens/s ({t['bytes'] / 1e6:,.1f} MB in {t['seconds']:.1f}s)"
+    return (f"{t['mb_per_s']:.2f} MB/s, {t['tokens_per_s']:,} tokens/s "
+            f"({t['bytes'] / 1e6:,.1f} MB in {t['seconds']:.1f}s)")
 
 
 def _interrupted(out: Path, partial: Path) -> str:

@@ -17,6 +17,7 @@ import yaml
 from ..config import to_dict
 from ..log import get_logger
 from ..outputs import StagedDir, write_text
+from ..summary import fmt_duration
 from . import require_optuna
 from .space import Param
 
@@ -92,8 +93,9 @@ def table(rows: list[dict], names: list[str], metric: str) -> str:
              "" if r["objective"] is None else f"{r['objective']:.4f}", r["state"].lower(),
              "" if r["steps"] is None else str(r["steps"]), "" if r["seconds"] is None else f"{r['seconds']:.0f}"]
             for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [head, *body])
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False)).rstrip()
+                     for line in [head, *body])
 
 
 def write_results(out: Path, study, params: list[Param], metric: str, command: str, best_cfg=None) -> dict:
@@ -214,13 +216,7 @@ def progress_line(number: int, params: dict, state: str, value, metric: str, sec
     shown = f"{metric} {value:.4f}" if value is not None else (note or state.lower())
     best_s = f"best {best.value:.4f} (trial {best.number})" if best is not None else "no best yet"
     return (f"trial {number} {state.lower()}: {fmt_params(params)} | {shown} | {best_s} | "
-            f"{done}/{total} done, {seconds:.0f}s, ETA {_clock(eta)}")
-
-
-def _clock(seconds: float) -> str:
-    m, sec = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+            f"{done}/{total} done, {seconds:.0f}s, ETA {fmt_duration(eta)}")
 
 
 def report_lines(study) -> list[str]:

@@ -60,7 +60,8 @@ class SweepFields:
     command: ClassVar[str]  # the target command: TARGETS[command]
     # the sweep owns --output (trials go to OUTPUT/trials/<n>) and never overwrites a study
     overwrite: bool = opt(False, "Not used by sweeps: trials write to new directories.")
-    search: Optional[dict] = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; --param adds to it.")
+    search: Optional[dict] = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; "
+                                       "--param adds to it.")
     sweep: SweepSection = section(SweepSection)
 
 

@@ -103,7 +103,8 @@ def parse_spec(name: str, spec: Any, schema: type = FinetuneConfig) -> Param:
             raise UsageError(f"{where}: repeated choices {list(parsed)}")
         return Param(name, key, "choice", choices=parsed)
     if kind not in ("log", "int", "float"):
-        raise UsageError(f"{where}: unknown kind {kind!r}; use log:LOW:HIGH, int:LOW:HIGH, float:LOW:HIGH or choice:A,B")
+        raise UsageError(f"{where}: unknown kind {kind!r}; use log:LOW:HIGH, int:LOW:HIGH, float:LOW:HIGH or "
+                         "choice:A,B")
     if base not in (int, float):
         raise UsageError(f"{where}: {key} is not numeric; search it with choice:A,B,...")
     parts = rest.split(":")

@@ -187,7 +187,7 @@ def rows_of(texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[di
     """Rows as the classification task reads them: ``{"text"}`` or ``{"text", "text_pair"}``."""
     if pairs is None:
         return [{"text": t} for t in texts]
-    return [{"text": t, "text_pair": p} for t, p in zip(texts, pairs)]
+    return [{"text": t, "text_pair": p} for t, p in zip(texts, pairs, strict=True)]
 
 
 TASK = ClassificationTask

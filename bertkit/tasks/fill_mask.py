@@ -57,7 +57,7 @@ class FillMaskTask(Task):
         tok = self.tokenizer
         top_k = getattr(cfg, "top_k", 5)
         out = []
-        for row, logits in zip(rows, results):
+        for row, logits in zip(rows, results, strict=True):
             masks = []
             for z in logits:
                 z = z.astype(np.float64)

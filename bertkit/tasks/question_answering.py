@@ -33,7 +33,7 @@ class QuestionAnsweringTask(Task):
 
     def read_inputs(self, cfg) -> list[dict]:
         questions, contexts = qa.read_questions(cfg.input, cfg.question_column, cfg.context_column)
-        return [{"question": q, "context": c} for q, c in zip(questions, contexts)]
+        return [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
 
     def encode(self, rows: Sequence[dict]) -> Windows:
         s = self.settings
@@ -52,7 +52,7 @@ class QuestionAnsweringTask(Task):
         the context, and ``alternatives`` with --top-k > 1)."""
         top_k = getattr(cfg, "top_k", 1)
         out = []
-        for row, r in zip(rows, self.answers(rows, windows, results, top_k)):
+        for row, r in zip(rows, self.answers(rows, windows, results, top_k), strict=True):
             rec = {"question": row["question"], "answer": r["answer"], "score": r["score"], "start": r["start"],
                    "end": r["end"]}
             if top_k > 1:
@@ -74,7 +74,7 @@ class QuestionAnsweringTask(Task):
     def score(self, model_fn: ModelFn, labelled: qa.QAData, cfg, progress=None) -> Scored:
         """EM/F1 (v2 has-answer/no-answer splits where present) with the metric convention the model was
         trained with, and a per-question predictions file."""
-        rows = [{"question": q, "context": c} for q, c in zip(labelled.questions, labelled.contexts)]
+        rows = [{"question": q, "context": c} for q, c in zip(labelled.questions, labelled.contexts, strict=True)]
         results = [a for part, w, res in run_chunks(self, model_fn, rows, cfg.batch_size, progress)
                    for a in self.answers(part, w, res)]
         language = getattr(self.config, "bertkit_qa_language", None) or qa.detect_language(labelled.contexts)
