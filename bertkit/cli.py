@@ -143,8 +143,8 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig, PretrainConfig,
-                          TokenizeConfig)
+    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig,
+                          PretrainConfig, ServeConfig, TokenizeConfig)
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -160,6 +160,9 @@ def _register_all() -> None:
     _register("predict", PredictConfig, "predict",
               "Fill-mask, classification or question-answering inference: files (or stdin) in, "
               "JSON lines or CSV out.")
+    _register("serve", ServeConfig, "serve",
+              "Serve a model over HTTP (the serve extra): POST /predict batches requests from many clients; "
+              "/health, /info, /metrics.")
     _register("export", ExportConfig, "export",
               "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 
