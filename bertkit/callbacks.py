@@ -113,6 +113,17 @@ class Progress(TrainerCallback):
         return float(sum(r.get("eval_runtime") or 0.0 for r in self.history))
 
 
+class CollatorEpoch(TrainerCallback):
+    """Tells a collator whose randomness is keyed on the epoch (``collator.epoch``) which epoch starts,
+    also when a resumed run starts inside one (``state.epoch`` is then the checkpoint's fraction)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kw):
+        self.collator.epoch = int(state.epoch or 0)
+
+
 def steps_that_fit(global_step: int, steps_done: int, elapsed: float, budget: float, max_steps: int | None) -> int:
     """The total step count a time budget allows, from the step time measured so far (at least one
     more step; never above ``max_steps`` when that is set)."""

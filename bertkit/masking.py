@@ -2,11 +2,19 @@
 
 Training masks at ``probability``; evaluation always masks 15% with a generator reseeded at each
 evaluation, so eval losses of different runs (and of the same run over time) compare.
+
+A training batch's masks are drawn from a generator seeded by (seed, epoch, the batch's token ids), not
+from the global RNG: the DataLoader collates a batch ahead of the step that uses it (and in worker
+processes when there are workers), so global-RNG masks would depend on when and where a batch was
+collated, and a run resumed from a checkpoint would mask its first batches differently from one never
+interrupted.  Keyed on the batch itself, the masks are the same wherever the run restarts; a new epoch
+draws new masks for the same examples (dynamic masking).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 
 import torch
 
@@ -16,7 +24,7 @@ EVAL_PROBABILITY = 0.15
 class MLMCollator:
     def __init__(self, tokenizer, probability: float = 0.15, mask_replace_prob: float = 0.8,
                  random_replace_prob: float = 0.1, whole_word_mask: bool = False, pad_to_multiple_of: int | None = 8,
-                 eval_seed: int = 1234):
+                 eval_seed: int = 1234, seed: int = 0):
         from .errors import UsageError
 
         if not 0.0 < probability < 1.0:
@@ -44,6 +52,8 @@ class MLMCollator:
                     cont[i] = True
             self.continuation = cont
         self.eval_seed = eval_seed
+        self.seed = seed
+        self.epoch = 0  # set at each epoch's start by the trainer
         self.generator: torch.Generator | None = None
         self._eval = False
 
@@ -72,13 +82,19 @@ class MLMCollator:
             attn[i, : len(t)] = 1
         return ids, attn
 
+    def batch_generator(self, ids: torch.Tensor) -> torch.Generator:
+        """The training masks' generator for the padded batch ``ids``: a function of (seed, epoch, ids) alone."""
+        h = hashlib.blake2b(ids.numpy().tobytes(), digest_size=8)
+        h.update(f"{self.seed}:{self.epoch}:{tuple(ids.shape)}".encode())
+        return torch.Generator().manual_seed(int.from_bytes(h.digest(), "little") & ((1 << 63) - 1))
+
     def __call__(self, examples):
         ids, attn = self.pad(examples)
-        inputs, labels = self.mask(ids)
+        inputs, labels = self.mask(ids, None if self._eval else self.batch_generator(ids))
         return {"input_ids": inputs, "attention_mask": attn, "labels": labels}
 
-    def mask(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        g = self.generator
+    def mask(self, ids: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        g = generator if generator is not None else self.generator
         p = EVAL_PROBABILITY if self._eval else self.probability
         special = torch.isin(ids, self.special_ids)
         r = torch.rand(ids.shape, generator=g)

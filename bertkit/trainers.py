@@ -13,7 +13,7 @@ from transformers import Trainer
 from transformers.trainer_utils import speed_metrics
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from .callbacks import Progress, Stopper
+from .callbacks import CollatorEpoch, Progress, Stopper
 from .sampling import WindowedLengthSampler, token_lengths
 
 
@@ -126,6 +126,11 @@ class MLMTrainer(BertkitTrainer):
 
     pad_slots = 0
     real_tokens = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if hasattr(self.data_collator, "epoch"):  # training masks keyed on the epoch (bertkit.masking)
+            self.add_callback(CollatorEpoch(self.data_collator))
 
     def evaluate(self, *args, **kwargs):
         with self.data_collator.evaluation():

@@ -127,7 +127,7 @@ def build_trainer(cfg: PretrainConfig, out: Path, model, data: MLMData, callback
     return MLMTrainer(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
         data_collator=MLMCollator(data.tokenizer, m.probability, m.mask_replace_prob, m.random_replace_prob,
-                                  m.whole_word_mask),
+                                  m.whole_word_mask, seed=train.seed),
         processing_class=data.tokenizer, compute_metrics=MLMEvalAccumulator() if data.eval is not None else None,
         callbacks=[*default_callbacks(out, "tokens", train), *callbacks])
 
