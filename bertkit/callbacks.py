@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from .config import parse_duration
-from .distributed import agree_max
+from .distributed import agree_max, world_size
 from .log import get_logger, is_tty, quiet
 from .outputs import TRAINING_LOG
 from .summary import fmt_duration
@@ -131,10 +131,11 @@ def steps_that_fit(global_step: int, steps_done: int, elapsed: float, budget: fl
     return min(total, max_steps) if max_steps else total
 
 
-def refit_schedule(scheduler, total_steps: int, warmup_ratio: float) -> bool:
+def refit_schedule(scheduler, total_steps: int, warmup_ratio: float, warmup_steps: int | None = None) -> bool:
     """Make a transformers schedule (``LambdaLR`` whose lambdas are partials taking
     ``num_training_steps``, as every ``get_*_schedule_with_warmup`` builds) complete its warm-up and
-    decay at ``total_steps``.  Returns whether it could (a constant schedule has nothing to refit)."""
+    decay at ``total_steps``; the warm-up shrinks to ``warmup_ratio`` of them (or is ``warmup_steps``, a
+    fitted schedule restored).  Returns whether it could (a constant schedule has nothing to refit)."""
     lambdas = getattr(scheduler, "lr_lambdas", None) or []
     changed = False
     for i, fn in enumerate(lambdas):
@@ -142,21 +143,39 @@ def refit_schedule(scheduler, total_steps: int, warmup_ratio: float) -> bool:
         if kws and "num_training_steps" in kws:
             new = dict(kws, num_training_steps=total_steps)
             if "num_warmup_steps" in kws:
-                new["num_warmup_steps"] = min(kws["num_warmup_steps"], int(warmup_ratio * total_steps))
+                new["num_warmup_steps"] = (warmup_steps if warmup_steps is not None else
+                                           min(kws["num_warmup_steps"], int(warmup_ratio * total_steps)))
             lambdas[i] = functools.partial(fn.func, *fn.args, **new)
             changed = True
     return changed
 
 
+def schedule_warmup(scheduler) -> int | None:
+    """The warm-up steps of a (refitted) transformers schedule, or None where it has none to refit."""
+    for fn in getattr(scheduler, "lr_lambdas", None) or []:
+        kws = getattr(fn, "keywords", None) or {}
+        if "num_warmup_steps" in kws:
+            return int(kws["num_warmup_steps"])
+    return None
+
+
+# the time budget's bookkeeping in a checkpoint's trainer_state.json (its stateful_callbacks, which the
+# Trainer saves and loads as they are; it restores callbacks from them only when told to, which bertkit
+# does not)
+BUDGET_STATE = "bertkit_time_budget"
+
+
 class Stopper(TrainerCallback):
     """Graceful stop: SIGINT/SIGTERM or the time budget ends training after the current step (a
-    signal also saves a checkpoint).  With a budget, the learning-rate schedule is refitted to the
-    steps that fit (every 10% of the budget), so it completes its decay by the deadline."""
+    signal also saves a checkpoint, when every process is there to save it).  With a budget, the
+    learning-rate schedule is refitted to the steps that fit (every 10% of the budget), so it completes
+    its decay by the deadline."""
 
     def __init__(self, time_budget: str | float | None = None, warmup_ratio: float = 0.0):
         self.budget_s = parse_duration(time_budget)
         self.warmup_ratio = warmup_ratio
         self.signal: int | None = None
+        self.distributed = world_size() > 1
         self.budget_hit = False
         self._old: dict = {}
 
@@ -177,7 +196,14 @@ class Stopper(TrainerCallback):
         if self.signal is not None:  # second signal: stop now
             raise KeyboardInterrupt
         self.signal = signum
-        print(f"\nbertkit: got {signal.Signals(signum).name}; saving a checkpoint and stopping "
+        if not self.distributed:
+            self._announce(signum)
+
+    def _announce(self, signum: int) -> None:
+        # In a distributed run only once every process has agreed to stop (on_step_end): a launcher
+        # sends SIGTERM to the survivors when a peer dies, and then there is no stop to announce, only
+        # the lost peer (training.train_with_signals).
+        print(f"\nbertkit: got {signal.Signals(signum).name}; stopping after this step and saving a checkpoint "
               "(send again to stop at once)", file=sys.stderr, flush=True)
 
     # -- training loop ---------------------------------------------------------------------
@@ -187,16 +213,34 @@ class Stopper(TrainerCallback):
         self.fitted_steps: int | None = None
         self.orig_max_steps = state.max_steps
         self.next_fit = 0.05 * (self.budget_s or 0)
+        self.agreed = False
+        self.clock_before = 0.0
+        saved = (getattr(state, "stateful_callbacks", None) or {}).get(BUDGET_STATE) if self.budget_s else None
+        if saved:
+            # A resumed run goes on with the budget where the checkpoint left it: the training time spent
+            # so far, and the schedule fitted to it (the scheduler's saved state holds its step, not the
+            # fitted lambdas), so the learning rate of every step is that of a run never interrupted.
+            self.clock_before = float(saved["elapsed_s"])
+            self.start_step = int(saved["start_step"])
+            self.next_fit = float(saved["next_fit"])
+            if saved.get("fitted_steps"):
+                self.fitted_steps = int(saved["fitted_steps"])
+                state.max_steps = self.fitted_steps
+                refit_schedule(kw.get("lr_scheduler"), self.fitted_steps, self.warmup_ratio,
+                               saved.get("warmup_steps"))
 
     def on_step_end(self, args, state, control, **kw):
-        elapsed = time.time() - self.t0
+        elapsed = self.clock_before + time.time() - self.t0
         if args.world_size > 1:
             # Each process reads its own clock and may catch a signal alone; one that stops or refits
             # on its own leaves the others waiting in a collective (a hang) or at another learning
             # rate.  One tiny all-reduce per step makes every decision common.
             elapsed, sig = agree_max([elapsed, float(self.signal or 0)], args.device)
-            if sig and self.signal is None:
+            if sig and not self.agreed:
+                self.agreed = True
                 self.signal = int(sig)
+                if state.is_world_process_zero:
+                    self._announce(self.signal)
         if self.budget_s is not None:
             # The run ends on the clock, or where the schedule fitted to the clock has decayed to 0
             # (transformers' flow callback stops at state.max_steps, the fitted step count).
@@ -206,6 +250,12 @@ class Stopper(TrainerCallback):
                 self.budget_hit = True
             elif state.global_step - self.start_step >= 10 and elapsed >= self.next_fit:
                 self._fit(state, kw.get("lr_scheduler"), elapsed)
+            # saved with the next checkpoint (trainer_state.json), read back by on_train_begin on resume
+            state.stateful_callbacks = getattr(state, "stateful_callbacks", None) or {}
+            state.stateful_callbacks[BUDGET_STATE] = {
+                "elapsed_s": elapsed, "start_step": self.start_step, "next_fit": self.next_fit,
+                "fitted_steps": self.fitted_steps, "warmup_steps": schedule_warmup(kw.get("lr_scheduler")),
+            }
         if self.signal is not None or self.budget_hit:
             control.should_training_stop = True
             control.should_save = self.signal is not None

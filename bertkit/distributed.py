@@ -62,3 +62,31 @@ def agree_max(values: list[float], device) -> list[float]:
     t = torch.tensor([float(v) for v in values], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return t.tolist()
+
+
+def process_ids() -> list[tuple[str, int]]:
+    """(host, pid) of every process by rank (one all-gather), or ``[]`` outside a distributed run: what a
+    survivor needs to tell which peer died when a collective fails."""
+    import socket
+
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return []
+    ids: list = [None] * dist.get_world_size()
+    dist.all_gather_object(ids, (socket.gethostname(), os.getpid()))
+    return ids
+
+
+# what gloo / NCCL / torch.distributed say when a peer's connection breaks
+_PEER_FAILURE = ("connection reset by peer", "connection closed by peer", "broken pipe", "gloo", "nccl",
+                 "processgroup", "socket timeout")
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """Whether ``e`` is a collective that failed (a peer died or hung), not an error of this process."""
+    import torch.distributed as dist
+
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    return isinstance(e, RuntimeError) and any(s in str(e).lower() for s in _PEER_FAILURE)

@@ -22,3 +22,9 @@ class UsageError(BertkitError):
     """Flags, config values or paths given by the user are wrong (exit 2)."""
 
     exit_code = 2
+
+
+class PeerLost(BertkitError):
+    """Another process of a distributed run died, so this one cannot go on (exit 1)."""
+
+    exit_code = 1

@@ -42,10 +42,20 @@ def find_checkpoint(output: Path) -> Path | None:
     ckdir = output / CHECKPOINTS
     if not ckdir.is_dir():
         return None
-    cks = [p for p in ckdir.glob("checkpoint-*") if p.is_dir() and (p / "trainer_state.json").exists()]
+    cks = [p for p in ckdir.glob("checkpoint-*") if p.is_dir() and _complete_checkpoint(p)]
     if not cks:
         return None
     return max(cks, key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+
+
+def _complete_checkpoint(ck: Path) -> bool:
+    """The Trainer writes ``trainer_state.json`` last (bertkit's trainers after every process's RNG state):
+    a checkpoint whose state file is missing or cut short was being written when its run was killed."""
+    try:
+        json.loads((ck / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def prepare_output(output: str | None, overwrite: bool, resume: str) -> tuple[Path, str | None]:

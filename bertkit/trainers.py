@@ -14,6 +14,7 @@ from transformers.trainer_utils import speed_metrics
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from .callbacks import CollatorEpoch, Progress, Stopper
+from .distributed import wait_for_everyone
 from .sampling import WindowedLengthSampler, token_lengths
 
 
@@ -61,6 +62,14 @@ class BertkitTrainer(Trainer):
             for group in moved:
                 opt.add_param_group(group)
         return opt
+
+    def _save_rng_state(self, output_dir):
+        # Each process writes its own rng_state_N.pth; the main process then writes trainer_state.json,
+        # which marks the checkpoint complete (outputs.find_checkpoint).  Without this barrier it could
+        # be written while another process is still writing (or is killed before) its RNG state, and a
+        # resume would silently lose that process's random streams.
+        super()._save_rng_state(output_dir)
+        wait_for_everyone()
 
     def _get_train_sampler(self, train_dataset=None):
         # --batching window (batching_window set): bertkit's own sampler; length and random are the

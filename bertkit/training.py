@@ -7,15 +7,17 @@ the run.  The ``Trainer`` and ``accelerate`` do the rest, so the same code runs 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 from .callbacks import Progress, Stopper
 from .config import save_config
-from .distributed import has_accelerator, is_main_process
-from .errors import UsageError
-from .outputs import CHECKPOINTS, METRICS, command_line, prepare_output, write_final, write_json
+from .distributed import has_accelerator, is_main_process, is_peer_failure, process_ids
+from .errors import PeerLost, UsageError
+from .outputs import (CHECKPOINTS, METRICS, command_line, find_checkpoint, pid_alive, prepare_output, write_final,
+                      write_json)
 from .reporting import finish_run
 
 
@@ -125,20 +127,46 @@ def default_callbacks(output: Path, unit: str, train) -> list:
 
 def train_with_signals(trainer, output: Path, resume_from: str | None):
     """``trainer.train`` with graceful SIGINT/SIGTERM; returns (TrainOutput, seconds).  After a signal:
-    tells how to resume and exits 130 (SIGINT) / 143 (SIGTERM)."""
+    tells how to resume and exits 130 (SIGINT) / 143 (SIGTERM).  In a distributed run, a peer that dies
+    (killed, out of memory) breaks every collective: the survivors end with :class:`PeerLost` naming it
+    and the checkpoint to resume from, saving nothing (a checkpoint needs every process)."""
     stopper = trainer.stopper
+    peers = process_ids()
     t0 = time.time()
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as e:
+        if peers and is_peer_failure(e):
+            raise PeerLost(peer_lost_message(output, peers)) from None
+        raise
     finally:
         stopper.uninstall()
     if stopper.signal is not None:
         if is_main_process():
-            print(f"bertkit: stopped; a checkpoint is in {output / CHECKPOINTS}. Resume with the same command:\n  "
-                  f"{command_line()}", file=sys.stderr, flush=True)
+            print(f"bertkit: stopped; the checkpoint to resume from is {find_checkpoint(output)}. Resume with the "
+                  f"same command:\n  {command_line()}", file=sys.stderr, flush=True)
         raise SystemExit(128 + int(stopper.signal))
     return result, time.time() - t0
+
+
+def peer_lost_message(output: Path, peers: list[tuple[str, int]], wait_s: float = 2.0) -> str:
+    """One line for a survivor: which rank died (a peer on this host whose process is gone; the broken
+    connection can reach us a moment before the process is reaped) and the newest complete checkpoint."""
+    host, me = socket.gethostname(), os.getpid()
+    deadline = time.time() + wait_s
+    while True:
+        lost = [r for r, (h, pid) in enumerate(peers) if h == host and pid != me and not pid_alive(pid)]
+        if lost or time.time() >= deadline:
+            break
+        time.sleep(0.1)
+    who = (f"the process of rank {lost[0]}" if len(lost) == 1 else
+           f"the processes of ranks {', '.join(map(str, lost))}" if lost else "a peer process")
+    ck = find_checkpoint(output)
+    where = (f"the newest complete checkpoint is {ck}; the same command resumes from it" if ck else
+             "no checkpoint was complete yet; the same command starts over")
+    return (f"{who} of this distributed run died, so this one stops too; {where} "
+            "(torchrun --max-restarts N restarts and resumes by itself)")
 
 
 def run_metrics(trainer, result, train_time: float, unit: str, units: int) -> dict:
