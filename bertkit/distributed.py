@@ -14,7 +14,31 @@ import os
 def _state():
     from accelerate import PartialState
 
+    _join_restarted_group()
     return PartialState()
+
+
+def _join_restarted_group() -> None:
+    """Under ``torchrun --max-restarts`` with its default (static) rendezvous the restarted workers share
+    the launcher's key-value store with the workers they replace, and torch's process-group setup finds
+    the dead workers' addresses there (gloo: "connectFullMesh failed ... Connection refused").  A
+    restarted worker joins its group under a prefix of its own restart round instead, before accelerate
+    would set the group up; a first start, and ``--standalone`` / c10d rendezvous (a new store per round),
+    are left to accelerate."""
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if attempt == 0 or os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size(), is_master=False)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend, store=dist.PrefixStore(f"bertkit/restart_{attempt}", store),
+                            rank=int(os.environ["RANK"]), world_size=world_size())
 
 
 def world_size() -> int:
