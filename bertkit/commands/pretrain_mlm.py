@@ -109,6 +109,9 @@ def load_or_create_model(cfg: PretrainConfig, data: MLMData) -> tuple[Any, str]:
         return load_mlm_model(mdir, sparse=cfg.sparse_head), f"continued from {mdir}"
     mconfig = preset_config(cfg.model, vocab_size=len(data.tokenizer), pad_token_id=data.tokenizer.pad_token_id)
     check_compatible(mconfig, data.tokenizer, data.block)
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # a new model's initial weights: the same run for the same --seed
     return new_mlm_model(mconfig, sparse=cfg.sparse_head), f"new '{cfg.model.preset}' model"
 
 
