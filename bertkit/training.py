@@ -160,13 +160,13 @@ def peer_lost_message(output: Path, peers: list[tuple[str, int]], wait_s: float 
         if lost or time.time() >= deadline:
             break
         time.sleep(0.1)
-    who = (f"the process of rank {lost[0]}" if len(lost) == 1 else
-           f"the processes of ranks {', '.join(map(str, lost))}" if lost else "a peer process")
+    who = (f"the process of rank {lost[0]} of this distributed run died" if len(lost) == 1 else
+           f"the processes of ranks {', '.join(map(str, lost))} of this distributed run died" if lost else
+           "a peer process of this distributed run died or stopped answering")
     ck = find_checkpoint(output)
     where = (f"the newest complete checkpoint is {ck}; the same command resumes from it" if ck else
              "no checkpoint was complete yet; the same command starts over")
-    return (f"{who} of this distributed run died, so this one stops too; {where} "
-            "(torchrun --max-restarts N restarts and resumes by itself)")
+    return f"{who}, so this one stops too; {where} (torchrun --max-restarts N restarts and resumes by itself)"
 
 
 def run_metrics(trainer, result, train_time: float, unit: str, units: int) -> dict:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import TINY, cli, read_jsonl
+from conftest import TINY, cli, dead_pid, read_jsonl
 from test_qa import synthetic_squad
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -216,3 +216,23 @@ def test_dead_peer_ends_the_survivor_in_one_line(tmp_path, tokenized):
     assert "rank 1" in ours[0] and str(out / "checkpoints" / "checkpoint-8") in ours[0], ours[0]
     assert "GLHF" not in p.stderr and "Connection reset" not in p.stderr and "saving a checkpoint" not in p.stderr
     assert not (out / "metrics.json").exists()
+
+
+def test_peer_lost_message_names_the_dead_rank_and_the_checkpoint(tmp_path):
+    import socket
+
+    from bertkit.distributed import is_peer_failure
+    from bertkit.training import peer_lost_message
+
+    host = socket.gethostname()
+    (tmp_path / "checkpoints" / "checkpoint-8").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    msg = peer_lost_message(tmp_path, [(host, os.getpid()), (host, dead_pid())], wait_s=0)
+    assert msg.startswith("the process of rank 1 ") and str(tmp_path / "checkpoints" / "checkpoint-8") in msg
+    assert "\n" not in msg
+    # a peer on another host (or none found dead): no rank is guessed; no checkpoint yet: none is promised
+    msg = peer_lost_message(tmp_path / "empty", [(host, os.getpid()), ("elsewhere", 1)], wait_s=0)
+    assert msg.startswith("a peer process ") and "no checkpoint was complete yet" in msg
+    assert is_peer_failure(RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error: Connection reset by peer"))
+    assert not is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not is_peer_failure(ValueError("Connection reset by peer"))
