@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from .config import parse_duration
 from .distributed import agree_max, world_size
 from .log import get_logger, is_tty, quiet
-from .outputs import TRAINING_LOG
+from .outputs import TRAINING_LOG, write_text
 from .summary import fmt_duration
 
 log = get_logger()
@@ -24,6 +24,17 @@ log = get_logger()
 # What the progress line shows when the log has it (the training log keeps everything).
 _SHOWN = ("loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_exact_match", "eval_masked_accuracy",
           "eval_perplexity", "eval_pearsonr", "eval_f1_micro")
+
+
+def _read_log(path: Path) -> list[dict]:
+    """The records of a training log; a last line cut short by a kill is left out."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
 
 
 class Progress(TrainerCallback):
@@ -34,7 +45,8 @@ class Progress(TrainerCallback):
     def __init__(self, output: Path, unit: str = "examples"):
         self.unit = unit
         self.log_path = Path(output) / TRAINING_LOG
-        self.history: list[dict] = []
+        self.history: list[dict] = []  # this run's records
+        self.earlier: list[dict] = []  # a resumed run's records from before its checkpoint
         self.t0 = self.last_t = None
         self.start_step = 0
         self.last_units = 0
@@ -48,6 +60,13 @@ class Progress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         self.t0 = self.last_t = time.time()
         self.start_step = state.global_step
+        if state.global_step and self.log_path.exists():
+            # Resumed: the killed run may have logged steps past its last checkpoint, which this run
+            # trains again; the log keeps the steps up to the checkpoint, then this run's, as a run never
+            # interrupted would have it (and its curves show them all).
+            self.earlier = [r for r in _read_log(self.log_path) if r.get("step", 0) <= state.global_step]
+            if state.is_world_process_zero:
+                write_text(self.log_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.earlier))
         self.last_units = self._units(state, args)
         if state.is_world_process_zero and is_tty() and not quiet():
             from tqdm.auto import tqdm
@@ -106,6 +125,11 @@ class Progress(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    @property
+    def full_history(self) -> list[dict]:
+        """Every record of the run, a resumed run's earlier ones included."""
+        return self.earlier + self.history
 
     def eval_seconds(self) -> float:
         """Seconds spent in evaluations during training (the Trainer logs each one's ``eval_runtime``),

@@ -198,4 +198,4 @@ def save_run(trainer, tokenizer, output: Path, command: str, cfg, metrics: dict,
     write_final(output, save)
     if is_main_process():
         write_json(output / METRICS, metrics)
-        finish_run(output, command, cfg, metrics, trainer.progress.history, card_extra)
+        finish_run(output, command, cfg, metrics, trainer.progress.full_history, card_extra)

@@ -21,8 +21,9 @@ from test_qa import synthetic_squad
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 needs_torchrun = pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not found next to the interpreter")
 
-# Runs bertkit's CLI with one more callback that SIGKILLs its own process right after the checkpoint of
-# step KILL_AT is saved (on the process of rank KILL_RANK), once: a crash at a known checkpoint boundary.
+# Runs bertkit's CLI with one more callback that SIGKILLs its own process (on the process of rank KILL_RANK),
+# once: right after the checkpoint of step KILL_AT is saved (KILL_ON=save), or right after step KILL_AT is
+# logged (KILL_ON=log: the steps since the last checkpoint are lost).  A crash at a known point.
 KILLER = """
 import os, signal, sys
 from pathlib import Path
@@ -30,12 +31,20 @@ from transformers import TrainerCallback
 import bertkit.training as training
 
 class Kill(TrainerCallback):
-    def on_save(self, args, state, control, **kw):
+    def kill(self, state):
         marker = Path(os.environ["KILL_MARKER"])
         if (state.global_step >= int(os.environ["KILL_AT"]) and not marker.exists()
                 and os.environ.get("RANK", "0") == os.environ.get("KILL_RANK", "0")):
             marker.touch()
             os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save(self, args, state, control, **kw):
+        if os.environ["KILL_ON"] == "save":
+            self.kill(state)
+
+    def on_log(self, args, state, control, **kw):
+        if os.environ["KILL_ON"] == "log":
+            self.kill(state)
 
 _default = training.default_callbacks
 training.default_callbacks = lambda *a: [*_default(*a), Kill()]
@@ -44,10 +53,10 @@ main(sys.argv[1:])
 """
 
 
-def _killer(tmp_path: Path, at: int, rank: int = 0) -> tuple[Path, dict]:
+def _killer(tmp_path: Path, at: int, rank: int = 0, on: str = "save") -> tuple[Path, dict]:
     script = tmp_path / "killer.py"
     script.write_text(KILLER, encoding="utf-8")
-    env = dict(os.environ, KILL_AT=str(at), KILL_RANK=str(rank), KILL_MARKER=str(tmp_path / "killed"),
+    env = dict(os.environ, KILL_AT=str(at), KILL_RANK=str(rank), KILL_ON=on, KILL_MARKER=str(tmp_path / "killed"),
                OMP_NUM_THREADS="1")
     return script, env
 
@@ -72,6 +81,11 @@ def _weights_diff(a: Path, b: Path) -> float:
     wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
     assert wa.keys() == wb.keys()
     return max(float((wa[k].float() - wb[k].float()).abs().max()) for k in wa)
+
+
+def _curves(d: Path) -> list[tuple]:
+    return [(r["step"], r.get("loss"), r.get("eval_loss")) for r in read_jsonl(d / "training_log.jsonl")
+            if "loss" in r or "eval_loss" in r]
 
 
 def _metrics(d: Path) -> dict:
@@ -102,24 +116,26 @@ def _command(kind: str, tokenized, mlm_model, cls_files, qa_files) -> list:
 
 @pytest.mark.parametrize("kind", ["finetune-cls", "finetune-qa", "pretrain-mlm"])
 def test_killed_and_rerun_equals_uninterrupted(tmp_path, kind, tokenized, mlm_model, cls_files, qa_files):
-    """Killed right after checkpoint-4 of 12 steps (the model, optimizer, scheduler and RNG states of step
-    4 are all that survive) and run again: the same final weights and eval metrics as a run never
-    interrupted (dropout, data order, bertkit's batching and the MLM masks all replay)."""
+    """Killed at step 6 of 12, after checkpoint-4 (the model, optimizer, scheduler and RNG states of step 4
+    are all that survive), and run again: the same final weights, eval metrics and training log as a run
+    never interrupted (dropout, data order, bertkit's batching and the MLM masks all replay)."""
     args = _command(kind, tokenized, mlm_model, cls_files, qa_files)
-    script, env = _killer(tmp_path, at=4)
+    script, env = _killer(tmp_path, at=6, on="log")
     ref = tmp_path / "ref"
     with one_thread():
         assert cli(*args, "--output", ref, "--quiet") == 0
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, str(script), *map(str, args), "--output", str(out), "--quiet"],
                        capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == -9, p.stderr[-2000:]  # died by SIGKILL, at the checkpoint
+    assert p.returncode == -9, p.stderr[-2000:]  # died by SIGKILL
+    assert any(r["step"] == 6 for r in read_jsonl(out / "training_log.jsonl"))
     assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
     assert sorted(c.name for c in (out / "checkpoints").iterdir()) == ["checkpoint-4"]
     with one_thread():
         assert cli(*args, "--output", out, "--quiet") == 0  # the same command again: --resume auto
     steps = [r["step"] for r in read_jsonl(out / "training_log.jsonl") if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 12, steps  # went on after step 4, did not start over
+    assert _curves(out) == _curves(ref)  # the log too: the killed run's steps past the checkpoint dropped
     assert _weights_diff(ref, out) <= 1e-6
     assert _eval_metrics(out) == _eval_metrics(ref) and _eval_metrics(ref)
     assert _metrics(out)["steps"] == 12
