@@ -153,3 +153,36 @@ def command_line() -> str:
     argv = list(sys.argv)
     prog = "bertkit" if argv and (argv[0].endswith("bertkit") or argv[0].endswith("__main__.py")) else argv[0] if argv else "bertkit"
     return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])
+
+
+def check_writable(path: str | Path | None, flag: str, kind: str = "dir") -> list[str]:
+    """``[problem]`` when ``path`` cannot be written (``kind`` "dir": a directory a command creates and
+    fills; "file": one file, or a directory that will hold the file), else ``[]``; checked before any
+    work, so a command never runs for minutes and then fails to write.  The nearest existing ancestor must
+    be a writable directory: os.access answers for permissions, and a probe file created and removed
+    there answers for filesystems that refuse writes whatever the permissions say (/proc, read-only
+    mounts; and root, whom os.access always lets through)."""
+    import tempfile
+
+    if not path or str(path) == "-":
+        return []
+    p = Path(path).expanduser().absolute()
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            return [f"{flag} {path}: a file, not a directory; choose another path"]
+        if p.is_file() and not os.access(p, os.W_OK):
+            return [f"{flag} {path}: the file is not writable"]
+    ancestor = p if p.is_dir() else p.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return [f"{flag} {path}: {ancestor} is a file, not a directory"]
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return [f"{flag} {path}: no permission to write in {ancestor}"]
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bertkit-probe-", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return [f"{flag} {path}: {ancestor} does not accept new files ({e.strerror or e})"]
+    return []

@@ -13,6 +13,7 @@ from typing import Literal, Optional
 from pathlib import Path
 
 from .config import Schema, at_least, duration_problems, in_unit_interval, opt, section
+from .outputs import check_writable
 
 PRESETS: dict[str, dict[str, int]] = {
     # name: layers / hidden; heads = hidden // 64 (at least 2), intermediate = 4 * hidden
@@ -264,7 +265,8 @@ class TokenizeConfig(Schema):
     tokenizer: TokenizerConfig = section(TokenizerConfig)
 
     def problems(self) -> list[str]:
-        found = [] if self.output else ["--output is required: the directory to write the dataset to"]
+        found = check_writable(self.output, "--output") if self.output else [
+            "--output is required: the directory to write the dataset to"]
         if not self.data.inputs:
             found.append("no input files: pass the files or globs to tokenize")
         return found
@@ -283,7 +285,8 @@ class PretrainConfig(Schema):
                             "--sparse-head/--dense-head")
 
     def problems(self) -> list[str]:
-        return [] if self.data.inputs else ["--data is required: a `bertkit tokenize` output dir or raw text files"]
+        found = check_writable(self.output, "--output")
+        return found + ([] if self.data.inputs else ["--data is required: a `bertkit tokenize` output dir or raw text files"])
 
 
 @dataclass
@@ -293,6 +296,9 @@ class FinetuneFields(ModelDirFields):
                                      "minilm-l6.", "--model")
     output: Optional[str] = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+
+    def problems(self) -> list[str]:
+        return super().problems() + check_writable(self.output, "--output")
 
 
 @dataclass
@@ -339,6 +345,8 @@ class PredictConfig(InferenceFields, TextColumns):
             found.append(f"--output {self.output}: use a .jsonl, .csv or .tsv file, or - for stdout")
         elif self.output != "-" and Path(self.output).is_dir():
             found.append(f"--output {self.output}: a directory; give a file name")
+        else:
+            found += check_writable(self.output, "--output", kind="file")
         return found
 
 
@@ -359,9 +367,7 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
         found = super().problems()
         if not self.data:
             found.append("--data is required: the file to evaluate on")
-        if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
-            found.append(f"--output {self.output}: a file, not a directory")
-        return found
+        return found + check_writable(self.output, "--output")
 
 
 @dataclass
@@ -390,7 +396,7 @@ class ExportConfig(ModelDirFields, LabelledColumns):
             self.threads, 1, "--threads")
         if not self.output:
             found.append("--output is required: the directory to write the exported model to")
-        return found
+        return found + check_writable(self.output, "--output")
 
 
 # ------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from ..inference import RowProgress, batches, classification_logits, open_model
 from ..labels import LabelSpace
 from ..loading import DATASET_DIR
 from ..metrics import classification_metrics, confusion_matrix, perplexity
-from ..outputs import write_json, write_records
+from ..errors import UsageError
+from ..outputs import check_writable, write_json, write_records
 from ..reporting import plot_confusion
 from ..schemas import DataConfig, EvaluateConfig, TokenizerConfig
 from ..summary import print_summary
@@ -27,6 +28,8 @@ def run(cfg: EvaluateConfig) -> dict:
     cfg.validate()
     opened = open_model(cfg)
     out = Path(cfg.output) if cfg.output else opened.path / f"eval-{Path(cfg.data).stem}"
+    if problems := check_writable(out, "--output"):  # the default, in the model dir, is checked here
+        raise UsageError(problems[0])
     report = REPORTS[opened.task](cfg, opened, out)
     paths = write_report(report, out)
     print(json.dumps(report, ensure_ascii=False))
