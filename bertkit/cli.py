@@ -19,7 +19,7 @@ import typer
 
 from . import __version__
 from .config import iter_flag_fields, resolve
-from .errors import BertkitError, UsageError
+from .errors import BertkitError, UsageError, no_room
 
 # Nothing is ever fetched from the Hugging Face Hub: models, tokenizers, data and metrics are local.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -272,7 +272,10 @@ def main(argv: list[str] | None = None) -> None:
         if _STATE["debug"]:
             raise
         msg = str(e).splitlines()[0] if str(e) else ""
-        if "out of memory" in msg.lower():
+        if no_room(e):  # a write no command wrapped with its path (Python ignores SIGXFSZ: EFBIG arrives here)
+            print(f"bertkit: error: cannot write {getattr(e, 'filename', None) or 'a file'}: {no_room(e)}",
+                  file=sys.stderr)
+        elif "out of memory" in msg.lower():
             print("bertkit: error: the device ran out of memory; lower --batch-size or --max-seq-length, or use "
                   "--grad-accum (see README: Troubleshooting)", file=sys.stderr)
         else:

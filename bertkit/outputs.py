@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .distributed import is_main_process, wait_for_everyone
-from .errors import UsageError
+from .errors import UsageError, raise_no_room
 from .log import get_logger
 
 log = get_logger()
@@ -95,6 +95,9 @@ def write_final(output: Path, save_fn: Callable[[Path], None], extra_files: dict
             if dst.is_dir():
                 shutil.rmtree(dst)
             os.replace(tmp / name, dst)
+    except Exception as e:
+        raise_no_room(e, output)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -128,16 +131,21 @@ def write_records(records: list[dict], out_path: str, flatten: Callable[[dict], 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     ext = path.suffix.lower()
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        if ext in (".csv", ".tsv"):
-            rows = [flatten(r) if flatten else r for r in records]
-            fields = list(dict.fromkeys(k for r in rows for k in r))
-            w = csv.DictWriter(fh, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
-            w.writeheader()
-            w.writerows(rows)
-        else:
-            for r in records:
-                fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            if ext in (".csv", ".tsv"):
+                rows = [flatten(r) if flatten else r for r in records]
+                fields = list(dict.fromkeys(k for r in rows for k in r))
+                w = csv.DictWriter(fh, fieldnames=fields, delimiter="\t" if ext == ".tsv" else ",")
+                w.writeheader()
+                w.writerows(rows)
+            else:
+                for r in records:
+                    fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        raise_no_room(e, path)
+        raise
     os.replace(tmp, path)
     return len(records)
 

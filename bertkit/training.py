@@ -14,7 +14,7 @@ from pathlib import Path
 from .callbacks import Progress, Stopper
 from .config import save_config
 from .distributed import has_accelerator, is_main_process
-from .errors import UsageError
+from .errors import UsageError, raise_no_room
 from .outputs import CHECKPOINTS, METRICS, command_line, prepare_output, write_final, write_json
 from .reporting import finish_run
 
@@ -131,6 +131,9 @@ def train_with_signals(trainer, output: Path, resume_from: str | None):
     stopper.install()
     try:
         result = trainer.train(resume_from_checkpoint=resume_from)
+    except Exception as e:
+        raise_no_room(e, output / CHECKPOINTS)  # a checkpoint being saved (one without trainer_state.json is never resumed)
+        raise
     finally:
         stopper.uninstall()
     if stopper.signal is not None:

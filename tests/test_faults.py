@@ -71,3 +71,55 @@ def test_unwritable_output_refused_before_any_work(capsys, tmp_path, mlm_model, 
     line = one_error(capsys, cli(*args, flag, f"/proc/bertkit-test/{name}"), 2, flag, "/proc")
     assert "does not accept new files" in line
     assert tree(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. A write that fails mid-run (file-size limit, full disk): one line naming the path, nothing complete
+# ------------------------------------------------------------------------------------------------
+
+def limited(*args, kib: int = 100) -> subprocess.CompletedProcess:
+    """``bertkit ARGS`` under ``ulimit -f`` (Python ignores SIGXFSZ, so a write past it fails with EFBIG)."""
+    import shlex
+
+    cmd = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "bertkit", *args])
+    return subprocess.run(["bash", "-c", f"ulimit -f {kib}; exec {cmd}"], capture_output=True, text=True, timeout=300)
+
+
+def test_predict_output_past_the_file_size_limit(tmp_path, classifier):
+    inp = tmp_path / "many.txt"
+    inp.write_text("".join(f"the place was great and the food was wonderful {i}\n" for i in range(150)))
+    out = tmp_path / "preds" / "p.jsonl"
+    out.parent.mkdir()
+    p = limited("predict", "--model", classifier, "--input", inp, "--output", out, "-q", kib=8)
+    one_error(p.stderr, p.returncode, 1, f"cannot write {out}", "file too large")
+    assert tree(out.parent) == set()  # neither the file nor its temp file
+
+
+def test_finetune_cls_model_past_the_file_size_limit(tmp_path, mlm_model, cls_files):
+    train, dev = cls_files
+    out = tmp_path / "cls"
+    p = limited("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", out,
+                "--max-steps", 1, "--batch-size", 8, "--max-seq-length", 32, "-q")
+    one_error(p.stderr, p.returncode, 1, f"cannot write {out}", "file too large")
+    left = tree(out)
+    assert "metrics.json" not in left and "config.json" not in left and "model.safetensors" not in left, left
+    from bertkit.outputs import find_checkpoint
+
+    assert find_checkpoint(out) is None  # the half-saved checkpoint is never taken for a complete one
+
+
+def test_final_model_write_out_of_room_leaves_nothing(tmp_path):
+    import errno
+
+    from bertkit.errors import WriteError
+    from bertkit.outputs import write_final
+
+    def save(tmp: Path):
+        (tmp / "model.safetensors").write_bytes(b"half")
+        raise RuntimeError(f"Error while serializing: I/O error: {os.strerror(errno.ENOSPC)} (os error 28)")
+
+    with pytest.raises(WriteError, match=f"cannot write {tmp_path}: no space left"):
+        write_final(tmp_path, save)
+    assert tree(tmp_path) == set()
+    with pytest.raises(ValueError):  # anything else is not taken for a full disk
+        write_final(tmp_path, lambda tmp: (_ for _ in ()).throw(ValueError("bad")))
