@@ -6,7 +6,9 @@ the run.  The ``Trainer`` and ``accelerate`` do the rest, so the same code runs 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -100,15 +102,32 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
         raise UsageError(f"invalid training settings: {str(e).splitlines()[0]}") from None
 
 
-def start_run(cfg, command: str) -> tuple[Path, str | None]:
-    """The stage that creates a training command's output: prepare the output dir (refuse, overwrite or
-    resume) and save the resolved config there.  Commands validate the config and open their inputs
-    first, so a bad flag or model leaves nothing behind.  Returns (output dir, checkpoint to resume
-    from or None)."""
+@contextlib.contextmanager
+def start_run(cfg, command: str):
+    """The stage that creates a training command's output, for the ``with`` block that prepares training
+    (reading the data, loading the model, building the trainer): prepare the output dir (refuse, overwrite
+    or resume) and save the resolved config there; yields (output dir, checkpoint to resume from or None).
+
+    Commands validate the config and open the model first, so a bad flag or model leaves nothing behind;
+    when the block fails (bad data), what this run put in the dir is removed again, and the dir itself if
+    the run created it: a failed run leaves no output that holds only its config.  A resumed run's dir and
+    whatever the user had there stay."""
+    out = Path(cfg.output) if cfg.output else None
+    existed = out is not None and out.is_dir()
+    before = {p.name for p in out.iterdir()} if existed and not cfg.overwrite else set()
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     if is_main_process():
         save_config(cfg, out, command)
-    return out, resume_from
+    try:
+        yield out, resume_from
+    except BaseException:
+        if resume_from is None and is_main_process():
+            for p in [p for p in out.iterdir() if p.name not in before] if existed else [out]:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
 
 
 def pad_multiple() -> int | None:

@@ -123,3 +123,69 @@ def test_final_model_write_out_of_room_leaves_nothing(tmp_path):
     assert tree(tmp_path) == set()
     with pytest.raises(ValueError):  # anything else is not taken for a full disk
         write_final(tmp_path, lambda tmp: (_ for _ in ()).throw(ValueError("bad")))
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Labels written two ways are refused unless --labels names them
+# ------------------------------------------------------------------------------------------------
+
+def _labelled(path: Path, labels: list[str]) -> Path:
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for i in range(24):
+            w.writerow([f"the place was {'great' if i % 2 else 'awful'} {i}", labels[i % len(labels)]])
+    return path
+
+
+@pytest.mark.parametrize("labels, needles", [
+    (["1", "pos", "0", "neg"], ["mixes integer ids ('0', '1') and names ('neg', 'pos')"]),
+    (["pos", "Pos", " pos", "neg"], ["differ only by case or spacing", "' pos' / 'Pos' / 'pos'"]),
+])
+def test_ambiguous_labels_refused(capsys, tmp_path, mlm_model, labels, needles):
+    train = _labelled(tmp_path / "train.csv", labels)
+    out = tmp_path / "out"
+    one_error(capsys, cli("finetune-cls", "--model", mlm_model, "--train", train, "--output", out, "-q"), 1,
+              "label column 'label'", "--labels FILE", *needles)
+    assert not out.exists()  # (7) nothing left: the dir the run created is removed
+
+
+def test_labels_file_settles_ids_mixed_with_names(tmp_path):
+    from bertkit.errors import DataError
+    from bertkit.labels import LabelSpace, ambiguous_labels
+
+    assert ambiguous_labels(["neg", "pos"]) is None and ambiguous_labels(["0", "1", "2"]) is None
+    with pytest.raises(DataError, match="mixes integer ids"):
+        LabelSpace.from_values(["1", "pos", "0", "neg"])
+    names = tmp_path / "labels.txt"
+    names.write_text("neg\npos\n")
+    space = LabelSpace.from_values(["1", "pos", "0", "neg"], labels_file=str(names))
+    assert space.encode(["1", "pos", "0", "neg"]) == [1, 1, 0, 0]
+
+
+# ------------------------------------------------------------------------------------------------
+# 7. A run failing on bad data leaves no output holding only its config
+# ------------------------------------------------------------------------------------------------
+
+def test_failed_runs_leave_no_output(capsys, tmp_path, mlm_model, cls_files):
+    train, _ = cls_files
+    out = tmp_path / "cls"
+    one_error(capsys, cli("finetune-cls", "--model", mlm_model, "--train", train, "--text-column", "nope",
+                          "--output", out, "-q"), 1, "'nope'")
+    assert not out.exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"data": [{"paragraphs": [{"context": "x"', encoding="utf-8")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    for target in (tmp_path / "qa", mine / "qa"):
+        one_error(capsys, cli("finetune-qa", "--model", mlm_model, "--train", bad, "--output", target, "-q"), 1,
+                  "bad.json")
+        assert not target.exists()
+    empty = tmp_path / "empty"  # a dir the user made stays, emptied of what the run wrote
+    empty.mkdir()
+    one_error(capsys, cli("finetune-qa", "--model", mlm_model, "--train", bad, "--output", empty, "-q"), 1)
+    assert empty.is_dir() and tree(empty) == set()
+    assert (mine / "notes.txt").read_text() == "keep"

@@ -33,10 +33,10 @@ def run(cfg: FinetuneConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
     cfg.validate()
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
-    out, resume_from = start_run(cfg, "finetune-cls")
-    data = load_splits(cfg, base.tokenizer)
-    model, head = load_classifier(cfg, base, data)
-    trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
+    with start_run(cfg, "finetune-cls") as (out, resume_from):
+        data = load_splits(cfg, base.tokenizer)
+        model, head = load_classifier(cfg, base, data)
+        trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = final_metrics(cfg, trainer, data, result, train_time)
     stamp_inference_settings(trainer.model.config, cfg, data.space)

@@ -30,10 +30,10 @@ def run(cfg: FinetuneQAConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
     cfg.validate()
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
-    out, resume_from = start_run(cfg, "finetune-qa")
-    data = load_splits(cfg, base.tokenizer)
-    model, head = load_qa_model(cfg, base)
-    trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
+    with start_run(cfg, "finetune-qa") as (out, resume_from):
+        data = load_splits(cfg, base.tokenizer)
+        model, head = load_qa_model(cfg, base)
+        trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = final_metrics(cfg, trainer, data, result, train_time)
     stamp_inference_settings(trainer.model.config, cfg, data.eval)
