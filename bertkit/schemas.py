@@ -445,6 +445,12 @@ class FinetuneQAConfig(FinetuneFields):
                                           "--null-threshold")
     tune_null_threshold: bool = opt(False, "Pick the null threshold that maximises validation F1 (saved in the model).",
                                     "--tune-null-threshold")
+    version_2: Optional[bool] = opt(
+        None, "Questions without an answer (SQuAD v2.0 style): --version-2 trains the model to abstain (answer "
+              "empty) on them; --no-version-2 drops them and the model always answers. Default: abstaining when "
+              "there are any, with a warning counting them when the data does not say it is v2.0 (no "
+              "is_impossible keys, no version 2.0): in v1.1 data, an empty answers list is usually a mistake.",
+        "--version-2/--no-version-2")
     qa_language: Literal["auto", "en", "zh"] = opt(
         "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
                 "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
@@ -456,6 +462,9 @@ class FinetuneQAConfig(FinetuneFields):
     def problems(self) -> list[str]:
         found = super().problems() + in_unit_interval(self.dropout, "--dropout") + at_least(self.n_best, 1, "--n-best")
         found += at_least(self.max_answer_length, 1, "--max-answer-length")
+        if self.version_2 is False and (self.tune_null_threshold or self.null_threshold is not None):
+            found.append("--no-version-2: the model always answers; --null-threshold and --tune-null-threshold "
+                         "need --version-2")
         if self.metric.removeprefix("eval_") not in ("f1", "exact_match"):
             found.append(f"--metric {self.metric}: use one of f1, exact_match")
         return found

@@ -164,16 +164,18 @@ def train_with_signals(trainer, output: Path, resume_from: str | None):
 
 
 def run_metrics(trainer, result, train_time: float, unit: str, units: int) -> dict:
-    """What every training run reports: loss, steps, epochs, seconds, and ``unit``/s of training alone
-    (evaluations during training left out)."""
-    eval_s = trainer.progress.eval_seconds()
+    """What every training run reports: loss, steps, epochs, seconds, and ``unit``/s of the training
+    steps alone (counted by :class:`~bertkit.callbacks.Progress`: evaluations, logs and checkpoint saves
+    left out; units of this session only when the run resumed)."""
+    progress = trainer.progress
+    step_s = progress.step_seconds
     return {
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
         "train_seconds": round(train_time, 2),
-        "eval_seconds": round(eval_s, 2),
-        f"{unit}_per_second": round(units / max(train_time - eval_s, 1e-9), 2),
+        "eval_seconds": round(progress.eval_seconds(), 2),
+        f"{unit}_per_second": round((units - progress.start_units) / step_s, 2) if step_s > 0 else 0.0,
     }
 
 

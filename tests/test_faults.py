@@ -189,3 +189,121 @@ def test_failed_runs_leave_no_output(capsys, tmp_path, mlm_model, cls_files):
     one_error(capsys, cli("finetune-qa", "--model", mlm_model, "--train", bad, "--output", empty, "-q"), 1)
     assert empty.is_dir() and tree(empty) == set()
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+# ------------------------------------------------------------------------------------------------
+# 4-6. Question answering: v1.1 data with unanswered questions, an empty context, throughput of short runs
+# ------------------------------------------------------------------------------------------------
+
+def squad(path: Path, n: int, unanswered: int = 0, version: str | None = "1.1", impossible_key: bool = False) -> Path:
+    places = [("paris", "france"), ("berlin", "germany"), ("rome", "italy"), ("madrid", "spain")]
+    paras = []
+    for i in range(n):
+        city, country = places[i % len(places)]
+        ctx = f"the food was great . {city} is the capital of {country} . the staff were friendly ."
+        qa = {"id": f"q{i}", "question": f"what is the capital of {country} ?",
+              "answers": [] if i < unanswered else [{"text": city, "answer_start": ctx.index(city)}]}
+        if impossible_key:
+            qa["is_impossible"] = i < unanswered
+        paras.append({"context": ctx, "qas": [qa]})
+    obj = {"data": [{"title": "t", "paragraphs": paras}], **({"version": version} if version else {})}
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    return path
+
+
+QA_SHORT = ["--max-steps", 2, "--batch-size", 4, "--max-seq-length", 32, "--doc-stride", 8, "--max-question-length",
+            12]
+
+
+def test_v1_data_with_unanswered_questions(capsys, tmp_path, mlm_model):
+    """Without a v2.0 marker, unanswered questions are trained on to abstain only with a warning that counts
+    them and names the flags that choose."""
+    train = squad(tmp_path / "train.json", 12, unanswered=3)
+    dev = squad(tmp_path / "dev.json", 4, unanswered=1)
+    common = ["finetune-qa", "--model", mlm_model, "--train", train, "--validation", dev, *QA_SHORT]
+    assert cli(*common, "--output", tmp_path / "auto") == 0
+    err = capsys.readouterr().err
+    assert "4 of 16 questions have no answer" in err and "--version-2" in err and "abstain" in err
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["bertkit_null_threshold"] == 0.0
+    one_error(capsys, cli(*common, "--output", tmp_path / "x", "--no-version-2", "--tune-null-threshold"), 2,
+              "--no-version-2")
+    assert not (tmp_path / "x").exists()
+
+
+def test_version_2_flag_decides_what_unanswered_questions_mean(tmp_path, caplog):
+    """--no-version-2 drops them (the model never answers empty); --version-2 keeps them silently; data
+    marked v2.0 (is_impossible keys, version 2.0) needs no flag."""
+    from bertkit import qa
+    from bertkit.commands.finetune_qa import null_threshold, settle_unanswerable
+    from bertkit.schemas import FinetuneQAConfig
+
+    marked = qa.read_qa(str(squad(tmp_path / "a.json", 6, unanswered=2, impossible_key=True)), "--train")
+    versioned = qa.read_qa(str(squad(tmp_path / "b.json", 6, unanswered=2, version="v2.0")), "--train")
+    plain = qa.read_qa(str(squad(tmp_path / "c.json", 6, unanswered=2)), "--train")
+    assert marked.marked_v2 and versioned.marked_v2 and not plain.marked_v2
+    assert plain.unanswered == 2 and len(plain.answered()) == 4 and plain.select([0, 1]).unanswered == 2
+    v1 = FinetuneQAConfig(version_2=False)
+    train, val = settle_unanswerable(v1, plain, marked)
+    assert train.unanswered == val.unanswered == 0 and len(train) == len(val) == 4
+    assert null_threshold(v1, train, val) is None
+    with caplog.at_level("WARNING", logger="bertkit"):
+        for cfg, data in ((FinetuneQAConfig(version_2=True), plain), (FinetuneQAConfig(), versioned)):
+            train, val = settle_unanswerable(cfg, data, data)
+            assert train.unanswered == 2 and null_threshold(cfg, train, val) == 0.0
+    assert "have no answer" not in caplog.text
+
+
+def test_empty_context_rows():
+    from bertkit.qa import empty_context_rows
+
+    assert empty_context_rows(["a context", "", "  \n", None, "x"]) == [1, 2, 3]
+    assert empty_context_rows([]) == []
+
+
+@pytest.mark.parametrize("command", ["finetune-cls", "finetune-qa"])
+def test_throughput_of_a_two_step_run_is_of_its_steps(capsys, tmp_path, mlm_model, cls_files, command):
+    """The rate counts the training steps' own time: a run of two steps, followed by a final evaluation
+    longer than the steps, reports a finite, plausible rate (it reported 1.6e10 examples/s)."""
+    train, dev = cls_files
+    if command == "finetune-cls":
+        args = ["--train", train, "--validation", dev, "--max-steps", 2, "--batch-size", 4, "--max-seq-length", 32]
+    else:
+        args = ["--train", squad(tmp_path / "t.json", 8), "--validation", squad(tmp_path / "d.json", 12), *QA_SHORT]
+    out = tmp_path / "out"
+    assert cli(command, "--model", mlm_model, *args, "--output", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rate = m["examples_per_second"]
+    assert m["steps"] == 2 and 0 < rate < 1e6, m
+    summary = capsys.readouterr().err
+    assert f"{rate:,.1f}" in summary
+
+
+def test_rate_counts_the_steps_not_the_evaluations(tmp_path, monkeypatch):
+    """Steps of 0.5 s, an evaluation of 3 s during training and a final one of 10 s after it (longer than
+    the whole training, as a QA evaluation of a short run is): 4 steps x 8 examples / 2 s = 16/s."""
+    from types import SimpleNamespace
+
+    from bertkit import callbacks
+    from bertkit.training import run_metrics
+
+    clock = [100.0]
+    monkeypatch.setattr(callbacks.time, "perf_counter", lambda: clock[0])
+    p = callbacks.Progress(tmp_path)
+    args = SimpleNamespace(per_device_train_batch_size=8, gradient_accumulation_steps=1, world_size=1)
+    state = SimpleNamespace(global_step=0, num_input_tokens_seen=0, is_world_process_zero=False, epoch=0.0,
+                            max_steps=4)
+    p.on_train_begin(args, state, None)
+    for step in range(1, 5):
+        clock[0] += 0.5
+        state.global_step = step
+        p.on_step_end(args, state, None)
+        if step == 2:
+            clock[0] += 3.0
+            p.on_log(args, state, None, logs={"eval_runtime": 3.0})
+            p.on_evaluate(args, state, None)
+    p.on_train_end(args, state, None)
+    p.on_log(args, state, None, logs={"eval_runtime": 10.0})  # the command's final evaluation
+    trainer = SimpleNamespace(progress=p, state=SimpleNamespace(global_step=4, epoch=1.0))
+    m = run_metrics(trainer, SimpleNamespace(training_loss=0.5), 5.0, "examples", 32)
+    assert p.step_seconds == pytest.approx(2.0) and m["eval_seconds"] == 3.0
+    assert m["examples_per_second"] == pytest.approx(16.0)

@@ -71,11 +71,31 @@ def read_splits(cfg: FinetuneQAConfig) -> tuple[qa.QAData, qa.QAData]:
     return train.select(sorted(perm[n_val:])), train.select(sorted(perm[:n_val]))
 
 
+def settle_unanswerable(cfg: FinetuneQAConfig, train: qa.QAData, val: qa.QAData) -> tuple[qa.QAData, qa.QAData]:
+    """Questions without an answer: kept for the model to learn to abstain (--version-2, or by default),
+    dropped with --no-version-2.  By default, data that does not say it is SQuAD v2.0 gets a warning: an
+    empty answers list in v1.1 data is more often a mistake than a question meant to have no answer."""
+    n = train.unanswered + val.unanswered
+    if not n:
+        return train, val
+    if cfg.version_2 is False:
+        log.warning(f"--no-version-2: {n:,} questions without an answer dropped ({train.unanswered:,} train, "
+                    f"{val.unanswered:,} validation)")
+        return train.answered(), val.answered()
+    if cfg.version_2 is None and not (train.marked_v2 or val.marked_v2):
+        log.warning(f"{n:,} of {len(train) + len(val):,} questions have no answer ({train.unanswered:,} train, "
+                    f"{val.unanswered:,} validation) though the data does not say it is SQuAD v2.0: the model "
+                    "will learn to abstain (answer empty); pass --version-2 to confirm, or --no-version-2 to "
+                    "drop them")
+    return train, val
+
+
 def null_threshold(cfg: FinetuneQAConfig, train: qa.QAData, val: qa.QAData) -> float | None:
-    """None (never answer empty) for SQuAD v1-style data; a threshold when any question is unanswerable."""
+    """None (never answer empty) for SQuAD v1-style data; a threshold when any question is unanswerable
+    or --version-2 says the model may abstain."""
     if cfg.null_threshold is not None:
         return cfg.null_threshold
-    if train.has_no_answer or val.has_no_answer or cfg.tune_null_threshold:
+    if cfg.version_2 or train.has_no_answer or val.has_no_answer or cfg.tune_null_threshold:
         return 0.0
     return None
 
@@ -84,7 +104,7 @@ def load_splits(cfg: FinetuneQAConfig, tok) -> QASplits:
     d = cfg.data
     if tok.padding_side != "right":
         raise UsageError(f"--model {cfg.model}: the tokenizer pads on the left; bertkit's QA windows need right padding")
-    train, val = read_splits(cfg)
+    train, val = settle_unanswerable(cfg, *read_splits(cfg))
     language = cfg.qa_language if cfg.qa_language != "auto" else qa.detect_language(val.contexts)
     with main_process_first():
         train_windows = qa.encode_train(train, tok, d.max_seq_length, d.doc_stride, d.max_question_length)
