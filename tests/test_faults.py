@@ -307,3 +307,54 @@ def test_rate_counts_the_steps_not_the_evaluations(tmp_path, monkeypatch):
     m = run_metrics(trainer, SimpleNamespace(training_loss=0.5), 5.0, "examples", 32)
     assert p.step_seconds == pytest.approx(2.0) and m["eval_seconds"] == 3.0
     assert m["examples_per_second"] == pytest.approx(16.0)
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. A tokenize killed after its first resume point continues from it
+# ------------------------------------------------------------------------------------------------
+
+# runs the CLI with small chunks and shards closed at every write (SHARD_SECONDS 0: the time bound), and
+# with KILL set, SIGKILLs itself at the first chunk after a resume point was written
+_TOKENIZE = """
+import os, signal, sys
+from pathlib import Path
+import bertkit.streaming as s
+s.CHUNK_BYTES, s.SHARD_SECONDS = 400, 0.0
+real, partial = s.encode_chunk, Path(sys.argv[1])
+def encode(chunk, *a, **k):
+    if os.environ.get("KILL") and (partial / "resume.json").exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(chunk, *a, **k)
+s.encode_chunk = encode
+from bertkit.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_killed_tokenize_resumes(tmp_path, corpus, tokenized):
+    import datasets
+
+    def tokenize(out: Path, kill: bool) -> subprocess.CompletedProcess:
+        env = dict(os.environ, KILL="1" if kill else "")
+        return subprocess.run([sys.executable, "-c", _TOKENIZE, str(out.with_name(f".{out.name}.partial")),
+                               "tokenize", str(corpus), "--output", str(out), "--tokenizer",
+                               str(tokenized / "tokenizer"), "--max-seq-length", "32"],
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    out = tmp_path / "out"
+    p = tokenize(out, kill=True)
+    assert p.returncode == -9, p.stderr
+    partial = tmp_path / ".out.partial"
+    state = json.loads((partial / "resume.json").read_text())
+    assert not out.exists() and state["next_chunk"] >= 1
+    p = tokenize(out, kill=False)
+    assert p.returncode == 0, p.stderr
+    assert "Resuming an interrupted run" in p.stderr and not partial.exists()
+    ref = datasets.load_from_disk(str(tokenized / "dataset"))
+    assert datasets.load_from_disk(str(out / "dataset"))["input_ids"] == ref["input_ids"]
+
+
+def test_shards_close_at_64_mib_or_a_minute():
+    from bertkit import streaming
+
+    assert streaming.SHARD_BYTES <= 64 << 20 and streaming.SHARD_SECONDS <= 60
