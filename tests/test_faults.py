@@ -5,6 +5,7 @@ left on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -77,30 +78,38 @@ def test_unwritable_output_refused_before_any_work(capsys, tmp_path, mlm_model, 
 # 2. A write that fails mid-run (file-size limit, full disk): one line naming the path, nothing complete
 # ------------------------------------------------------------------------------------------------
 
-def limited(*args, kib: int = 100) -> subprocess.CompletedProcess:
-    """``bertkit ARGS`` under ``ulimit -f`` (Python ignores SIGXFSZ, so a write past it fails with EFBIG)."""
-    import shlex
+@contextlib.contextmanager
+def file_size_limit(kib: int):
+    """What ``ulimit -f KIB`` sets, in this process: a write past it fails with EFBIG (Python ignores
+    SIGXFSZ, which would otherwise kill the process)."""
+    import resource
 
-    cmd = " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "bertkit", *args])
-    return subprocess.run(["bash", "-c", f"ulimit -f {kib}; exec {cmd}"], capture_output=True, text=True, timeout=300)
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (kib * 1024, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
 
 
-def test_predict_output_past_the_file_size_limit(tmp_path, classifier):
+def test_predict_output_past_the_file_size_limit(capsys, tmp_path, classifier):
     inp = tmp_path / "many.txt"
     inp.write_text("".join(f"the place was great and the food was wonderful {i}\n" for i in range(150)))
     out = tmp_path / "preds" / "p.jsonl"
     out.parent.mkdir()
-    p = limited("predict", "--model", classifier, "--input", inp, "--output", out, "-q", kib=8)
-    one_error(p.stderr, p.returncode, 1, f"cannot write {out}", "file too large")
+    with file_size_limit(8):
+        code = cli("predict", "--model", classifier, "--input", inp, "--output", out, "-q")
+    one_error(capsys, code, 1, f"cannot write {out}", "file too large")
     assert tree(out.parent) == set()  # neither the file nor its temp file
 
 
-def test_finetune_cls_model_past_the_file_size_limit(tmp_path, mlm_model, cls_files):
+def test_finetune_cls_model_past_the_file_size_limit(capsys, tmp_path, mlm_model, cls_files):
     train, dev = cls_files
     out = tmp_path / "cls"
-    p = limited("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", out,
-                "--max-steps", 1, "--batch-size", 8, "--max-seq-length", 32, "-q")
-    one_error(p.stderr, p.returncode, 1, f"cannot write {out}", "file too large")
+    with file_size_limit(100):  # the model's weights are ~170 KB
+        code = cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--output", out,
+                   "--max-steps", 1, "--batch-size", 8, "--max-seq-length", 32, "-q")
+    one_error(capsys, code, 1, f"cannot write {out}", "file too large")
     left = tree(out)
     assert "metrics.json" not in left and "config.json" not in left and "model.safetensors" not in left, left
     from bertkit.outputs import find_checkpoint
@@ -314,15 +323,15 @@ def test_rate_counts_the_steps_not_the_evaluations(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------------
 
 # runs the CLI with small chunks and shards closed at every write (SHARD_SECONDS 0: the time bound), and
-# with KILL set, SIGKILLs itself at the first chunk after a resume point was written
-_TOKENIZE = """
+# SIGKILLs itself at the first chunk after a resume point was written
+_KILLED_TOKENIZE = """
 import os, signal, sys
 from pathlib import Path
 import bertkit.streaming as s
 s.CHUNK_BYTES, s.SHARD_SECONDS = 400, 0.0
 real, partial = s.encode_chunk, Path(sys.argv[1])
 def encode(chunk, *a, **k):
-    if os.environ.get("KILL") and (partial / "resume.json").exists():
+    if (partial / "resume.json").exists():
         os.kill(os.getpid(), signal.SIGKILL)
     return real(chunk, *a, **k)
 s.encode_chunk = encode
@@ -331,25 +340,22 @@ main(sys.argv[2:])
 """
 
 
-def test_killed_tokenize_resumes(tmp_path, corpus, tokenized):
+def test_killed_tokenize_resumes(capsys, tmp_path, corpus, tokenized, monkeypatch):
     import datasets
 
-    def tokenize(out: Path, kill: bool) -> subprocess.CompletedProcess:
-        env = dict(os.environ, KILL="1" if kill else "")
-        return subprocess.run([sys.executable, "-c", _TOKENIZE, str(out.with_name(f".{out.name}.partial")),
-                               "tokenize", str(corpus), "--output", str(out), "--tokenizer",
-                               str(tokenized / "tokenizer"), "--max-seq-length", "32"],
-                              capture_output=True, text=True, env=env, timeout=300)
+    import bertkit.streaming as streaming
 
     out = tmp_path / "out"
-    p = tokenize(out, kill=True)
-    assert p.returncode == -9, p.stderr
     partial = tmp_path / ".out.partial"
+    args = ["tokenize", corpus, "--output", out, "--tokenizer", tokenized / "tokenizer", "--max-seq-length", 32]
+    p = subprocess.run([sys.executable, "-c", _KILLED_TOKENIZE, str(partial), *map(str, args)], capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == -9, p.stderr
     state = json.loads((partial / "resume.json").read_text())
     assert not out.exists() and state["next_chunk"] >= 1
-    p = tokenize(out, kill=False)
-    assert p.returncode == 0, p.stderr
-    assert "Resuming an interrupted run" in p.stderr and not partial.exists()
+    monkeypatch.setattr(streaming, "CHUNK_BYTES", 400)  # the killed run's chunks
+    assert cli(*args) == 0
+    assert "Resuming an interrupted run" in capsys.readouterr().err and not partial.exists()
     ref = datasets.load_from_disk(str(tokenized / "dataset"))
     assert datasets.load_from_disk(str(out / "dataset"))["input_ids"] == ref["input_ids"]
 
