@@ -36,7 +36,8 @@ class WriteError(BertkitError):
 
 # errno -> what a user reads; libraries that write on their own (safetensors in Rust, torch.save in C++)
 # wrap the OSError in their own exception, whose text still carries the errno
-_NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file too large (a file-size limit, see ulimit -f)",
+_NO_ROOM = {errno.ENOSPC: "no space left on the device",
+            errno.EFBIG: "file too large (a file-size limit, see ulimit -f)",
             errno.EDQUOT: "disk quota exceeded"}
 
 

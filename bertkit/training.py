@@ -151,7 +151,8 @@ def train_with_signals(trainer, output: Path, resume_from: str | None):
     try:
         result = trainer.train(resume_from_checkpoint=resume_from)
     except Exception as e:
-        raise_no_room(e, output / CHECKPOINTS)  # a checkpoint being saved (one without trainer_state.json is never resumed)
+        # a checkpoint being saved (one left without trainer_state.json is never resumed from)
+        raise_no_room(e, output / CHECKPOINTS)
         raise
     finally:
         stopper.uninstall()
@@ -184,7 +185,8 @@ def examples_seen(trainer) -> int:
     return trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
-def save_run(trainer, tokenizer, output: Path, command: str, cfg, metrics: dict, card_extra: dict | None = None) -> None:
+def save_run(trainer, tokenizer, output: Path, command: str, cfg, metrics: dict,
+             card_extra: dict | None = None) -> None:
     """Final model + tokenizer (atomically), then metrics.json, the model card and curves.png."""
     def save(tmp: Path):
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import cli, read_jsonl, run_cli
+from conftest import cli
 
 pytestmark = pytest.mark.faults
 
