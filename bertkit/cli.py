@@ -28,7 +28,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, sweep, evaluate, predict, "
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, sweep, evaluate, predict, "
          "export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
@@ -139,8 +139,8 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig, PretrainConfig,
-                          TokenizeConfig)
+    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig, PredictConfig,
+                          PretrainConfig, TokenizeConfig)
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -150,6 +150,9 @@ def _register_all() -> None:
               "Fine-tune a sequence classifier (single-label, multi-label, regression, pairs).")
     _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
               "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
+    _register("finetune-ner", FinetuneNERConfig, "finetune_ner",
+              "Fine-tune token classification (NER, POS, chunking): CoNLL-style or JSONL/CSV/Parquet word and tag "
+              "lists; IOB1/IOB2/BIOES/BMES; English and Chinese.")
     _register("evaluate", EvaluateConfig, "evaluate",
               "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), without training.")
     _register("predict", PredictConfig, "predict",

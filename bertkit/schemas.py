@@ -30,6 +30,11 @@ def allow_pickle_field():
                "--allow-pickle")
 
 
+def dropout_field():
+    return opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the checkpoint's).",
+               "--dropout")
+
+
 # ------------------------------------------------------------------------------------------
 # Sections
 # ------------------------------------------------------------------------------------------
@@ -309,8 +314,7 @@ class FinetuneConfig(FinetuneFields):
                                        "--class-weights")
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
                                  "log-odds per label, or the mean target) instead of 0.", "--prior-init/--no-prior-init")
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
-                                         "checkpoint's).", "--dropout")
+    dropout: Optional[float] = dropout_field()
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
@@ -442,8 +446,7 @@ class FinetuneQAConfig(FinetuneFields):
     qa_language: Literal["auto", "en", "zh"] = opt(
         "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
                 "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
-                                         "checkpoint's).", "--dropout")
+    dropout: Optional[float] = dropout_field()
     data: QADataConfig = section(QADataConfig)
     train: QATrainConfig = section(QATrainConfig)
 
@@ -452,4 +455,61 @@ class FinetuneQAConfig(FinetuneFields):
         found += at_least(self.max_answer_length, 1, "--max-answer-length")
         if self.metric.removeprefix("eval_") not in ("f1", "exact_match"):
             found.append(f"--metric {self.metric}: use one of f1, exact_match")
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# Token classification (finetune-ner)
+# ------------------------------------------------------------------------------------------
+
+TAG_SCHEMES = ("auto", "IOB1", "IOB2", "BIOES", "BMES")
+
+
+@dataclass
+class NERDataConfig(Schema):
+    train: Optional[str] = opt(None, "Training file: CoNLL-style text (token<TAB>tag per line, a blank line between "
+                                     "sentences) or .jsonl/.csv/.parquet with a list of words and a list of tags.",
+                               "--train")
+    validation: Optional[str] = opt(None, "Validation file (same formats), scored with entity F1 at every evaluation "
+                                          "(default: a tenth of train held out).", "--validation")
+    test: Optional[str] = opt(None, "Test file, scored once with the best model.", "--test")
+    words_column: str = opt("tokens", "Column holding the list of words (.jsonl/.csv/.parquet).", "--words-column")
+    tags_column: str = opt("tags", "Column holding the list of tags (.jsonl/.csv/.parquet).", "--tags-column")
+    tag_column: Optional[int] = opt(None, "CoNLL-style files: the column holding the tag, 0-based (the word is column "
+                                          "0; default: the last column).", "--tag-column")
+    tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "BMES"] = opt(
+        "auto", "Tag scheme (auto: from the training tags: M- means BMES, E-/S- BIOES, else IOB2 or IOB1).",
+        "--tag-scheme", choices=TAG_SCHEMES)
+    label_all_subtokens: bool = opt(False, "Train on every sub-token of a word (later ones with B- turned into I-), "
+                                           "not only the first; predictions are always read at the first.",
+                                    "--label-all-subtokens/--first-subtoken-only")
+    max_seq_length: int = opt(128, "Tokens per window, [CLS] and [SEP] included; longer sentences are windowed, "
+                                   "never truncated.", "--max-seq-length")
+    stride: int = opt(32, "Sub-tokens shared by consecutive windows of a long sentence.", "--stride")
+
+    def problems(self) -> list[str]:
+        found = [] if self.train else ["--train is required: a CoNLL-style file (token<TAB>tag) or a .jsonl/.csv/"
+                                       ".parquet file with words and tags columns"]
+        found += at_least(self.max_seq_length, 8, "--max-seq-length")
+        if not 0 <= self.stride < (self.max_seq_length - 2) // 2:
+            found.append(f"--stride {self.stride}: must be in [0, {(self.max_seq_length - 2) // 2}) for "
+                         f"--max-seq-length {self.max_seq_length}")
+        return found
+
+
+NER_METRICS = ("f1", "precision", "recall", "accuracy", "loss")
+
+
+@dataclass
+class FinetuneNERConfig(FinetuneFields):
+    metric: str = opt("f1", "Metric that picks the best checkpoint: f1 (entity micro-F1), precision, recall, "
+                            "accuracy (token) or loss.", "--metric")
+    dropout: Optional[float] = dropout_field()
+    data: NERDataConfig = section(NERDataConfig)
+    train: FinetuneTrainConfig = section(FinetuneTrainConfig)
+
+    def problems(self) -> list[str]:
+        found = super().problems() + in_unit_interval(self.dropout, "--dropout")
+        if self.metric.removeprefix("eval_") not in NER_METRICS:
+            found.append(f"--metric {self.metric}: use one of {', '.join(NER_METRICS)}")
         return found

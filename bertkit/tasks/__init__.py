@@ -12,7 +12,7 @@ from importlib import import_module
 from ..errors import UsageError
 from .base import ModelFn, Scored, Task, Windows, predict_records, run_windows, torch_model_fn
 
-MODULES = ("classification", "fill_mask", "question_answering")
+MODULES = ("classification", "fill_mask", "question_answering", "token_classification")
 
 __all__ = ["ModelFn", "Scored", "Task", "Windows", "predict_records", "run_windows", "torch_model_fn", "kinds",
            "names", "get", "detect"]
