@@ -163,7 +163,7 @@ def _register_all() -> None:
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep "
-                             "finetune-cls|finetune-qa (its flags) --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
+                             "finetune-cls|finetune-qa|finetune-ner (its flags) --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
 
@@ -174,12 +174,12 @@ def _sweep_root(ctx: typer.Context,
                     "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
-    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa [its flags] --param NAME=KIND:..."""
+    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags] --param NAME=KIND:..."""
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
-        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls|finetune-qa ... "
-                           "--param lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
+        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls|finetune-qa|finetune-ner "
+                         "... --param lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 
     sweep_report(report, study)

@@ -1,5 +1,6 @@
 """The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and
-a ``sweep`` section, for each command a sweep can run (:data:`TARGETS`: finetune-cls, finetune-qa).  Kept
+a ``sweep`` section, for each command a sweep can run (:data:`TARGETS`: finetune-cls, finetune-qa,
+finetune-ner).  Kept
 apart from :mod:`bertkit.sweep`, which imports transformers (3.5 s), because the CLI imports every schema
 at start-up."""
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, make_dataclass
 from typing import ClassVar, Literal, Optional
 
 from .config import from_dict, opt, section, set_dotted, to_dict
-from .schemas import FinetuneConfig, FinetuneQAConfig
+from .schemas import NER_METRICS, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig
 
 
 @dataclass
@@ -72,6 +73,7 @@ def make_sweep_schema(name: str, command: str, target: type) -> type:
 
 SweepFinetuneConfig = make_sweep_schema("SweepFinetuneConfig", "finetune-cls", FinetuneConfig)
 SweepFinetuneQAConfig = make_sweep_schema("SweepFinetuneQAConfig", "finetune-qa", FinetuneQAConfig)
+SweepFinetuneNERConfig = make_sweep_schema("SweepFinetuneNERConfig", "finetune-ner", FinetuneNERConfig)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ TARGETS: dict[str, Target] = {
     # QATrainer scores EM/F1 without labels in the evaluation windows: no eval loss to minimise
     "finetune-qa": Target("finetune-qa", FinetuneQAConfig, SweepFinetuneQAConfig, "finetune_qa",
                           metrics=("f1", "exact_match")),
+    "finetune-ner": Target("finetune-ner", FinetuneNERConfig, SweepFinetuneNERConfig, "finetune_ner",
+                           metrics=NER_METRICS),
 }
 
 

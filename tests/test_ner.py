@@ -76,7 +76,8 @@ def test_read_conll_text(tmp_path):
 def test_read_columnar(tmp_path):
     import pandas as pd
 
-    rows = [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]}, {"tokens": ["北", "京"], "tags": ["B-LOC", "I-LOC"]}]
+    rows = [{"tokens": ["EU", "rejects"], "tags": ["B-ORG", "O"]},
+            {"tokens": ["北", "京"], "tags": ["B-LOC", "I-LOC"]}]
     (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", "utf-8")
     pd.DataFrame({"words": [r["tokens"] for r in rows], "ner": [r["tags"] for r in rows]}).to_parquet(
         tmp_path / "a.parquet")
@@ -285,7 +286,8 @@ def test_task_decode_agrees_with_pipeline(en_tagger):
     model = AutoModelForTokenClassification.from_pretrained(en_tagger).eval()
     tok = AutoTokenizer.from_pretrained(en_tagger)
     task = TokenClassification(model.config, tok, 16)
-    rows = [Sentence.from_words(s.split()) for s in ("john smith was in london", "mary and the staff", "new york great")]
+    rows = [Sentence.from_words(s.split())
+            for s in ("john smith was in london", "mary and the staff", "new york great")]
 
     class Cfg:
         batch_size = 2
@@ -363,6 +365,18 @@ def test_finetune_ner_errors(workdir, mlm_model, tmp_path, capsys):
     assert cli("finetune-ner", "--model", mlm_model, "--train", train, "--output", tmp_path / "out",
                "--tag-scheme", "BILOU") == 2
     assert "BILOU" in capsys.readouterr().err
+
+
+def test_sweep_finetune_ner(workdir, mlm_model, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = cli("sweep", "finetune-ner", "--model", mlm_model, "--train", workdir / "zh-train.txt", "--validation",
+               workdir / "zh-dev.txt", "--max-seq-length", 16, "--stride", 4, "--batch-size", 16, "--max-steps", 2,
+               "--output", out, "--threads", 1, "--param", "lr=log:1e-3:1e-2", "--trials", 2, "--sampler", "random",
+               "--pruner", "none")
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["command"] == "finetune-ner" and summary["metric"] == "f1" and summary["direction"] == "maximize"
+    assert summary["trials"] == {"complete": 2} and 0 <= summary["best"]["objective"] <= 1
 
 
 # ------------------------------------------------------------------------------------------------
