@@ -130,8 +130,9 @@ class Tagged:
         return len(self.words)
 
     def at(self, i: int, j: int = 0) -> str:
-        return f"{self.path}:{self.where[i][j] if self.where[i] else '?'}" if self.unit == "line" \
-            else f"{self.path}: row {self.where[i][j]}"
+        """Where word ``j`` of sentence ``i`` came from: ``FILE:LINE`` or ``FILE: row N``."""
+        n = self.where[i][j]
+        return f"{self.path}:{n}" if self.unit == "line" else f"{self.path}: row {n}"
 
     def select(self, idx: Sequence[int]) -> "Tagged":
         return Tagged(self.path, [self.words[i] for i in idx], [self.tags[i] for i in idx] if self.tags else None,
@@ -170,7 +171,8 @@ def _read_conll(path: Path, tagged: bool, tag_column: int | None) -> Tagged:
             words.append(list(w))
             tags.append(list(t))
             where.append(list(at))
-        w.clear(), t.clear(), at.clear()
+        for part in (w, t, at):
+            part.clear()
 
     for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
@@ -215,8 +217,13 @@ def _read_columnar(path: Path, words_column: str, tags_column: str | None) -> Ta
     cols = {"--words-column": words_column, **({"--tags-column": tags_column} if tags_column else {})}
     ds = read_rows(path, cols.values())
     require_columns(ds, path, cols)
+    return rows_to_tagged(ds, path, words_column, tags_column)
+
+
+def rows_to_tagged(ds, path: Path, words_column: str, tags_column: str | None) -> Tagged:
+    """Rows of a columnar file (a ``datasets.Dataset`` holding the columns) as sentences."""
     words, tags, where = [], [], []
-    for i, row in enumerate(ds.select_columns(list(cols.values())), 1):
+    for i, row in enumerate(ds.select_columns([c for c in (words_column, tags_column) if c]), 1):
         w = _as_list(row[words_column], path, i, words_column)
         if not w:
             raise DataError(f"{path}: row {i}: no words in column '{words_column}'")
@@ -275,18 +282,23 @@ def split_words(text: str, tok) -> tuple[list[str], list[tuple[int, int]]]:
         import re
 
         pieces = [(m.group(), m.span()) for m in re.finditer(r"\S+", text)]
-    words, spans = [], []
-    for piece, (s, e) in pieces:
-        piece = text[s:e]  # the original characters (a pre-tokenizer may rewrite them, e.g. byte-level ones)
+    words: list[str] = []
+    spans: list[tuple[int, int]] = []
+
+    def add(start: int, end: int) -> None:
+        words.append(text[start:end])
+        spans.append((start, end))
+
+    for _, (s, e) in pieces:  # offsets into the text as given (a pre-tokenizer may rewrite the pieces)
         run = s
-        for k, ch in enumerate(piece):
-            if is_cjk(ch):
-                if run < s + k:
-                    words.append(text[run:s + k]), spans.append((run, s + k))
-                words.append(ch), spans.append((s + k, s + k + 1))
-                run = s + k + 1
+        for k in range(s, e):
+            if is_cjk(text[k]):
+                if run < k:
+                    add(run, k)
+                add(k, k + 1)
+                run = k + 1
         if run < e:
-            words.append(text[run:e]), spans.append((run, e))
+            add(run, e)
     return words, spans
 
 

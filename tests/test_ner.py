@@ -337,6 +337,34 @@ def test_task_scores_every_word_of_long_sentences(en_tagger, workdir):
     assert task.flatten(rec)["tags"] == "O O O O O O"
 
 
+def test_task_reads_inputs(en_tagger, tmp_path):
+    from transformers import AutoConfig, AutoTokenizer
+
+    from bertkit.tasks.token_classification import TokenClassification
+
+    task = TokenClassification(AutoConfig.from_pretrained(en_tagger), AutoTokenizer.from_pretrained(en_tagger), 16)
+    assert task.stride == 4 and task.scheme == "IOB2"
+    files = {
+        "a.txt": "john\tB-PER\nsmith\tI-PER\n\n北\tO\n京\tO\n",       # CoNLL-style: lines hold tabs
+        "b.txt": "john smith, here\n\n北京\n",                            # raw sentences, one a line
+        "c.jsonl": '{"tokens": ["john", "smith"]}\n{"tokens": ["北", "京"]}\n',
+        "d.jsonl": '{"text": "john smith, here"}\n',
+    }
+    got = {}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+
+        class Cfg:
+            input = str(tmp_path / name)
+
+        got[name] = [(r.text, r.words, r.spans) for r in task.read_inputs(Cfg)]
+    assert got["a.txt"] == got["c.jsonl"] == [("john smith", ["john", "smith"], [(0, 4), (5, 10)]),
+                                              ("北京", ["北", "京"], [(0, 1), (1, 2)])]
+    assert got["b.txt"][0] == got["d.jsonl"][0] == ("john smith, here", ["john", "smith", ",", "here"],
+                                                   [(0, 4), (5, 10), (10, 11), (12, 16)])
+    assert got["b.txt"][1] == ("北京", ["北", "京"], [(0, 1), (1, 2)])
+
+
 def test_finetune_ner_chinese_bmes(workdir, mlm_model):
     out = workdir / "ner-zh"
     train = write_tagged(workdir / "zh-train.txt", 40, 2, "zh", long_every=8)
@@ -398,3 +426,25 @@ def test_real_files_read_and_count():
     assert "B-geo-loc" in ner.label_names(wnut.tags)
     msra = ner.read_tagged(str(base / "msra" / "test.txt"), "--test")
     assert max(len(w) for w in msra.words) == 595
+
+
+@pytest.mark.slow
+@needs_shared
+def test_conll2003_dev_every_entity_scored(tmp_path):
+    """MiniLM on a few CoNLL-2003 steps: the validation score counts every gold entity of dev (5,942),
+    windowed sentences included, and the saved model loads in pipeline("token-classification")."""
+    from conftest import minilm_dir
+
+    if minilm_dir() is None:
+        pytest.skip("the minilm extra is not installed")
+    out = tmp_path / "conll"
+    base = SHARED / "ner" / "conll2003"
+    assert cli("finetune-ner", "--model", "minilm-l6", "--train", base / "train.txt", "--validation",
+               base / "dev.txt", "--output", out, "--max-steps", 10, "--batch-size", 8, "--lr", "1e-4",
+               "--max-seq-length", 64, "--stride", 16, "--quiet") == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert sum(v for k, v in metrics.items() if k.startswith("eval_number_")) == 5942
+    assert metrics["eval_windows"] > metrics["eval_examples"] == 3250
+    from transformers import pipeline
+
+    assert isinstance(pipeline("token-classification", model=str(out))("EU rejects German call"), list)

@@ -107,12 +107,14 @@ def read_splits(cfg: FinetuneNERConfig) -> Splits:
     return Splits(train, val, test, scheme, names)
 
 
-def windows_dataset(windows: ner.WordWindows, labels: list[list[int]]):
+def windows_dataset(windows: ner.WordWindows, labels: list[list[int]], tok):
     import datasets
 
-    return datasets.Dataset.from_dict({"input_ids": windows.input_ids, "token_type_ids": windows.token_type_ids(),
-                                       "attention_mask": [[1] * len(x) for x in windows.input_ids],
-                                       "labels": labels})
+    data = {"input_ids": windows.input_ids, "attention_mask": [[1] * len(x) for x in windows.input_ids],
+            "labels": labels}
+    if "token_type_ids" in tok.model_input_names:
+        data["token_type_ids"] = windows.token_type_ids()
+    return datasets.Dataset.from_dict(data)
 
 
 def eval_set(tagged: ner.Tagged, tok, cfg: FinetuneNERConfig, label2id: dict[str, int], names: list[str]) -> EvalSet:
@@ -120,7 +122,7 @@ def eval_set(tagged: ner.Tagged, tok, cfg: FinetuneNERConfig, label2id: dict[str
     windows = ner.sentence_windows(tok, tagged.words, d.max_seq_length, d.stride)
     windows = windows.select(np.argsort([len(x) for x in windows.input_ids], kind="stable").tolist())
     ids = [[label2id[t] for t in tags] for tags in tagged.tags]
-    ds = windows_dataset(windows, windows.labels(ids))
+    ds = windows_dataset(windows, windows.labels(ids), tok)
     return EvalSet(tagged, windows, ds, ner.WordScorer(windows, tagged.tags, names))
 
 
@@ -135,7 +137,7 @@ def encode_splits(cfg: FinetuneNERConfig, tok, splits: Splits) -> NERData:
     # a continuation tag train never has (I-X of a type only ever one word long) keeps the word's own label
     cont = [label2id.get(ner.continuation(n, splits.scheme), i) for i, n in enumerate(names)] \
         if d.label_all_subtokens else None
-    train_ds = windows_dataset(train_windows, train_windows.labels(ids, cont))
+    train_ds = windows_dataset(train_windows, train_windows.labels(ids, cont), tok)
     long = len(train_windows) - len(splits.train)
     if long:
         log.info(f"{long:,} extra training windows for sentences longer than --max-seq-length {d.max_seq_length} "

@@ -10,7 +10,7 @@ Rows are sentences as words with their character spans in a text:
   rows without a words column): words are the tokenizer's pre-tokenizer pieces (whitespace and
   punctuation), every CJK character a word of its own, and offsets point into the text as given.
 
-A .txt file is read as CoNLL-style when its lines hold tabs.  Each record is ``{"text", "words", "tags",
+A .txt file is read as CoNLL-style when it holds tabs.  Each record is ``{"text", "words", "tags",
 "entities": [{"type", "text", "start", "end", "score"}]}``: ``end`` is exclusive, ``score`` the mean
 probability of the entity's word tags.  Every word gets a tag: long sentences are windowed as in
 training (:mod:`bertkit.ner`), never truncated.
@@ -49,13 +49,6 @@ class Sentence:
         return cls(text, words, spans)
 
 
-def is_conll_text(path: Path) -> bool:
-    """A text file of ``token<TAB>tag`` lines (rather than one raw sentence per line)."""
-    from ..data import read_text
-
-    return any("\t" in line for line in read_text(path).splitlines()[:200])
-
-
 class TokenClassification(Task):
     name = "token-classification"
     auto_model = "AutoModelForTokenClassification"
@@ -78,7 +71,7 @@ class TokenClassification(Task):
         """Sentences from ``cfg.input``: ``-`` (stdin: a raw sentence per line), a CoNLL-style file, or
         .jsonl/.csv/.parquet rows (``cfg.words_column``, default ``tokens``, holding words; else
         ``cfg.text_column`` holding raw text)."""
-        from ..data import read_rows, read_stdin_lines
+        from ..data import read_rows, read_stdin_lines, read_text
 
         source = cfg.input
         if source == "-":
@@ -99,12 +92,9 @@ class TokenClassification(Task):
                     raise DataError(f"{path}: no column '{words_column}' (--words-column) or '{text_column}' "
                                     f"(--text-column); columns found: {', '.join(ds.column_names)}")
                 return [Sentence.from_text(str(t or ""), self.tokenizer) for t in ds[text_column]]
-            tagged = ner.read_tagged(source, "--input", words_column, None)
-        elif ext in (".txt", ".text") and not is_conll_text(path):
-            from ..data import read_text
-
-            return [Sentence.from_text(line.strip(), self.tokenizer)
-                    for line in read_text(path).splitlines() if line.strip()]
+            tagged = ner.rows_to_tagged(ds, path, words_column, None)
+        elif ext in (".txt", ".text") and "\t" not in (text := read_text(path)):
+            return [Sentence.from_text(line.strip(), self.tokenizer) for line in text.splitlines() if line.strip()]
         else:
             tagged = ner.read_tagged(source, "--input", tags_column=None)
         return [Sentence.from_words(w) for w in tagged.words]
