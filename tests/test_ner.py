@@ -251,6 +251,12 @@ def write_tagged(path: Path, n: int, seed: int, lang: str = "en", long_every: in
 
 
 @pytest.fixture(scope="module")
+def zh_files(workdir) -> tuple[Path, Path]:
+    train = write_tagged(workdir / "zh-train.txt", 40, 2, "zh", long_every=8)
+    return train, write_tagged(workdir / "zh-dev.txt", 10, 3, "zh")
+
+
+@pytest.fixture(scope="module")
 def en_tagger(workdir, mlm_model) -> Path:
     out = workdir / "ner-en"
     train = write_tagged(workdir / "ner-train.txt", 60, 0, long_every=10)
@@ -365,16 +371,29 @@ def test_task_reads_inputs(en_tagger, tmp_path):
     assert got["b.txt"][1] == ("北京", ["北", "京"], [(0, 1), (1, 2)])
 
 
-def test_finetune_ner_chinese_bmes(workdir, mlm_model):
+def test_finetune_ner_chinese_bmes(workdir, mlm_model, zh_files):
     out = workdir / "ner-zh"
-    train = write_tagged(workdir / "zh-train.txt", 40, 2, "zh", long_every=8)
-    dev = write_tagged(workdir / "zh-dev.txt", 10, 3, "zh")
+    train, dev = zh_files
     assert cli("finetune-ner", "--model", mlm_model, "--train", train, "--validation", dev, "--output", out,
                "--max-steps", 4, "--batch-size", 16, "--lr", "3e-3", "--max-seq-length", 16, "--stride", 4,
                "--label-all-subtokens", "--quiet") == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tag_scheme"] == "BMES" and "M-ORG" in metrics["labels"] and "S-NAME" in metrics["labels"]
     assert "eval_f1_ORG" in metrics
+
+
+def test_finetune_ner_resumes(zh_files, mlm_model, tmp_path):
+    from conftest import read_jsonl
+
+    out = tmp_path / "run"
+    args = ["finetune-ner", "--model", mlm_model, "--train", zh_files[0], "--validation", zh_files[1], "--output", out, "--batch-size", 8, "--max-seq-length", 16, "--stride", 4,
+            "--eval-steps", 2, "--logging-steps", 1, "--quiet"]
+    assert cli(*args, "--max-steps", 2) == 0
+    assert cli(*args, "--max-steps", 4) == 2  # a finished run is not replaced silently
+    assert cli(*args, "--max-steps", 4, "--resume", out / "checkpoints" / "checkpoint-2") == 0
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4
+    steps = [r["step"] for r in read_jsonl(out / "training_log.jsonl") if "loss" in r]
+    assert steps[-2:] == [3, 4] and steps.count(1) == 1  # went on from step 2, did not start over
 
 
 def test_finetune_ner_errors(workdir, mlm_model, tmp_path, capsys):
@@ -395,10 +414,10 @@ def test_finetune_ner_errors(workdir, mlm_model, tmp_path, capsys):
     assert "BILOU" in capsys.readouterr().err
 
 
-def test_sweep_finetune_ner(workdir, mlm_model, tmp_path, capsys):
+def test_sweep_finetune_ner(zh_files, mlm_model, tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = cli("sweep", "finetune-ner", "--model", mlm_model, "--train", workdir / "zh-train.txt", "--validation",
-               workdir / "zh-dev.txt", "--max-seq-length", 16, "--stride", 4, "--batch-size", 16, "--max-steps", 2,
+    code = cli("sweep", "finetune-ner", "--model", mlm_model, "--train", zh_files[0], "--validation", zh_files[1],
+               "--max-seq-length", 16, "--stride", 4, "--batch-size", 16, "--max-steps", 2,
                "--output", out, "--threads", 1, "--param", "lr=log:1e-3:1e-2", "--trials", 2, "--sampler", "random",
                "--pruner", "none")
     assert code == 0, capsys.readouterr().err
