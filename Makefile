@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo       - install, then tokenize -> pretrain-mlm -> finetune-cls -> predict on generated data"
-	@echo "make test       - install, then run the default (fast) test suite"
+	@echo "make test       - install, then lint (ruff) and run the default (fast) test suite"
 	@echo "make test-slow  - real-data tests (need ../shared/data)"
 	@echo "make bench      - benchmarks against the standard Hugging Face recipes"
 
@@ -31,6 +31,7 @@ demo: install
 	BIN=$(BIN) bash examples/demo/run_demo.sh $(DEMO_DIR)
 
 test: install
+	$(BIN)/ruff check bertkit tests benchmarks
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: install

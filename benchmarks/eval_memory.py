@@ -82,7 +82,8 @@ def main(argv=None) -> None:
     p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "eval_memory.json"))
     a = p.parse_args(argv)
     if not Path(a.data).is_file():
-        raise SystemExit(f"--data {a.data}: not found; pass a text corpus (e.g. ../shared/data/pretrain/enwiki_sample.txt)")
+        raise SystemExit(f"--data {a.data}: not found; "
+                         "pass a text corpus (e.g. ../shared/data/pretrain/enwiki_sample.txt)")
 
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -253,7 +253,7 @@ def report(runs: Path, tasks: list[str]) -> None:
             b = [rows[(task, w, s)] for s in seeds]
             p = [peer[s] for s in seeds]
             name = w[len("bertkit-"):]
-            for s, rb, rp in zip(seeds, b, p):
+            for s, rb, rp in zip(seeds, b, p, strict=True):
                 print(f"| {name} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | {100 * (rb[metric] - rp[metric]):+.2f} "
                       f"| {rb['examples_per_second']:.1f} | {rp['examples_per_second']:.1f} | "
                       f"{speed_ratio([rb], [rp], 'examples_per_second')} | "
@@ -261,7 +261,8 @@ def report(runs: Path, tasks: list[str]) -> None:
             mb, mp = mean(b, metric), mean(p, metric)
             print(f"| **{name}** | mean of {len(seeds)} | **{mb:.4f}** | **{mp:.4f}** | **{100 * (mb - mp):+.2f}** | "
                   f"{mean(b, 'examples_per_second'):.1f} | {mean(p, 'examples_per_second'):.1f} | "
-                  f"**{speed_ratio(b, p, 'examples_per_second')}** | **{speed_ratio(b, p, 'examples_per_cpu_second')}** |")
+                  f"**{speed_ratio(b, p, 'examples_per_second')}** | "
+                  f"**{speed_ratio(b, p, 'examples_per_cpu_second')}** |")
 
 
 def mean(rows: list[dict], key: str) -> float:

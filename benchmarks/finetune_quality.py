@@ -10,7 +10,7 @@ Tasks (``--tasks``, comma-separated; default all but the two long ones):
 | stsb | MiniLM-L6 | GLUE STS-B (pairs, regression) | dev Pearson | >= 0.84 |
 | cola | MiniLM-L6 | GLUE CoLA (headerless) | dev MCC | reported |
 | goemotions | MiniLM-L6 | GoEmotions (multi-label, 28) | dev micro-F1 | >= 0.50 |
-| chinese | BERT-tiny (``--zh-preset``) pretrained here | zhwiki_sample -> ChnSentiCorp | dev accuracy | >= 0.85 and >= +3 points over random init |
+| chinese | BERT-tiny (``--zh-preset``) pretrained here | zhwiki -> ChnSentiCorp | dev acc | >= 0.85, +3 over random |
 
 ``chinese`` trains a WordPiece tokenizer and tokenizes zhwiki_sample (``bertkit tokenize``), pretrains a
 BERT-tiny (``--zh-preset``) with ``bertkit pretrain-mlm`` within ``--time-budget`` (default 30m), fine-tunes it on
@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 
 from _machine import bertkit_cmd, cpu_name  # benchmarks/_machine.py (scripts run from this folder)
+
+from bertkit.summary import fmt_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
@@ -226,7 +228,8 @@ def earlier_run(log: Path) -> tuple[float, str]:
 def pretrain_chinese(a, r: Runner, corpus: Path, tok_out: Path, mlm_out: Path):
     t_tok, c_tok = r.bertkit("chinese-tokenize", [
         "tokenize", str(corpus), "--output", str(tok_out), "--train-tokenizer",
-        "--vocab-size", str(min(8000, a.zh_vocab_size) if a.smoke else a.zh_vocab_size), "--max-seq-length", "128", "--num-proc", "2", "--overwrite"])
+        "--vocab-size", str(min(8000, a.zh_vocab_size) if a.smoke else a.zh_vocab_size), "--max-seq-length", "128",
+        "--num-proc", "2", "--overwrite"])
     pre = ["pretrain-mlm", "--data", str(tok_out), "--output", str(mlm_out), "--preset", a.zh_preset,
            "--mlm-probability", str(a.zh_mlm_probability), "--batch-size", str(max(1, 32 // a.zh_processes)),
            "--lr", str(a.zh_lr),
@@ -257,12 +260,14 @@ def finetune_chinese(a, r: Runner, chn: Path, runs: Path, mlm_out: Path, rand_ou
     s_rnd, c_rnd, m_rnd = results["chinese-random-init"]
     acc, acc_rnd = m_pre.get("eval_accuracy"), m_rnd.get("eval_accuracy")
     gain = (acc - acc_rnd) * 100 if acc is not None and acc_rnd is not None else None
-    pre_row = row("chinese", "dev accuracy (pretrained here)", acc, 0.85, t_tok + t_pre + s_pre, [c_tok, c_pre, c_ft], m_pre)
+    pre_row = row("chinese", "dev accuracy (pretrained here)", acc, 0.85, t_tok + t_pre + s_pre, [c_tok, c_pre, c_ft],
+                  m_pre)
     pre_row["pretrain_metrics"] = {k: pm.get(k) for k in ("eval_loss", "perplexity", "masked_accuracy", "steps",
                                                           "train_seconds", "tokens") if k in pm} or pm
     pre_row["gain_points_over_random_init"] = gain
     pre_row["passed"] = bool(pre_row["passed"] and gain is not None and gain >= 3)
-    pre_row["target"] = ">= 0.85 and >= +3 points over random init" + (f" (gain {gain:+.1f})" if gain is not None else "")
+    pre_row["target"] = (">= 0.85 and >= +3 points over random init"
+                         + (f" (gain {gain:+.1f})" if gain is not None else ""))
     rows.append(pre_row)
     rows.append(row("chinese-random-init", "dev accuracy (random init)", acc_rnd, None, s_rnd, [c_rnd], m_rnd))
     return rows
@@ -274,13 +279,8 @@ def row(task, metric, value, target, seconds, commands, metrics) -> dict:
             "target": (f">= {target}" if isinstance(target, (int, float)) else target or "reported"),
             "passed": passed, "seconds": round(seconds, 1), "commands": commands,
             "steps": metrics.get("steps"), "epochs": metrics.get("epochs"),
-            "metrics": {k: v for k, v in metrics.items() if k.startswith(("eval_", "test_")) or k in ("train_loss", "threshold")}}
-
-
-def fmt_time(s: float) -> str:
-    m, s = divmod(int(s), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+            "metrics": {k: v for k, v in metrics.items()
+                        if k.startswith(("eval_", "test_")) or k in ("train_loss", "threshold")}}
 
 
 def print_table(rows: list[dict], smoke: bool) -> None:
@@ -294,7 +294,8 @@ def print_table(rows: list[dict], smoke: bool) -> None:
         v = "error" if rw.get("error") else ("n/a" if rw["value"] is None else f"{rw['value']:.4f}")
         status = "" if rw["passed"] is None else (" (ok)" if rw["passed"] else " (MISS)")
         cmds = "<br>".join(f"`{c.replace('|', chr(92) + '|')}`" for c in rw["commands"])
-        print(f"| {rw['task']} | {rw['metric']} | {v} | {rw['target']}{status} | {fmt_time(rw['seconds'])} | {cmds} |")
+        print(f"| {rw['task']} | {rw['metric']} | {v} | {rw['target']}{status} | {fmt_duration(rw['seconds'])} "
+              f"| {cmds} |")
 
 
 def positive_int(text: str) -> int:
@@ -335,7 +336,8 @@ def main(argv=None) -> None:
     p.add_argument("--zh-finetune-dropout", type=float, default=None,
                    help="chinese: ChnSentiCorp dropout of both models (bertkit --dropout; default: the pretraining's)")
     p.add_argument("--zh-finetune-epochs", type=float, default=5, help="chinese: ChnSentiCorp epochs")
-    p.add_argument("--smoke", action="store_true", help="a few optimizer steps per model, to test the script end to end")
+    p.add_argument("--smoke", action="store_true",
+                   help="a few optimizer steps per model, to test the script end to end")
     p.add_argument("--smoke-steps", type=int, default=4)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS for the commands (0: torch's default)")
@@ -394,14 +396,15 @@ def main(argv=None) -> None:
                     "seconds": round(time.time() - t0, 1), "commands": []}]
         for rw in new:
             v = "n/a" if rw["value"] is None else f"{rw['value']:.4f}"
-            print(f"{rw['task']}: {rw['metric']} {v} (target {rw['target']}) in {fmt_time(rw['seconds'])}", flush=True)
+            print(f"{rw['task']}: {rw['metric']} {v} (target {rw['target']}) in {fmt_duration(rw['seconds'])}",
+                  flush=True)
         rows.extend(new)
         out_path.write_text(json.dumps({"smoke": a.smoke, "machine": machine, "data_dir": str(a.data_dir),
                                         "results": rows}, indent=2,
                                        ensure_ascii=False) + "\n", encoding="utf-8")
     print_table(rows, a.smoke)
     print()
-    print(f"total {fmt_time(time.time() - t_start)}; JSON: {out_path}")
+    print(f"total {fmt_duration(time.time() - t_start)}; JSON: {out_path}")
     if any(rw.get("error") for rw in rows):
         raise SystemExit(1)
 

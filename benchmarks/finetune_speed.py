@@ -118,7 +118,8 @@ def worker_train_peer(a) -> dict:
         result["label"] = examples["label"]
         return result
 
-    train_ds = raw.map(preprocess_function, batched=True, remove_columns=["sentence"], desc="Running tokenizer on dataset")
+    train_ds = raw.map(preprocess_function, batched=True, remove_columns=["sentence"],
+                       desc="Running tokenizer on dataset")
     args = TrainingArguments(
         output_dir=str(work / f"peer-{a.run_id}"), per_device_train_batch_size=a.batch_size, learning_rate=a.lr,
         max_steps=a.steps, seed=a.seed, logging_steps=max(1, a.steps // 4), save_strategy="no", report_to=[],
@@ -188,7 +189,8 @@ def worker_predict_pipeline(a) -> dict:
     import torch
 
     return {"rows": len(texts), "seconds": seconds, "rows_per_s": len(texts) / seconds, "pred": labels,
-            "accuracy": sum(p == g for p, g in zip(labels, gold)) / len(gold), "threads": torch.get_num_threads()}
+            "accuracy": sum(p == g for p, g in zip(labels, gold, strict=True)) / len(gold),
+            "threads": torch.get_num_threads()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,8 +225,9 @@ def run_worker(a, kind: str, **kw) -> dict:
 
 
 def run_bertkit_predict(a, model_dir: str, out_path: Path) -> dict:
-    cmd = [sys.executable, "-m", "bertkit", "predict", "--model", model_dir, "--input", str(Path(a.workdir) / "dev.tsv"),
-           "--text-column", "sentence", "--output", str(out_path)]  # bertkit predict runs with its own defaults
+    # bertkit predict runs with its own defaults
+    cmd = [sys.executable, "-m", "bertkit", "predict", "--model", model_dir,
+           "--input", str(Path(a.workdir) / "dev.tsv"), "--text-column", "sentence", "--output", str(out_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(a))
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
@@ -240,7 +243,7 @@ def run_bertkit_predict(a, model_dir: str, out_path: Path) -> dict:
     rows = int(m.group(1).replace(",", ""))
     seconds = float(m.group(2))
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "pred": preds,
-            "accuracy": sum(p == g for p, g in zip(preds, gold)) / len(gold), "command": " ".join(cmd)}
+            "accuracy": sum(p == g for p, g in zip(preds, gold, strict=True)) / len(gold), "command": " ".join(cmd)}
 
 
 def machine_info(threads: int) -> dict:
@@ -342,12 +345,15 @@ def main(argv=None) -> None:
         for rep in range(a.predict_repeats):
             pipe = run_worker(a, "predict-pipeline", model_dir=model_dir)
             bk = run_bertkit_predict(a, model_dir, Path(a.workdir) / f"pred-{rep}.jsonl")
-            mism = sum(x != y for x, y in zip(pipe["pred"], bk["pred"])) + abs(len(pipe["pred"]) - len(bk["pred"]))
+            # uneven lengths are counted as mismatches, not an error
+            mism = (sum(x != y for x, y in zip(pipe["pred"], bk["pred"], strict=False))
+                    + abs(len(pipe["pred"]) - len(bk["pred"])))
             pair = {"pipeline": {k: v for k, v in pipe.items() if k != "pred"},
                     "bertkit": {k: v for k, v in bk.items() if k != "pred"},
                     "ratio": bk["rows_per_s"] / pipe["rows_per_s"], "mismatches": mism}
             pred_pairs.append(pair)
-            print(f"predict #{rep + 1}: pipeline {pipe['rows_per_s']:.1f} rows/s, bertkit {bk['rows_per_s']:.1f} rows/s, "
+            print(f"predict #{rep + 1}: pipeline {pipe['rows_per_s']:.1f} rows/s, "
+                  f"bertkit {bk['rows_per_s']:.1f} rows/s, "
                   f"ratio {pair['ratio']:.2f}x, argmax mismatches {mism}/{len(pipe['pred'])}", flush=True)
         results["predict"] = pred_pairs
 
@@ -370,7 +376,7 @@ def main(argv=None) -> None:
         bl = statistics.median(p["bertkit"]["mean_padded_len"] for p in train_pairs)
         print(f"| finetune-cls train examples/s (SST-2, MiniLM-L6, batch {a.batch_size}, {a.steps} steps, "
               f"{a.steps - a.warmup_steps} timed) | {peer:.1f} | {bk:.1f} | {med:.2f}x "
-              f"({', '.join('%.2f' % p['ratio'] for p in train_pairs)}) | >={TRAIN_TARGET}x ({ok}) | "
+              f"({', '.join(format(p['ratio'], '.2f') for p in train_pairs)}) | >={TRAIN_TARGET}x ({ok}) | "
               f"padded length/example: peer {pl:.1f}, bertkit {bl:.1f} |")
         results["train_median_ratio"] = med
     if pred_pairs:
@@ -379,8 +385,9 @@ def main(argv=None) -> None:
         bk = statistics.median(p["bertkit"]["rows_per_s"] for p in pred_pairs)
         ok = "ok" if med >= PREDICT_TARGET else "MISS"
         mism = max(p["mismatches"] for p in pred_pairs)
-        print(f"| predict rows/s (SST-2 dev, {pred_pairs[0]['bertkit']['rows']} rows, batch {a.batch_size}) | {peer:.1f} | "
-              f"{bk:.1f} | {med:.2f}x ({', '.join('%.2f' % p['ratio'] for p in pred_pairs)}) | >={PREDICT_TARGET}x ({ok}) | "
+        ratios = ", ".join(format(p["ratio"], ".2f") for p in pred_pairs)
+        print(f"| predict rows/s (SST-2 dev, {pred_pairs[0]['bertkit']['rows']} rows, batch {a.batch_size}) "
+              f"| {peer:.1f} | {bk:.1f} | {med:.2f}x ({ratios}) | >={PREDICT_TARGET}x ({ok}) | "
               f"argmax mismatches: {mism}; dev accuracy pipeline {pred_pairs[0]['pipeline']['accuracy']:.4f}, "
               f"bertkit {pred_pairs[0]['bertkit']['accuracy']:.4f} |")
         results["predict_median_ratio"] = med

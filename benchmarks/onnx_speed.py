@@ -177,15 +177,16 @@ def main(argv=None) -> None:
         r = dict(rs[-1])
         r["rows_per_s"] = statistics.median(x["rows_per_s"] for x in rs)
         r["rows_per_cpu_s"] = statistics.median(x["rows_per_cpu_s"] for x in rs)
-        r["ratio"] = statistics.median(x["rows_per_s"] / p["rows_per_s"] for x, p in zip(rs, rounds["pipeline"]))
+        r["ratio"] = statistics.median(x["rows_per_s"] / p["rows_per_s"]
+                                       for x, p in zip(rs, rounds["pipeline"], strict=True))
         r["cpu_ratio"] = statistics.median(x["rows_per_cpu_s"] / p["rows_per_cpu_s"]
-                                           for x, p in zip(rs, rounds["pipeline"]))
+                                           for x, p in zip(rs, rounds["pipeline"], strict=True))
         r["all"] = [(round(x["rows_per_s"], 1), round(x["rows_per_cpu_s"], 1)) for x in rs]
         res[k] = r
     ref = res["torch"]["labels"]
     for r in res.values():
-        r["accuracy"] = sum(int(lab) == y for lab, y in zip(r["labels"], gold)) / n
-        r["agree"] = sum(x == y for x, y in zip(r["labels"], ref))
+        r["accuracy"] = sum(int(lab) == y for lab, y in zip(r["labels"], gold, strict=True)) / n
+        r["agree"] = sum(x == y for x, y in zip(r["labels"], ref, strict=True))
 
     size = {"fp32": fp32_rep["files"]["model.onnx"], "int8": int8_rep["files"]["model.onnx"]}
     q = int8_rep["int8"]

@@ -4,7 +4,8 @@
 The peer is written out here as run_mlm.py does it: ``tokenizer(text, return_special_tokens_mask=True)``
 through ``datasets.map``, ``group_texts`` (concatenate, cut into ``block_size`` chunks, drop the tail),
 ``DataCollatorForLanguageModeling(mlm_probability=0.15)``, a plain ``BertForMaskedLM`` and ``Trainer``.
-bertkit uses its own path: ``tokenize_text_column`` + ``pack_blocks``, ``MLMCollator``,
+bertkit uses its own path: what ``bertkit tokenize`` runs (``build_tokenized``: the streaming reader,
+encoder and packer of ``bertkit/streaming.py``, writing Arrow shards), ``MLMCollator``,
 ``SparseBertForMaskedLM`` and the TrainingArguments/callbacks of ``bertkit pretrain-mlm``.
 
 Both sides get the same text slice, the same WordPiece tokenizer (trained once with bertkit),
@@ -14,8 +15,9 @@ alternate, so neither inherits warm caches, thread pools or environment changes 
 
 Reported per model size: training tokens/s (non-padding tokens, after a few warm-up steps), their
 ratio, and the MLM loss of each trained model on the same held-out blocks, masked once (15%, fixed
-seed) and scored with the full (dense) head on both.  Also the tokenization throughput (tokenize +
-pack/group) at num_proc 1 and 2.
+seed) and scored with the full (dense) head on both.  Also the tokenization throughput at num_proc 1
+and 2: the peer's ``map`` + ``group_texts`` on the lines in memory against ``bertkit tokenize``'s
+pipeline from the same lines in a .txt file (reading, encoding, packing and writing the dataset).
 
     .venv/bin/python benchmarks/pretrain_mlm.py                      # ~10-15 min on 2 cores
     .venv/bin/python benchmarks/pretrain_mlm.py --sizes tiny --steps 20
@@ -67,14 +69,10 @@ def recipe_dataset(lines: list[str]):
     return datasets.Dataset.from_dict({"text": lines})
 
 
-def bertkit_dataset(lines: list[str]):
-    """What bertkit reads from a .txt file in docs mode: its own reader, on the same slice."""
-    from bertkit.data import read_rows
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "slice.txt"
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        return read_rows(path, text_mode="docs")
+def write_slice(lines: list[str], path: Path) -> Path:
+    """The slice as the .txt file ``bertkit tokenize`` reads (docs mode: blank lines end documents)."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def recipe_tokenize(ds, tok, block_size: int, num_proc: int):
@@ -103,12 +101,17 @@ def recipe_tokenize(ds, tok, block_size: int, num_proc: int):
                          desc=f"Grouping texts in chunks of {block_size}")
 
 
-def bertkit_tokenize(ds, tok, block_size: int, num_proc: int):
-    from bertkit.tokenization import pack_blocks, tokenize_text_column
+def bertkit_tokenize(text_file: Path, tokenizer_dir: Path, block_size: int, num_proc: int, out_dir: Path) -> Path:
+    """What ``bertkit tokenize TEXT --tokenizer DIR --output OUT`` runs (less the output lock and the saved
+    config): returns the dataset directory."""
+    from bertkit.schemas import TokenizeConfig
+    from bertkit.tokenization import DATASET_DIR, build_tokenized
 
-    tokenized = tokenize_text_column(ds, tok, ["text"], num_proc)
-    packed, _ = pack_blocks(tokenized, block_size, tok.cls_token_id, tok.sep_token_id, mode="docs")
-    return packed
+    cfg = TokenizeConfig(output=str(out_dir))
+    cfg.data.inputs, cfg.data.max_seq_length, cfg.data.num_proc = [str(text_file)], block_size, num_proc
+    cfg.tokenizer.path = str(tokenizer_dir)
+    build_tokenized(cfg.data, cfg.tokenizer, "mlm", out_dir, flag="INPUT")
+    return out_dir / DATASET_DIR
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,20 +126,28 @@ def set_threads(n: int) -> None:
 
 
 def worker_tokenize(a) -> dict:
+    import datasets
     from transformers import AutoTokenizer
 
+    def result(out, seconds: float) -> dict:
+        col = out.data.table.column("input_ids")
+        n_tokens = sum(len(c.values) for c in col.chunks) if out._indices is None else sum(map(len, out["input_ids"]))
+        return {"seconds": seconds, "tokens": n_tokens, "blocks": len(out)}
+
+    work = Path(a.workdir)
     lines = read_slice(Path(a.data), 0, a.tok_lines)
-    tok = AutoTokenizer.from_pretrained(str(Path(a.workdir) / "tokenizer"), local_files_only=True)
-    ds = recipe_dataset(lines) if a.impl == "recipe" else bertkit_dataset(lines)
-    fn = recipe_tokenize if a.impl == "recipe" else bertkit_tokenize
-    t0 = time.perf_counter()
-    out = fn(ds, tok, a.seq_len, a.num_proc)
-    seconds = time.perf_counter() - t0
-    col = out.data.table.column("input_ids")
-    n_tokens = sum(len(c.values) for c in col.chunks) if out._indices is None else sum(map(len, out["input_ids"]))
-    if a.save:
-        out.save_to_disk(a.save)
-    return {"seconds": seconds, "tokens": n_tokens, "blocks": len(out)}
+    if a.impl == "recipe":
+        tok = AutoTokenizer.from_pretrained(str(work / "tokenizer"), local_files_only=True)
+        ds = recipe_dataset(lines)
+        t0 = time.perf_counter()
+        out = recipe_tokenize(ds, tok, a.seq_len, a.num_proc)
+        return result(out, time.perf_counter() - t0)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        text_file = write_slice(lines, Path(tmp) / "slice.txt")
+        t0 = time.perf_counter()
+        written = bertkit_tokenize(text_file, work / "tokenizer", a.seq_len, a.num_proc, Path(tmp) / "out")
+        seconds = time.perf_counter() - t0
+        return result(datasets.load_from_disk(str(written)), seconds)
 
 
 def worker_train(a) -> dict:
@@ -270,7 +281,9 @@ def prepare(a) -> None:
     tok = AutoTokenizer.from_pretrained(str(work / "tokenizer"), local_files_only=True)
     # training sets (not timed)
     recipe_tokenize(recipe_dataset(train_lines), tok, a.seq_len, 1).save_to_disk(str(work / "train_recipe"))
-    bertkit_tokenize(bertkit_dataset(train_lines), tok, a.seq_len, 1).save_to_disk(str(work / "train_bertkit"))
+    written = bertkit_tokenize(write_slice(train_lines, work / "train.txt"), work / "tokenizer", a.seq_len, 1,
+                               work / "train_bertkit_tokenized")
+    written.rename(work / "train_bertkit")
     # held-out blocks: the peer's format (group_texts of the next lines), masked once at 15%
     ev = recipe_tokenize(recipe_dataset(eval_lines), tok, a.seq_len, 1)
     ev = ev.select(range(min(a.eval_blocks, len(ev))))
@@ -312,7 +325,6 @@ def main(argv=None) -> None:
     p.add_argument("--impl", choices=("recipe", "bertkit", "compiled"), help=argparse.SUPPRESS)
     p.add_argument("--size", help=argparse.SUPPRESS)
     p.add_argument("--num-proc", type=int, default=1, help=argparse.SUPPRESS)
-    p.add_argument("--save", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
 
     if a.worker:
@@ -352,7 +364,8 @@ def main(argv=None) -> None:
                 for impl in (order if rep % 2 == 0 else order[::-1]):
                     r = run_worker(a, "tokenize", impl=impl, num_proc=n_proc)
                     res[impl].append(r)
-                    print(f"tokenize num_proc={n_proc} {impl}: {r['seconds']:.2f}s ({r['blocks']:,} blocks)", flush=True)
+                    print(f"tokenize num_proc={n_proc} {impl}: {r['seconds']:.2f}s ({r['blocks']:,} blocks)",
+                          flush=True)
             best = {k: min(v, key=lambda r: r["seconds"]) for k, v in res.items()}
             tok_rows.append((n_proc, best["recipe"], best["bertkit"]))
 
@@ -394,8 +407,9 @@ def main(argv=None) -> None:
         ratio = b["tokens_per_s"] / r["tokens_per_s"]
         diff = (b["eval_loss"] - r["eval_loss"]) / r["eval_loss"] * 100
         ok = "ok" if ratio >= TARGETS[size] and abs(diff) <= 2 else "MISS"
-        print(f"| {size} ({SIZES[size][0]}/{SIZES[size][1]}) | {r['tokens_per_s']:,.0f} | {b['tokens_per_s']:,.0f} | "
-              f"{ratio:.2f}x | >={TARGETS[size]}x ({ok}) | {r['eval_loss']:.4f} | {b['eval_loss']:.4f} | {diff:+.2f}% |")
+        print(f"| {size} ({SIZES[size][0]}/{SIZES[size][1]}) | {r['tokens_per_s']:,.0f} | {b['tokens_per_s']:,.0f} "
+              f"| {ratio:.2f}x | >={TARGETS[size]}x ({ok}) | {r['eval_loss']:.4f} | {b['eval_loss']:.4f} "
+              f"| {diff:+.2f}% |")
     if compile_rows:
         print()
         print("torch.compile (bertkit --compile against plain bertkit; untimed = compilation and the warm-up steps):")
@@ -409,7 +423,8 @@ def main(argv=None) -> None:
                   f"{c['train_seconds_total'] - c['seconds']:.1f} | {c['eval_loss']:.4f} |")
     if tok_rows:
         print()
-        print(f"Tokenization of {a.tok_lines:,} lines (tokenize + group/pack into {a.seq_len}-token blocks), best of 2:")
+        print(f"Tokenization of {a.tok_lines:,} lines into {a.seq_len}-token blocks (recipe: map + group_texts in "
+              f"memory; bertkit: what `bertkit tokenize` runs, from a .txt file to the saved dataset), best of 2:")
         print()
         print("| num_proc | recipe s | bertkit s | recipe tokens/s | bertkit tokens/s | ratio | target |")
         print("|---:|---:|---:|---:|---:|---:|---:|")

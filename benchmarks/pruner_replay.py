@@ -5,7 +5,7 @@ A real sweep gives one number per pruner, and that number moves with the trials 
 draw (a 12-trial sweep on SST-2 takes ~40 min of a core).  This replays recorded curves instead: every
 complete trial of the given studies (its metric at each evaluation, as reported to Optuna) is a curve;
 each of ``--orders`` random draws of ``--trials`` curves is run through each pruner exactly as a sweep
-would (``bertkit.commands.sweep.pruner_for``: the same Optuna objects, no pruning at a trial's last
+would (``bertkit.sweep.pruning.make_pruner``: the same Optuna objects, no pruning at a trial's last
 evaluation), and the script prints, per pruner, the training steps spent as a share of running every
 trial to its end, and what the pruned sweep found.  ``--in-order`` replays one unpruned study's trials
 in the order its sampler drew them instead: the pruning decisions of that very sweep, exact up to how
@@ -110,14 +110,14 @@ def main() -> None:
 
     import optuna
 
-    from bertkit.commands.sweep import pruner_for
+    from bertkit.sweep.pruning import make_pruner
     from bertkit.errors import UsageError
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     kinds = args.pruners.split(",")
     try:
         for kind in kinds:
-            pruner_for(optuna, kind)
+            make_pruner(kind)
     except UsageError as e:
         sys.exit(str(e))
     curves, direction = load_curves(args.journals, args.study)
@@ -135,13 +135,14 @@ def main() -> None:
         print(f"{len(curves)} recorded curves; {len(orders)} random orders of {args.trials} trials; "
               f"best recorded objective {top:.4f}")
     tops = [(max if maximize else min)(c[0] for c in o) for o in orders]
-    header = f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} {'found the top':>13s}"
+    header = (f"{'pruner':10s} {'steps (share of no pruning)':>28s} {'p90':>6s} {'best found':>10s} "
+              f"{'found the top':>13s}")
     print(header + (f" {'best >= ref':>11s}" if args.reference is not None else ""))
     for kind in kinds:
-        results = [replay(optuna, pruner_for(optuna, kind), direction, o, args.judge_warm_up) for o in orders]
+        results = [replay(optuna, make_pruner(kind), direction, o, args.judge_warm_up) for o in orders]
         shares = sorted(spent / full for spent, full, _ in results)
         bests = [b for _, _, b in results if b is not None]
-        found = sum(b == t for (_, _, b), t in zip(results, tops)) / len(results)
+        found = sum(b == t for (_, _, b), t in zip(results, tops, strict=True)) / len(results)
         line = (f"{kind:10s} {statistics.mean(shares):28.3f} {shares[int(0.9 * len(shares))]:6.3f} "
                 f"{statistics.mean(bests) if bests else float('nan'):10.4f} {found:13.2f}")
         if args.reference is not None:

@@ -16,7 +16,8 @@ model (``--model-dir``, default: the model bertkit trained in (a)).  transformer
 ``pipeline("question-answering")`` (KeyError "The task question-answering has been removed"), so the peer is
 ``run_qa.py``'s evaluation: windows padded to 384 in input order, ``per_device_eval_batch_size`` 8 (its default),
 and ``utils_qa.postprocess_qa_predictions`` (n-best 20, max answer 30 tokens), written out here.  bertkit is
-``bertkit.qa.answer_questions`` (what ``bertkit predict`` runs: windows sorted by length, batch 32).  Answer
+the question-answering task kind through ``bertkit.tasks.predict_records`` (what ``bertkit predict``
+runs: windows sorted by length, batch 32).  Answer
 texts are compared question by question.
 
     .venv/bin/python benchmarks/qa_speed.py --steps 20 --repeats 1 --predict-questions 300
@@ -245,18 +246,23 @@ def worker_predict_peer(a) -> dict:
 def worker_predict_bertkit(a) -> dict:
     set_threads(a.threads)
     import torch
+    from types import SimpleNamespace
+
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     from bertkit import qa
+    from bertkit.tasks import predict_records, torch_model_fn
+    from bertkit.tasks.question_answering import QuestionAnsweringTask
 
     rows = json.loads((Path(a.workdir) / "predict.json").read_text())
     tok = AutoTokenizer.from_pretrained(a.model_dir, local_files_only=True)
     model = AutoModelForQuestionAnswering.from_pretrained(a.model_dir, local_files_only=True).eval()
-    settings = qa.inference_settings(AutoConfig.from_pretrained(a.model_dir), 384)
-    settings.update(doc_stride=128, max_answer_length=30, n_best=20)
+    config = AutoConfig.from_pretrained(a.model_dir)
+    config.bertkit_doc_stride, config.bertkit_max_answer_length, config.bertkit_n_best = 128, 30, 20
+    task = QuestionAnsweringTask(config, tok, 384)
     t0 = time.perf_counter()
-    res = qa.answer_questions(qa.torch_model_fn(model), tok, [r["question"] for r in rows],
-                              [r["context"] for r in rows], batch_size=32, **settings)
+    res = list(predict_records(task, torch_model_fn(model), [{"question": r["question"], "context": r["context"]}
+                                                              for r in rows], 32, SimpleNamespace(top_k=1)))
     s = time.perf_counter() - t0
     refs = [r["answers"]["text"] for r in rows]
     return {"questions": len(rows), "seconds": s, "questions_per_s": len(rows) / s,
@@ -340,7 +346,7 @@ def main() -> None:
     if model_dir:
         peer = run_worker(a, "predict-peer", model_dir=model_dir)
         mine = run_worker(a, "predict-bertkit", model_dir=model_dir)
-        same = sum(x == y for x, y in zip(peer["answers"], mine["answers"]))
+        same = sum(x == y for x, y in zip(peer["answers"], mine["answers"], strict=True))
         report["predict"] = {"peer_qps": peer["questions_per_s"], "bertkit_qps": mine["questions_per_s"],
                              "ratio": mine["questions_per_s"] / peer["questions_per_s"],
                              "agreement": same / len(mine["answers"]), "bertkit_f1": mine["f1"],

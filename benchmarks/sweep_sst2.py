@@ -85,7 +85,8 @@ def main() -> None:
     ap.add_argument("--max-seq-length", type=int, default=64)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: default, pruned (median), halving, unpruned")
+    ap.add_argument("--skip", default="",
+                    help="comma-separated parts to skip: default, pruned (median), halving, unpruned")
     ap.add_argument("--smoke", action="store_true", help="200 rows, 3 trials of 4 steps: the pipeline only")
     a = ap.parse_args()
     if a.smoke:

@@ -110,7 +110,8 @@ def build_corpus(src: Path, times: int, dst: Path) -> int:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="the text to concatenate (default: ../shared enwiki_sample)")
+    p.add_argument("--data", default=str(DEFAULT_DATA),
+                   help="the text to concatenate (default: ../shared enwiki_sample)")
     p.add_argument("--sizes", default="1,16,60", help="copies of --data per corpus, comma-separated")
     p.add_argument("--num-proc", default="1,2", help="--num-proc values to run, comma-separated")
     p.add_argument("--tokenizer", default="minilm-l6", help="tokenizer dir (default: the packaged MiniLM)")
@@ -161,7 +162,7 @@ def main(argv=None) -> None:
 
     print("\n| corpus | --num-proc | wall s | MB/s | peak RSS (tree) | largest process |")
     print("|---|---:|---:|---:|---:|---:|")
-    for (times, n), r in results.items():
+    for (_times, n), r in results.items():
         print(f"| {r['bytes'] / 1e6:.0f} MB (x{times}) | {n} | {r['wall']:.1f} | {r['mbps']:.2f} | "
               f"{r['tree_rss'] / 2**30:.2f} GiB | {r['maxrss'] / 2**30:.2f} GiB |")
     print()
@@ -173,7 +174,7 @@ def main(argv=None) -> None:
             ratio = results[(times, n)]["tree_rss"] / results[(small, n)]["tree_rss"]
             print(f"peak RSS x{times} / x{small} at --num-proc {n}: {ratio:.2f}"
                   + (" (target <= 1.3)" if times == 16 else ""))
-    for (times, n), r in results.items():
+    for (_times, n), r in results.items():
         if r["bytes"] >= 0.9e9:
             print(f"peak RSS, {r['bytes'] / 1e9:.2f} GB corpus at --num-proc {n}: {r['tree_rss'] / 2**30:.2f} GiB "
                   f"(target <= 2 GB): {'met' if r['tree_rss'] <= 2e9 else 'NOT met'}")
@@ -182,7 +183,8 @@ def main(argv=None) -> None:
             if (times, 1) in results and (times, 2) in results:
                 s = results[(times, 2)]["mbps"] / results[(times, 1)]["mbps"]
                 print(f"MB/s --num-proc 2 / --num-proc 1 at x{times}: {s:.2f} (target >= 1.6); "
-                      f"--num-proc 2 vs today's {args.baseline_mbps} MB/s: {results[(times, 2)]['mbps'] / args.baseline_mbps:.2f}x")
+                      f"--num-proc 2 vs today's {args.baseline_mbps} MB/s: "
+                      f"{results[(times, 2)]['mbps'] / args.baseline_mbps:.2f}x")
 
 
 if __name__ == "__main__":

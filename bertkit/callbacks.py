@@ -17,19 +17,13 @@ from .config import parse_duration
 from .distributed import agree_max
 from .log import get_logger, is_tty, quiet
 from .outputs import TRAINING_LOG
+from .summary import fmt_duration
 
 log = get_logger()
 
 # What the progress line shows when the log has it (the training log keeps everything).
 _SHOWN = ("loss", "eval_loss", "eval_accuracy", "eval_f1", "eval_exact_match", "eval_masked_accuracy",
           "eval_perplexity", "eval_pearsonr", "eval_f1_micro")
-
-
-def fmt_time(s: float) -> str:
-    s = int(max(s, 0))
-    h, rem = divmod(s, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 class Progress(TrainerCallback):
@@ -100,7 +94,7 @@ class Progress(TrainerCallback):
         if "padding_share" in rec:
             parts.append(f"padding {rec['padding_share']:.1%}")
         if "eta_s" in rec:
-            parts.append(f"ETA {fmt_time(rec['eta_s'])}")
+            parts.append(f"ETA {fmt_duration(rec['eta_s'])}")
         line = " | ".join(parts)
         if self.bar is not None:
             self.bar.set_postfix_str(", ".join(parts[1:3]))

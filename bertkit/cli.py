@@ -66,23 +66,27 @@ def _cli_type(tp: Any, decl: str | None, choices) -> tuple[Any, dict]:
     extra: dict = {}
     if origin is Literal or choices:
         # validated (exit 2, naming the choices) when the config is resolved
-        return Optional[str], extra
+        return str | None, extra
     if origin is list:
-        return Optional[list[str]], extra
+        return list[str] | None, extra
     if tp is bool:
-        return Optional[bool], extra
+        return bool | None, extra
     if tp in (int, float, str):
-        return Optional[tp], extra
-    return Optional[str], extra
+        return tp | None, extra
+    return str | None, extra
 
 
 _COMMON = [
-    ("config", Annotated[Optional[str], typer.Option("--config", "-c", help="Recipe YAML file (flags and --set override it).",
+    ("config", Annotated[Optional[str], typer.Option("--config", "-c",
+                                                     help="Recipe YAML file (flags and --set override it).",
                                                      rich_help_panel="Configuration")]),
-    ("sets", Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: --set train.lr=2e-5 (repeatable).",
+    ("sets", Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: "
+                                                         "--set train.lr=2e-5 (repeatable).",
                                                          rich_help_panel="Configuration")]),
-    ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.", rich_help_panel="Output")]),
-    ("verbose", Annotated[bool, typer.Option("--verbose", "-v", help="Also show library logs.", rich_help_panel="Output")]),
+    ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.",
+                                           rich_help_panel="Output")]),
+    ("verbose", Annotated[bool, typer.Option("--verbose", "-v", help="Also show library logs.",
+                                             rich_help_panel="Output")]),
     ("debug", Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.", rich_help_panel="Output")]),
 ]
 
@@ -154,16 +158,20 @@ def _register_all() -> None:
               "Fine-tune token classification (NER, POS, chunking): CoNLL-style or JSONL/CSV/Parquet word and tag "
               "lists; IOB1/IOB2/BIOES/BMES; English and Chinese.")
     _register("evaluate", EvaluateConfig, "evaluate",
-              "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), without training.")
+              "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), "
+              "without training.")
     _register("predict", PredictConfig, "predict",
-              "Fill-mask, classification or question-answering inference: files (or stdin) in, JSON lines or CSV out.")
-    _register("export", ExportConfig, "export", "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
+              "Fill-mask, classification or question-answering inference: files (or stdin) in, "
+              "JSON lines or CSV out.")
+    _register("export", ExportConfig, "export",
+              "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 
 
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep "
-                             "finetune-cls|finetune-qa|finetune-ner (its flags) --param lr=log:1e-5:3e-4 --trials 12; bertkit sweep --report STORAGE.",
+                             "finetune-cls|finetune-qa|finetune-ner (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
+                             "bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
 
@@ -186,7 +194,7 @@ def _sweep_root(ctx: typer.Context,
 
 
 def _register_sweeps() -> None:
-    from .sweep_schema import TARGETS
+    from .sweep.schema import TARGETS
 
     for t in TARGETS.values():  # commands.sweep.run finds the target from the config's class
         _register(t.command, t.sweep_schema, "sweep",
@@ -213,7 +221,7 @@ def recipes_command(
                                                       "--config_file).")] = False,
 ):
     """List the shipped recipes with their purpose and the command that runs each (--config NAME runs one)."""
-    from .recipes import find_recipe, list_recipes
+    from .recipe_files import find_recipe, list_recipes
 
     if name:
         found = find_recipe(name)

@@ -72,7 +72,8 @@ def _strip_optional(tp: Any) -> tuple[Any, bool]:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if len(args) == 1:
             return args[0], True
-        return Union[tuple(args)], True  # type: ignore[return-value]
+        # a union of a variable number of types: X | Y has no spelling for that
+        return Union[tuple(args)], True  # type: ignore[return-value]  # noqa: UP007
     return tp, False
 
 
@@ -230,7 +231,7 @@ def parse_set(item: str) -> tuple[str, Any]:
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
     """A recipe file, or a recipe shipped in the package by name (``bertkit recipes`` lists them)."""
-    from .recipes import find_recipe
+    from .recipe_files import find_recipe
 
     p = Path(path)
     if not p.is_file():

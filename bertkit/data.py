@@ -104,7 +104,7 @@ def read_rows(path: Path, columns: Iterable[str | None] = (), text_mode: str = "
     if ext in DELIMITED_EXTS:
         return datasets.Dataset.from_dict(_read_delimited(path, DELIMITED_EXTS[ext], _headerless(columns)))
     if ext in JSON_EXTS:
-        return datasets.Dataset.from_list(_read_json(path))
+        return datasets.Dataset.from_list(read_json(path))
     if ext in PARQUET_EXTS:
         try:
             return datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
@@ -150,7 +150,8 @@ def _read_delimited(path: Path, delimiter: str, headerless: bool) -> dict[str, l
     try:
         rows = [r for r in reader if r]
     except csv.Error as e:
-        raise DataError(f"{path}: line {reader.line_num}: malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from None
+        kind = "TSV" if delimiter == "\t" else "CSV"
+        raise DataError(f"{path}: line {reader.line_num}: malformed {kind} ({e})") from None
     if not rows:
         raise DataError(f"{path}: the file has no rows")
     if headerless:
@@ -172,12 +173,12 @@ def _read_delimited(path: Path, delimiter: str, headerless: bool) -> dict[str, l
             else:
                 raise DataError(f"{path}: row {i + first_line} has {len(r)} fields, the header has {width}; "
                                 "fix the row (quote fields containing the delimiter)")
-        for h, v in zip(header, r):
+        for h, v in zip(header, r, strict=True):
             out[h].append(v)
     return out
 
 
-def _read_json(path: Path) -> list[dict]:
+def read_json(path: Path) -> list[dict]:
     text = read_text(path)
     stripped = text.lstrip()
     if path.suffix.lower() == ".json" and stripped[:1] in ("[", "{"):
@@ -268,7 +269,8 @@ def load_inputs(inputs: Iterable[str], flag: str, columns: dict[str, str | None]
             label_flags = [f for f in wanted if f != "--text-column"]
             if label_flags and any(f in ("--label-column", "--text-pair-column") for f in label_flags):
                 f = next(f for f in label_flags if f in ("--label-column", "--text-pair-column"))
-                raise DataError(f"{p}: a plain text file has only one text per line, so {f} {wanted[f]} cannot be read; "
+                raise DataError(f"{p}: a plain text file has only one text per line, "
+                                f"so {f} {wanted[f]} cannot be read; "
                                 "use .csv/.tsv/.jsonl for labels and pairs")
         else:
             require_columns(ds, p, wanted)
@@ -284,7 +286,8 @@ def load_inputs(inputs: Iterable[str], flag: str, columns: dict[str, str | None]
     try:
         return datasets.concatenate_datasets(parts), paths
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"inputs {', '.join(map(str, paths))} cannot be combined: their columns differ in type ({e})") from None
+        raise DataError(f"inputs {', '.join(map(str, paths))} cannot be combined: "
+                        f"their columns differ in type ({e})") from None
 
 
 def read_stdin_lines() -> list[tuple[int, str]]:
@@ -298,7 +301,8 @@ def read_stdin_lines() -> list[tuple[int, str]]:
     return [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
 
 
-def read_predict_input(source: str, text_column: str, pair_column: str | None) -> tuple[list[str], list[str] | None, list[dict] | None]:
+def read_predict_input(source: str, text_column: str,
+                       pair_column: str | None) -> tuple[list[str], list[str] | None, list[dict] | None]:
     """Texts (and pairs) to predict on, from a file or '-' (stdin, one text per line).
 
     Returns (texts, pairs, original rows or None).

@@ -93,11 +93,13 @@ class LabelSpace:
             if all(_is_int(s) for s in seen):
                 ids = sorted(int(s) for s in seen)
                 # integer ids: keep them as ids when they are 0..n-1 (or a subset of that range)
-                names = [str(i) for i in range(ids[-1] + 1)] if ids and ids[0] >= 0 and ids[-1] < 2 * len(ids) + 2 else [str(i) for i in ids]
+                dense = ids and ids[0] >= 0 and ids[-1] < 2 * len(ids) + 2
+                names = [str(i) for i in range(ids[-1] + 1)] if dense else [str(i) for i in ids]
             else:
                 names = sorted(seen)
         if problem == "single" and len(names) < 2:
-            raise DataError(f"label column '{column}': only one label ({', '.join(names)}); classification needs two or more")
+            raise DataError(f"label column '{column}': only one label ({', '.join(names)}); "
+                            "classification needs two or more")
         return cls(problem, names)
 
     def index(self) -> dict[str, int]:
@@ -133,7 +135,8 @@ class LabelSpace:
         if missing:
             uniq = sorted(set(missing))
             raise DataError(f"{source}: label(s) {', '.join(map(repr, uniq[:10]))} in column '{column}' are not among "
-                            f"the training labels ({', '.join(self.names[:20])}{'...' if len(self.names) > 20 else ''}); "
+                            f"the training labels ({', '.join(self.names[:20])}"
+                            f"{'...' if len(self.names) > 20 else ''}); "
                             "fix the data or pass --labels FILE with every label")
         return out
 

@@ -30,7 +30,8 @@ def load_metric(name: str, config_name: str | None = None):
 
     path = METRIC_DIR / name
     if not (path / f"{name}.py").is_file():
-        raise KeyError(f"no shipped metric {name!r}; have: {', '.join(sorted(p.name for p in METRIC_DIR.iterdir() if p.is_dir()))}")
+        have = sorted(p.name for p in METRIC_DIR.iterdir() if p.is_dir())
+        raise KeyError(f"no shipped metric {name!r}; have: {', '.join(have)}")
     return evaluate.load(str(path), config_name, experiment_id=uuid.uuid4().hex)
 
 

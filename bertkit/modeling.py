@@ -164,7 +164,8 @@ def dropout_overrides(config, dropout: float | None, flag: str = "--dropout") ->
 def check_compatible(config, tokenizer, max_seq_length: int | None, flag: str = "--model") -> None:
     vocab = getattr(config, "vocab_size", None)
     if vocab is not None and len(tokenizer) > vocab:
-        raise UsageError(f"{flag}: the tokenizer has {len(tokenizer):,} tokens but the model's vocabulary has {vocab:,}; "
+        raise UsageError(f"{flag}: the tokenizer has {len(tokenizer):,} tokens "
+                         f"but the model's vocabulary has {vocab:,}; "
                          "use the tokenizer the model was trained with")
     max_pos = getattr(config, "max_position_embeddings", None)
     if max_seq_length and max_pos and max_seq_length > max_pos:

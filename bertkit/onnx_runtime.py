@@ -1,17 +1,15 @@
 """Run a ``bertkit export`` directory on ONNX Runtime.
 
-:class:`OnnxModel` is called like a Hugging Face model on the features bertkit's inference loop
-already builds (``input_ids``, ``attention_mask``, ``token_type_ids``; torch tensors or numpy arrays)
-and returns an object with ``.logits`` (``.start_logits``/``.end_logits`` for question answering) as
-CPU torch tensors, so :func:`bertkit.commands.predict.classification_logits` and ``_fill_mask`` run
-on it unchanged.  Only ``onnxruntime`` and ``numpy`` are needed to run the graph itself.
+:class:`OnnxModel` is a :data:`bertkit.tasks.ModelFn`, as a torch model wrapped by
+:func:`bertkit.tasks.torch_model_fn` is: numpy features in (``input_ids``, ``attention_mask``,
+``token_type_ids``), the graph's outputs by name out, so every task kind runs on either backend unchanged.
+Only ``onnxruntime`` and ``numpy`` are needed to run the graph itself.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -82,7 +80,7 @@ def _to_numpy(v) -> np.ndarray:
 class OnnxModel:
     """An exported model on ONNX Runtime, called like the torch model it came from."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, task: str | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None):
         require_onnxruntime()
         import onnxruntime as ort
 
@@ -99,15 +97,6 @@ class OnnxModel:
                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.task = task
-        self.device = "cpu"
-
-    # torch-module look-alikes, so code written for the torch model needs no branch
-    def eval(self):
-        return self
-
-    def to(self, *_a, **_k):
-        return self
 
     def run(self, **features) -> dict[str, np.ndarray]:
         """The graph's outputs (numpy) for numpy/torch features; absent ``token_type_ids`` are zeros
@@ -123,22 +112,25 @@ class OnnxModel:
                 feed[name] = np.zeros_like(ids)
             else:
                 raise UsageError(f"--model {self.path}: the ONNX graph needs an input '{name}' bertkit does not make")
-        return dict(zip(self.output_names, self.session.run(None, feed)))
+        return dict(zip(self.output_names, self.session.run(None, feed), strict=True))
 
-    def __call__(self, labels=None, **features):
-        import torch
-
-        out = {k: torch.from_numpy(v) for k, v in self.run(**features).items()}
+    def __call__(self, batch: dict) -> dict[str, np.ndarray]:
+        """The outputs by name.  With ``labels`` (masked-LM scoring) it answers as bertkit's sparse masked-LM
+        does in eval mode: the mean cross-entropy over labelled positions as ``loss``, and as ``logits`` the
+        predicted id at each labelled position (-100 elsewhere)."""
+        labels = batch.get("labels")
+        out = self.run(**{k: v for k, v in batch.items() if k != "labels"})
         if labels is None:
-            return SimpleNamespace(**out)
-        # With labels, behave like bertkit's SparseBertForMaskedLM in eval mode (what `bertkit evaluate`'s
-        # masked-LM loop reads): the mean cross-entropy over labelled positions, and as ``logits`` the
-        # predicted id at each labelled position (-100 elsewhere).
-        logits = out["logits"].float()
-        labels = labels.detach().cpu() if hasattr(labels, "detach") else torch.as_tensor(labels)
+            return out
+        labels = _to_numpy(labels)
+        logits = out["logits"].astype(np.float64)
         keep = labels != -100
-        loss = (torch.nn.functional.cross_entropy(logits[keep], labels[keep]) if bool(keep.any())
-                else torch.zeros(()))
-        preds = torch.full_like(labels, -100)
-        preds[keep] = logits[keep].argmax(-1)
-        return SimpleNamespace(loss=loss, logits=preds)
+        z = logits[keep]
+        preds = np.full(labels.shape, -100, dtype=np.int64)
+        if not keep.any():
+            return {"loss": np.zeros((), dtype=np.float32), "logits": preds}
+        zmax = z.max(-1, keepdims=True)
+        logp = z - zmax - np.log(np.exp(z - zmax).sum(-1, keepdims=True))
+        loss = -logp[np.arange(len(z)), labels[keep]].mean()
+        preds[keep] = z.argmax(-1)
+        return {"loss": np.asarray(loss, dtype=np.float32), "logits": preds}

@@ -1,10 +1,9 @@
 """Extractive question answering without a Trainer: reading QA data, windows over long contexts,
-post-processing of start/end logits into character spans, null-answer thresholds and an inference
-loop that any model can plug into (a torch model or an ONNX session, through ``model_fn``).
+post-processing of start/end logits into character spans, null-answer thresholds and the metrics.
 
-Used by ``bertkit finetune-qa`` (training features, evaluation) and by ``predict``/``evaluate``
-(:func:`answer_questions`).  Everything here is plain numpy + the fast tokenizer, so it can be tested
-without training anything.
+Used by ``bertkit finetune-qa`` (training features, evaluation) and by the question-answering task kind
+(:mod:`bertkit.tasks.question_answering`: predict, evaluate, export).  Everything here is plain numpy + the
+fast tokenizer, so it can be tested without training anything.
 """
 
 from __future__ import annotations
@@ -13,12 +12,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import DataError, UsageError
 from .log import get_logger
+from .tasks.base import Windows
 
 log = get_logger()
 
@@ -161,11 +161,11 @@ def _squad_file_rows(p: Path) -> list[dict] | None:
 def _flat_file_rows(p: Path, offset: int, question_column: str, context_column: str, answer_column: str | None,
                     need_answers: bool) -> list[dict]:
     """The questions of a flat file (one row each); ids from an ``id`` column, else the row number."""
-    from .data import JSON_EXTS, _read_json, read_rows
+    from .data import JSON_EXTS, read_json, read_rows
 
     if p.is_file() and p.suffix.lower() in JSON_EXTS:
         # raw objects: answers may be a dict in one row and a string in the next, which Arrow refuses
-        raw = _read_json(p)
+        raw = read_json(p)
         names = list(dict.fromkeys(k for r in raw[:100] for k in r))
 
         def col(c):
@@ -200,7 +200,7 @@ def _checked(rows: list[dict], path: str, flag: str) -> QAData:
             raise DataError(f"{path}: question {r['id']} has an empty context ({flag})")
         texts, starts = _parse_answers(r["answers"], ctx)
         good_t, good_s, bad = [], [], 0
-        for t, s in zip(texts, starts):
+        for t, s in zip(texts, starts, strict=True):
             if s is None:
                 s = ctx.find(t) if t else -1
             if t and s >= 0 and ctx[s:s + len(t)] == t:
@@ -254,7 +254,8 @@ def window_problems(max_seq_length: int, doc_stride: int, max_question_length: i
     return found
 
 
-def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int, max_positions: int | None = None) -> None:
+def check_windows(max_seq_length: int, doc_stride: int, max_question_length: int,
+                  max_positions: int | None = None) -> None:
     """:func:`window_problems` as a usage error."""
     found = window_problems(max_seq_length, doc_stride, max_question_length, max_positions)
     if found:
@@ -268,7 +269,7 @@ def truncate_questions(tok, questions: Sequence[str], max_question_length: int) 
     qs = [q.lstrip() for q in questions]
     enc = tok(qs, add_special_tokens=False, return_offsets_mapping=True)
     out = []
-    for q, offs in zip(qs, enc["offset_mapping"]):
+    for q, offs in zip(qs, enc["offset_mapping"], strict=True):
         out.append(q[:offs[max_question_length - 1][1]] if len(offs) > max_question_length else q)
     return out
 
@@ -326,34 +327,11 @@ def encode_train(data: QAData, tok, max_seq_length: int, doc_stride: int, max_qu
                   desc="QA training windows" if len(ds) > 5000 else None)
 
 
-@dataclass
-class Windows:
-    """Inference windows: model inputs, and outside them (the Trainer drops columns the model does not
-    take) each window's question index and the character span of every token in its context
-    (``None`` for question and special tokens)."""
-
-    inputs: dict[str, list[list[int]]]
-    example_index: np.ndarray
-    offsets: list[list[tuple[int, int] | None]]
-
-    def __len__(self) -> int:
-        return len(self.example_index)
-
-    def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.inputs["input_ids"]), dtype=np.int64, count=len(self))
-
-    def reorder(self, order: Sequence[int]) -> "Windows":
-        return Windows({k: [v[i] for i in order] for k, v in self.inputs.items()},
-                       self.example_index[np.asarray(order, dtype=np.int64)], [self.offsets[i] for i in order])
-
-    def to_dataset(self):
-        import datasets
-
-        return datasets.Dataset.from_dict(self.inputs)
-
-
 def encode_windows(tok, questions: Sequence[str], contexts: Sequence[str], max_seq_length: int = 384,
                    doc_stride: int = 128, max_question_length: int = 64, chunk: int = 2000) -> Windows:
+    """Inference windows over every context: model inputs, each window's question (``row``) and, in
+    ``meta["offsets"]``, the character span of every token in its context (``None`` for question and
+    special tokens)."""
     inputs: dict[str, list] = {}
     index: list[int] = []
     offsets: list[list] = []
@@ -369,7 +347,7 @@ def encode_windows(tok, questions: Sequence[str], contexts: Sequence[str], max_s
             seq = enc.sequence_ids(i)
             offsets.append([tuple(o[t]) if seq[t] == 1 else None for t in range(len(o))])
             index.append(lo + sample[i])
-    return Windows(inputs, np.asarray(index, dtype=np.int64), offsets)
+    return Windows(inputs, np.asarray(index, dtype=np.int64), {"offsets": offsets})
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,8 +379,8 @@ def postprocess(start_logits: Sequence[np.ndarray], end_logits: Sequence[np.ndar
     cands: list[dict[tuple[int, int], float]] = [dict() for _ in range(n_q)]
     null = np.full(n_q, np.inf)
     for w in range(len(windows)):
-        q = int(windows.example_index[w])
-        offs = windows.offsets[w]
+        q = int(windows.row[w])
+        offs = windows.meta["offsets"][w]
         L = len(offs)
         s = np.asarray(start_logits[w][:L], dtype=np.float64)
         e = np.asarray(end_logits[w][:L], dtype=np.float64)
@@ -568,79 +546,11 @@ class QAEvalSet:
 
 
 # --------------------------------------------------------------------------------------------
-# Inference
+# Inference settings and input
 # --------------------------------------------------------------------------------------------
 
-def pad_batch(inputs: dict[str, list[list[int]]], idx: Sequence[int], pad_id: int) -> dict[str, np.ndarray]:
-    n = max(len(inputs["input_ids"][i]) for i in idx)
-    out = {}
-    for k, rows in inputs.items():
-        fill = pad_id if k == "input_ids" else 0
-        arr = np.full((len(idx), n), fill, dtype=np.int64)
-        for r, i in enumerate(idx):
-            arr[r, :len(rows[i])] = rows[i]
-        out[k] = arr
-    return out
-
-
-def torch_model_fn(model, device=None) -> Callable[[dict], tuple[np.ndarray, np.ndarray]]:
-    """``model_fn`` for a transformers ``*ForQuestionAnswering`` model (or an ONNX Runtime model called
-    alike, see :class:`bertkit.onnx_runtime.OnnxModel`)."""
-    import torch
-
-    device = device or next(model.parameters()).device
-
-    def fn(batch: dict) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            out = model(**{k: torch.from_numpy(v).to(device) for k, v in batch.items()})
-        return out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
-
-    return fn
-
-
-def onnx_model_fn(session) -> Callable[[dict], tuple[np.ndarray, np.ndarray]]:
-    """``model_fn`` for an onnxruntime ``InferenceSession`` of a QA model: feeds the inputs the graph declares,
-    returns the outputs named start_logits/end_logits (else the first two)."""
-    inputs = {i.name for i in session.get_inputs()}
-    names = [o.name for o in session.get_outputs()]
-    wanted = ["start_logits", "end_logits"] if {"start_logits", "end_logits"} <= set(names) else names[:2]
-
-    def fn(batch: dict) -> tuple[np.ndarray, np.ndarray]:
-        start, end = session.run(wanted, {k: v for k, v in batch.items() if k in inputs})
-        return np.asarray(start, dtype=np.float32), np.asarray(end, dtype=np.float32)
-
-    return fn
-
-
-def answer_questions(model_fn: Callable[[dict], tuple[np.ndarray, np.ndarray]], tok, questions: Sequence[str],
-                     contexts: Sequence[str], *, max_seq_length: int = 384, doc_stride: int = 128,
-                     max_question_length: int = 64, n_best: int = 20, max_answer_length: int = 30,
-                     null_threshold: float | None = None, top_k: int = 1, batch_size: int = 32,
-                     progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Answer each question from its context (any length: windows), in input order.
-
-    Windows are sorted by length and batched, so batches pad little; ``model_fn(batch)`` takes a dict of
-    int64 numpy arrays (input_ids, attention_mask, token_type_ids where the tokenizer makes them) and
-    returns (start_logits, end_logits) as numpy ``[batch, length]``."""
-    if len(questions) != len(contexts):
-        raise ValueError(f"{len(questions)} questions for {len(contexts)} contexts")
-    win = encode_windows(tok, questions, contexts, max_seq_length, doc_stride, max_question_length)
-    order = np.argsort(win.lengths(), kind="stable")
-    starts: list[np.ndarray | None] = [None] * len(win)
-    ends: list[np.ndarray | None] = [None] * len(win)
-    for lo in range(0, len(order), batch_size):
-        idx = order[lo:lo + batch_size].tolist()
-        s, e = model_fn(pad_batch(win.inputs, idx, tok.pad_token_id))
-        for r, i in enumerate(idx):
-            starts[i], ends[i] = s[r], e[r]
-        if progress is not None:
-            progress(len(idx))
-    return postprocess(starts, ends, win, contexts, n_best=n_best, max_answer_length=max_answer_length,
-                       null_threshold=null_threshold, top_k=top_k)
-
-
 def inference_settings(config, max_len: int) -> dict:
-    """:func:`answer_questions` keyword arguments from a fine-tuned model's config (defaults for others)."""
+    """Window and answer settings of a fine-tuned model's config (defaults for others)."""
     def get(key):
         return getattr(config, f"bertkit_{key}", None)
 

@@ -36,16 +36,17 @@ def plot_curves(history: list[dict], path: Path, title: str) -> bool:
     if plt is None:
         return False
     train = [(r["step"], r["loss"]) for r in history if "loss" in r]
-    evals = {k for r in history for k in r if k.startswith("eval_") and k not in ("eval_runtime", "eval_samples_per_second",
-                                                                             "eval_steps_per_second")}
+    timings = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+    evals = {k for r in history for k in r if k.startswith("eval_") and k not in timings}
     eval_keys = [k for k in ("eval_loss", "eval_accuracy", "eval_f1", "eval_masked_accuracy", "eval_pearsonr",
                              "eval_f1_micro") if k in evals]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
     if train:
-        ax.plot(*zip(*train), label="train loss")
+        ax.plot(*zip(*train, strict=True), label="train loss")
     if "eval_loss" in eval_keys:
-        ax.plot(*zip(*[(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]), "o-", label="eval loss")
+        points = [(r["step"], r["eval_loss"]) for r in history if "eval_loss" in r]
+        ax.plot(*zip(*points, strict=True), "o-", label="eval loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("loss")
@@ -57,12 +58,12 @@ def plot_curves(history: list[dict], path: Path, title: str) -> bool:
         if k == "eval_loss":
             continue
         pts = [(r["step"], r[k]) for r in history if k in r]
-        ax.plot(*zip(*pts), "o-", label=k.replace("eval_", ""))
+        ax.plot(*zip(*pts, strict=True), "o-", label=k.replace("eval_", ""))
         plotted = True
     if not plotted:
         lr = [(r["step"], r["learning_rate"]) for r in history if "learning_rate" in r]
         if lr:
-            ax.plot(*zip(*lr), label="learning rate")
+            ax.plot(*zip(*lr, strict=True), label="learning rate")
             plotted = True
     ax.set_xlabel("step")
     ax.set_title("eval metrics" if eval_keys[1:] else "learning rate")
@@ -92,8 +93,8 @@ def model_card(out: Path, command: str, cfg, metrics: dict, extra: dict | None =
     }
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in scalar.items())
     hp = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).strip()
-    purpose = extra.get("purpose") or ("a masked-language model: use it with `pipeline(\"fill-mask\")` or fine-tune it with "
-               "`bertkit finetune-cls --model DIR`" if command == "pretrain-mlm" else
+    purpose = extra.get("purpose") or ("a masked-language model: use it with `pipeline(\"fill-mask\")` "
+               "or fine-tune it with `bertkit finetune-cls --model DIR`" if command == "pretrain-mlm" else
                "a text classifier: use it with `pipeline(\"text-classification\")` or `bertkit predict --model DIR`")
     labels = ""
     if extra.get("labels"):

@@ -13,6 +13,7 @@ from typing import Literal, Optional
 from pathlib import Path
 
 from .config import Schema, at_least, duration_problems, in_unit_interval, opt, section
+from .tasks import names as task_names
 
 PRESETS: dict[str, dict[str, int]] = {
     # name: layers / hidden; heads = hidden // 64 (at least 2), intermediate = 4 * hidden
@@ -53,16 +54,18 @@ class TokenizerConfig(Schema):
 
 @dataclass
 class DataConfig(Schema):
-    inputs: list[str] = opt(None, "Input files or globs (.txt .csv .tsv .json .jsonl .parquet) or a saved datasets dir.",
-                            argument=True, factory=list)
+    inputs: list[str] = opt(None, "Input files or globs (.txt .csv .tsv .json .jsonl .parquet) "
+                                  "or a saved datasets dir.", argument=True, factory=list)
     text_column: str = opt("text", "Column holding the text (plain .txt files: one example per line).", "--text-column")
     text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
     label_column: Optional[str] = opt(None, "Column holding the label (with --task cls).", "--label-column")
     max_seq_length: int = opt(128, "Tokens per example/block, [CLS] and [SEP] included.", "--max-seq-length")
     packing: Literal["docs", "lines"] = opt(
-        "docs", "mlm: 'docs' concatenates documents (joined with [SEP]) into full blocks; 'lines' keeps one line per example.",
+        "docs", "mlm: 'docs' concatenates documents (joined with [SEP]) into full blocks; "
+                "'lines' keeps one line per example.",
         "--packing", choices=("docs", "lines"))
-    num_proc: int = opt(1, "Parallel tokenization: worker processes (mlm: the same output whatever the number).", "--num-proc")
+    num_proc: int = opt(1, "Parallel tokenization: worker processes (mlm: the same output whatever the number).",
+                        "--num-proc")
 
     def problems(self) -> list[str]:
         return at_least(self.max_seq_length, 8, "--max-seq-length") + at_least(self.num_proc, 1, "--num-proc")
@@ -70,8 +73,8 @@ class DataConfig(Schema):
 
 @dataclass
 class PretrainDataConfig(DataConfig):
-    inputs: list[str] = opt(None, "A `bertkit tokenize` output dir, or raw files/globs (then --tokenizer or --train-tokenizer).",
-                            "--data", factory=list)
+    inputs: list[str] = opt(None, "A `bertkit tokenize` output dir, or raw files/globs "
+                                  "(then --tokenizer or --train-tokenizer).", "--data", factory=list)
     eval_fraction: float = opt(0.02, "Share of blocks held out for evaluation.", "--eval-fraction")
 
     def problems(self) -> list[str]:
@@ -80,15 +83,18 @@ class PretrainDataConfig(DataConfig):
 
 @dataclass
 class MaskingConfig(Schema):
-    probability: float = opt(0.15, "Share of tokens to mask for training (evaluation always uses 0.15).", "--mlm-probability")
+    probability: float = opt(0.15, "Share of tokens to mask for training (evaluation always uses 0.15).",
+                             "--mlm-probability")
     mask_replace_prob: float = opt(0.8, "Of the selected tokens, the share replaced by [MASK].")
-    random_replace_prob: float = opt(0.1, "Of the selected tokens, the share replaced by a random token (the rest stay).")
-    whole_word_mask: bool = opt(False, "Mask whole words (## continuations with their word; each CJK character is a word).",
-                                "--whole-word-mask/--no-whole-word-mask")
+    random_replace_prob: float = opt(0.1, "Of the selected tokens, the share replaced by a random token "
+                                          "(the rest stay).")
+    whole_word_mask: bool = opt(False, "Mask whole words (## continuations with their word; "
+                                       "each CJK character is a word).", "--whole-word-mask/--no-whole-word-mask")
 
     def problems(self) -> list[str]:
         found = [f"--mlm-probability {self.probability}: must be in (0, 1)"] if not 0 < self.probability < 1 else []
-        if self.mask_replace_prob + self.random_replace_prob > 1 or min(self.mask_replace_prob, self.random_replace_prob) < 0:
+        shares = (self.mask_replace_prob, self.random_replace_prob)
+        if sum(shares) > 1 or min(shares) < 0:
             found.append("mlm.mask_replace_prob + mlm.random_replace_prob: each >= 0, together at most 1")
         return found
 
@@ -122,10 +128,13 @@ class TrainConfig(Schema):
         "auto", "Mixed precision: auto (bf16/fp16 on a GPU that has it, else fp32), no, bf16, fp16.", "--precision",
         choices=("auto", "no", "bf16", "fp16"))
     logging_steps: int = opt(50, "Log every N steps.", "--logging-steps")
-    eval_steps: Optional[int] = opt(None, "Evaluate every N steps (default: once per epoch / at the end).", "--eval-steps")
-    save_steps: Optional[int] = opt(None, "Save a checkpoint every N steps (default: with each evaluation).", "--save-steps")
+    eval_steps: Optional[int] = opt(None, "Evaluate every N steps (default: once per epoch / at the end).",
+                                    "--eval-steps")
+    save_steps: Optional[int] = opt(None, "Save a checkpoint every N steps (default: with each evaluation).",
+                                    "--save-steps")
     save_total_limit: int = opt(2, "Checkpoints to keep.", "--save-total-limit")
-    resume: str = opt("auto", "auto: continue from the newest checkpoint in --output; no; or a checkpoint dir.", "--resume")
+    resume: str = opt("auto", "auto: continue from the newest checkpoint in --output; no; or a checkpoint dir.",
+                      "--resume")
     num_workers: int = opt(0, "DataLoader worker processes.", "--num-workers")
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
     compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
@@ -153,7 +162,8 @@ class TrainConfig(Schema):
 class PretrainTrainConfig(TrainConfig):
     batch_size: int = opt(64, "Blocks per device per step.", "--batch-size")
     lr: float = opt(5e-4, "Peak learning rate.", "--lr")
-    max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).", "--max-tokens")
+    max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).",
+                                    "--max-tokens")
 
     def problems(self) -> list[str]:
         return super().problems() + at_least(self.max_tokens, 1, "--max-tokens")
@@ -202,6 +212,19 @@ class LabelledColumns(TextColumns):
 
 
 @dataclass
+class QAColumns(Schema):
+    question_column: str = opt("question", "question-answering: column holding the question (stdin: "
+                                           "question<TAB>context lines).", "--question-column")
+    context_column: str = opt("context", "question-answering: column holding the context.", "--context-column")
+
+
+@dataclass
+class QALabelledColumns(QAColumns):
+    answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
+                                        "JSON is read as is).", "--answer-column")
+
+
+@dataclass
 class ModelDirFields(Schema):
     model: Optional[str] = opt(None, "Local model directory.", "--model")
     allow_pickle: bool = allow_pickle_field()
@@ -212,16 +235,13 @@ class ModelDirFields(Schema):
 
 @dataclass
 class InferenceFields(ModelDirFields):
-    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).", "--batch-size")
+    batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).",
+                          "--batch-size")
     max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
                                               "fine-tuned with, else its limit, 512 at most).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
-    task: Literal["auto", "fill-mask", "classification", "question-answering"] = opt(
-        "auto", "auto picks from the model's architecture.", "--task",
-        choices=("auto", "fill-mask", "classification", "question-answering"))
-    question_column: str = opt("question", "question-answering: column holding the question (stdin: "
-                                           "question<TAB>context lines).", "--question-column")
-    context_column: str = opt("context", "question-answering: column holding the context.", "--context-column")
+    task: str = opt("auto", "The task kind: " + ", ".join(task_names()) + "; auto picks it from the model's "
+                            "architecture.", "--task", choices=("auto", *task_names()))
     backend: Literal["auto", "torch", "onnx"] = opt(
         "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
         choices=("auto", "torch", "onnx"))
@@ -229,13 +249,17 @@ class InferenceFields(ModelDirFields):
                                  "--threads")
 
     def problems(self) -> list[str]:
-        return super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
+        found = super().problems() + at_least(self.batch_size, 1, "--batch-size") + at_least(
             self.max_seq_length, 8, "--max-seq-length") + at_least(self.threads, 1, "--threads")
+        if self.task not in ("auto", *task_names()):
+            found.append(f"--task {self.task}: use auto or one of {', '.join(task_names())}")
+        return found
 
 
 @dataclass
 class ClsDataConfig(LabelledColumns):
-    train: Optional[str] = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).", "--train")
+    train: Optional[str] = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).",
+                               "--train")
     validation: Optional[str] = opt(None, "Validation file, evaluated every epoch.", "--validation")
     test: Optional[str] = opt(None, "Test file, evaluated once with the best model.", "--test")
     text_column: str = opt("text", "Column holding the text (several: comma-separated, joined with a space).",
@@ -313,7 +337,8 @@ class FinetuneConfig(FinetuneFields):
     class_weights: Optional[str] = opt(None, "'auto' (inverse frequency) or comma-separated weights per label id.",
                                        "--class-weights")
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
-                                 "log-odds per label, or the mean target) instead of 0.", "--prior-init/--no-prior-init")
+                                 "log-odds per label, or the mean target) instead of 0.",
+                           "--prior-init/--no-prior-init")
     dropout: Optional[float] = dropout_field()
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
@@ -326,7 +351,7 @@ class FinetuneConfig(FinetuneFields):
 
 
 @dataclass
-class PredictConfig(InferenceFields, TextColumns):
+class PredictConfig(InferenceFields, TextColumns, QAColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
@@ -347,7 +372,7 @@ class PredictConfig(InferenceFields, TextColumns):
 
 
 @dataclass
-class EvaluateConfig(InferenceFields, LabelledColumns):
+class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")
     data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
@@ -356,8 +381,6 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
     max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (default: the length a classifier was "
                                               "fine-tuned with; MLM blocks: 128).", "--max-seq-length")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
-    answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
-                                        "JSON is read as is).", "--answer-column")
 
     def problems(self) -> list[str]:
         found = super().problems()
@@ -369,8 +392,8 @@ class EvaluateConfig(InferenceFields, LabelledColumns):
 
 
 @dataclass
-class ExportConfig(ModelDirFields, LabelledColumns):
-    model: Optional[str] = opt(None, "Local model directory to export (a classifier, a masked-LM or a QA model).", "--model")
+class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns):
+    model: Optional[str] = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
     output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     quantize: Literal["none", "int8"] = opt(
@@ -378,8 +401,9 @@ class ExportConfig(ModelDirFields, LabelledColumns):
         "--quantize", choices=("none", "int8"))
     max_drop: float = opt(1.0, "int8: refuse the model when its validation metric is more than this many points "
                                "below the torch model's.", "--max-drop")
-    validation: Optional[str] = opt(None, "Labelled file (classifier) or text file (masked-LM): both models' metrics "
-                                          "and their agreement go into export.json.", "--validation")
+    validation: Optional[str] = opt(None, "Labelled file, read as `bertkit evaluate --data` reads it for the model's "
+                                          "kind: both models' metrics and their agreement go into export.json, and "
+                                          "int8 is chosen and checked on it.", "--validation")
     text_column: str = opt("text", "Column holding the text (several: comma-separated).", "--text-column")
     label_column: str = opt("label", "Column holding the label (classifier validation).", "--label-column")
     batch_size: int = opt(64, "Rows per forward pass while validating.", "--batch-size")

@@ -25,6 +25,7 @@ import numpy as np
 
 from .data import split_documents
 from .errors import DataError, UsageError
+from .summary import fmt_duration, human_bytes
 
 DOC_START = "_doc_start"  # == bertkit.data.DOC_START (not imported: workers keep their imports light)
 
@@ -398,14 +399,6 @@ class ShardWriter:
 # The pipeline
 # --------------------------------------------------------------------------------------------
 
-def _human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
-
-
 class Progress:
     """Bytes done of the total, MB/s and an ETA on stderr: a line every ``every`` seconds and at the
     end of each file (plain lines, not a bar: logs of long runs stay readable)."""
@@ -426,15 +419,8 @@ class Progress:
         rate = (self.done - self.base) / max(now - self.t0, 1e-9)
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         where = f"file {file_index + 1}/{self.n_files} done ({file_done}); " if file_done else ""
-        self.log.info(f"Tokenizing: {where}{_human_bytes(self.done)} of {_human_bytes(self.total)} "
-                      f"({self.done / self.total:.0%}), {rate / 1e6:.2f} MB/s, ETA {_fmt_eta(eta)}")
-
-
-def _fmt_eta(s: float) -> str:
-    if s == float("inf"):
-        return "?"
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+        self.log.info(f"Tokenizing: {where}{human_bytes(self.done)} of {human_bytes(self.total)} "
+                      f"({self.done / self.total:.0%}), {rate / 1e6:.2f} MB/s, ETA {fmt_duration(eta)}")
 
 
 def plan_chunks(paths: list[Path], read_table, chunk_bytes: int, docs: bool) -> Iterator[Chunk]:

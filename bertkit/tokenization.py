@@ -1,4 +1,5 @@
-"""Tokenizers and tokenized datasets: WordPiece training, MLM packing, manifests, classification encoding.
+"""Tokenizers and tokenized datasets: WordPiece training, manifests, MLM packing (streamed by
+:mod:`bertkit.streaming`), classification encoding.
 
 Used by ``bertkit tokenize`` and by ``pretrain-mlm`` on raw files (the same code path), so a
 dataset tokenized ahead of time and one tokenized on the fly are identical.
@@ -6,11 +7,9 @@ dataset tokenized ahead of time and one tokenized on the fly are identical.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict
@@ -25,7 +24,8 @@ from .errors import DataError, UsageError
 from .distributed import is_main_process, main_process_first
 from .loading import DATASET_DIR, MANIFEST, TOKENIZER_DIR, load_tokenizer
 from .log import get_logger
-from .outputs import write_json
+from .outputs import StagedDir, write_json
+from .summary import human_bytes
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 RESUME = "resume.json"  # in an unfinished output dir: where an interrupted mlm run continues
@@ -81,130 +81,6 @@ def text_batches(ds, columns: list[str], batch_size: int = 1000) -> Iterator[lis
         batch = ds[start:start + batch_size]
         n = len(batch[columns[0]])
         yield join_text(batch, columns, n)
-
-
-# --------------------------------------------------------------------------------------------
-# MLM packing
-# --------------------------------------------------------------------------------------------
-
-def _encode_batch(tok, texts: list[str]) -> list[list[int]]:
-    backend = tok.backend_tokenizer
-    # encode_batch_fast skips the offset computation we do not need (tokenizers >= 0.21)
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-    return [e.ids for e in encode(texts, add_special_tokens=False)]
-
-
-def _encode_arrow(tok, texts: list[str]):
-    """Token ids of ``texts`` (no special tokens) as an Arrow ``list<int32>`` array."""
-    import itertools
-
-    import pyarrow as pa
-
-    ids = _encode_batch(tok, texts)
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    values = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
-    if offsets[-1] < 2 ** 31:
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
-    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values)).cast(pa.list_(pa.int32()))
-
-
-@contextlib.contextmanager
-def _tokenizers_parallelism(enabled: bool | None):
-    """Set TOKENIZERS_PARALLELISM for the block (None: leave it as it is)."""
-    if enabled is None:
-        yield
-        return
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "true" if enabled else "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = old
-
-
-def tokenize_text_column(ds, tok, columns: list[str], num_proc: int, batch_size: int = 20000):
-    """Text -> ``input_ids`` (no special tokens, ``list<int32>``), keeping the document-start flag.
-
-    Encodes large batches with the tokenizers library's own thread pool (Rust threads over the
-    texts of a batch) and builds the Arrow columns from numpy, instead of ``datasets.map`` over
-    Python lists: no per-row Python work besides reading the ids, and with ``num_proc > 1`` no
-    worker processes (no fork, no pickling of results); ``num_proc > 1`` turns the thread pool on
-    even where TOKENIZERS_PARALLELISM=false, ``num_proc == 1`` leaves that setting as it is.
-    The result lives in memory (4 bytes per token).
-    """
-    import datasets
-    import pyarrow as pa
-    from datasets.utils import tqdm
-
-    texts_ds = ds.select_columns(columns)
-    n = len(ds)
-    chunks = []
-    with _tokenizers_parallelism(True if num_proc > 1 else None), \
-            tqdm(total=n, unit=" examples", desc="Tokenizing", disable=n < batch_size) as bar:
-        for start in range(0, n, batch_size):
-            batch = texts_ds[start:start + batch_size]
-            m = len(batch[columns[0]])
-            chunks.append(_encode_arrow(tok, join_text(batch, columns, m)))
-            bar.update(m)
-    ids = pa.chunked_array(chunks, type=pa.list_(pa.int32()))
-    cols = {}
-    if DOC_START in ds.column_names:
-        cols[DOC_START] = ds.select_columns([DOC_START]).with_format("arrow")[0:n][DOC_START].cast(pa.bool_())
-    cols["input_ids"] = ids
-    return datasets.Dataset(datasets.table.InMemoryTable(pa.table(cols)))
-
-
-def pack_blocks(tokenized, block_size: int, cls_id: int, sep_id: int, mode: str = "docs") -> tuple[Any, dict]:
-    """Pack tokenized rows into blocks of ``block_size`` tokens ([CLS] ... [SEP] included).
-
-    ``docs``: the token stream of all rows, with [SEP] between documents, is cut into full blocks;
-    the tail is kept as a last, shorter block (nothing is dropped, and a tiny corpus still yields a
-    block).  ``lines``: every row is its own example; rows longer than a block are split.
-
-    Works on Arrow buffers with numpy (no Python loop per token), carrying the remainder across
-    record batches so memory stays bounded by one batch.
-    """
-    import datasets
-    import pyarrow as pa
-
-    from .streaming import Packer
-
-    packer = Packer(block_size, cls_id, sep_id, mode)  # the same packing as `bertkit tokenize` streams
-    tokenized = tokenized.flatten_indices() if tokenized._indices is not None else tokenized
-    table = tokenized.data.table
-    ids_col = table.column("input_ids")
-    starts_col = table.column(DOC_START) if DOC_START in table.column_names else None
-    out_chunks: list[np.ndarray] = []
-    out_lengths: list[np.ndarray] = []
-    row_offset = 0
-    for chunk in ids_col.chunks:
-        chunk = chunk.cast(pa.list_(pa.int32())) if chunk.type != pa.list_(pa.int32()) else chunk
-        offsets = chunk.offsets.to_numpy()
-        values = chunk.values.to_numpy(zero_copy_only=False)[offsets[0]: offsets[-1]]
-        n = len(offsets) - 1
-        starts = None
-        if starts_col is not None:
-            starts = np.asarray(starts_col.slice(row_offset, n).to_numpy(zero_copy_only=False), dtype=bool)
-        flat, lengths = packer.feed(np.diff(offsets), values, starts)
-        out_chunks.append(flat)
-        out_lengths.append(lengths)
-        row_offset += n
-    flat, lengths = packer.finish()
-    out_chunks.append(flat)
-    out_lengths.append(lengths)
-    flat = np.concatenate(out_chunks)
-    lengths = np.concatenate(out_lengths)
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()))
-    arr = arr.cast(pa.list_(pa.int32()))
-    packed = datasets.Dataset(pa.table({"input_ids": arr}))
-    stats = packer.stats()
-    return packed, stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,12 +147,10 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         # mlm streams its inputs (bertkit/streaming.py): nothing here holds the whole corpus
         ds = None
         paths = expand_inputs(data_cfg.inputs, flag)
-        read_table = functools.partial(_row_batches, flag=flag, columns=columns, text_mode=text_mode,
+        read_table = functools.partial(row_batches, flag=flag, columns=columns, text_mode=text_mode,
                                        text_cols=text_cols)
         total = sum(p.stat().st_size if p.is_file() else 0 for p in paths)
-        from .streaming import _human_bytes
-
-        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {_human_bytes(total)}" if total else ""))
+        log.info(f"Tokenizing {len(paths)} file(s)" + (f", {human_bytes(total)}" if total else ""))
     else:
         read_table = None
         ds, paths = load_inputs(data_cfg.inputs, flag, columns, text_mode=text_mode)
@@ -295,7 +169,7 @@ def build_tokenized(data_cfg, tok_cfg, task: str, out_dir: Path, flag: str = "in
         log.info(f"Resuming an interrupted run in {out_dir}: {resume['bytes_done'] / 1e6:,.1f} MB were done "
                  f"({len(resume['parts'])} finished shard(s))")
     else:
-        tok, tok_source = _tokenizer_for(tok_cfg, lambda: _training_texts(paths, read_table) if task == "mlm"
+        tok, tok_source = _tokenizer_for(tok_cfg, lambda: wordpiece_texts(paths, read_table) if task == "mlm"
                                          else text_batches(ds, text_cols))
     if resume is None:
         out_dir.mkdir(parents=True, exist_ok=False)
@@ -413,8 +287,8 @@ def _read_resume(out_dir: Path, key: str) -> dict | None:
     return state
 
 
-def _row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols: list[str],
-                 batch_size: int = 10000):
+def row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols: list[str],
+                batch_size: int = 10000):
     """(texts, document starts) batches of one non-text input (csv/tsv/json/parquet/saved dataset),
     read with :func:`load_inputs` (same columns, checks and errors) one file at a time."""
     import glob as _glob
@@ -426,7 +300,7 @@ def _row_batches(path: Path, flag: str, columns: dict, text_mode: str, text_cols
         yield join_text(batch, text_cols, n), (list(batch[DOC_START]) if DOC_START in batch else None)
 
 
-def _training_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
+def wordpiece_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
     """The texts of all inputs, a chunk at a time, for the WordPiece trainer (it takes an iterator)."""
     from .data import TEXT_EXTS
     from .streaming import CHUNK_BYTES, Chunk, read_chunk_lines, text_ranges
@@ -438,13 +312,6 @@ def _training_texts(paths: list[Path], read_table) -> Iterator[list[str]]:
         else:
             for texts, _ in read_table(p):
                 yield texts
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completed temp dir into place (the old one, if any, is removed first)."""
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
 
 
 def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
@@ -462,15 +329,8 @@ def tokenized_cache(data_cfg, tok_cfg, cache_dir: Path) -> Path:
                 log.info(f"Using the tokenized cache {cache_dir}")
                 return cache_dir
         if is_main_process():
-            tmp = cache_dir.with_name(cache_dir.name + f".tmp-{os.getpid()}")
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            try:
+            with StagedDir(cache_dir, "pretrain-mlm") as tmp:
                 build_tokenized(data_cfg, tok_cfg, "mlm", tmp, flag="--data")
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            replace_dir(tmp, cache_dir)
     return cache_dir
 
 

@@ -177,7 +177,8 @@ def examples_seen(trainer) -> int:
     return trainer.state.global_step * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
 
 
-def save_run(trainer, tokenizer, output: Path, command: str, cfg, metrics: dict, card_extra: dict | None = None) -> None:
+def save_run(trainer, tokenizer, output: Path, command: str, cfg, metrics: dict,
+             card_extra: dict | None = None) -> None:
     """Final model + tokenizer (atomically), then metrics.json, the model card and curves.png."""
     def save(tmp: Path):
         trainer.model.save_pretrained(str(tmp), safe_serialization=True)

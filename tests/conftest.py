@@ -41,6 +41,14 @@ def cli(*args) -> int:
     return 0
 
 
+
+def dead_pid() -> int:
+    """The pid of a process that has exited and been reaped: a killed writer's, for stale-file checks."""
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 EN = [
     "the food was really great and the staff were friendly",
     "the movie was terrible and far too long",

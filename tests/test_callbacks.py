@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 import torch
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from bertkit.callbacks import fmt_time, refit_schedule, steps_that_fit
+from bertkit.callbacks import refit_schedule, steps_that_fit
 
 
 def _lrs(scheduler, steps):
@@ -35,17 +37,13 @@ def test_refit_schedule_completes_warmup_and_decay_at_the_new_total(make):
     lrs = _lrs(sched, 41)
     assert lrs[0] == 0.0 and lrs[4] == pytest.approx(1.0)  # warm-up shortened to 10% of 40 steps
     assert lrs[40] == pytest.approx(0.0, abs=1e-9)  # decayed to 0 exactly at the fitted end
-    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert all(a >= b for a, b in pairwise(lrs[4:]))
 
 
 def test_refit_schedule_leaves_a_constant_schedule_alone():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     assert not refit_schedule(sched, 40, 0.1)
-
-
-def test_fmt_time():
-    assert fmt_time(59) == "0:59" and fmt_time(3725) == "1:02:05" and fmt_time(-3) == "0:00"
 
 
 def test_budget_stop_evaluates_and_saves_the_last_step_when_the_best_model_is_kept():

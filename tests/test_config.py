@@ -7,7 +7,7 @@ import yaml
 
 from bertkit.config import coerce, parse_duration, resolve
 from bertkit.errors import UsageError
-from bertkit.recipes import find_recipe, list_recipes, recipe_files
+from bertkit.recipe_files import find_recipe, list_recipes, recipe_files
 from bertkit.schemas import (FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig, PredictConfig, PretrainConfig,
                              TokenizeConfig)
 from conftest import run_cli

@@ -55,7 +55,8 @@ def test_regression_pairs_end_to_end(tmp_path, mlm_model):
     for _ in range(50):
         a, b = rng.sample(WORDS, 2)
         same = rng.random() < 0.5
-        rows.append([f"the {a} came", f"the {a if same else b} came", f"{(4.5 if same else 0.5) + rng.random() * .4:.2f}"])
+        score = (4.5 if same else 0.5) + rng.random() * .4
+        rows.append([f"the {a} came", f"the {a if same else b} came", f"{score:.2f}"])
     train = _write(tmp_path / "sts.csv", ["s1", "s2", "score"], rows)
     out = tmp_path / "reg"
     assert cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", train, "--output", out,
@@ -116,7 +117,8 @@ def test_headerless_tsv_columns_by_index(tmp_path, mlm_model):
         fh.write("\n".join("\t".join(r) for r in rows) + "\n")
     out = tmp_path / "cola"
     assert cli("finetune-cls", "--model", mlm_model, "--train", f, "--validation", f, "--output", out,
-               "--text-column", "3", "--label-column", "1", "--epochs", 1, "--metric", "matthews_correlation", "-q") == 0
+               "--text-column", "3", "--label-column", "1", "--epochs", 1, "--metric", "matthews_correlation",
+               "-q") == 0
     assert "eval_matthews_correlation" in json.loads((out / "metrics.json").read_text())
 
 

@@ -62,7 +62,7 @@ def test_cls_only_last_layer_gives_the_same_logits_and_gradients(attn):
     assert torch.allclose(a.logits, b.logits, atol=1e-6)
     a.loss.backward()
     b.loss.backward()
-    for (name, p), q in zip(full.named_parameters(), fast.parameters()):
+    for (name, p), q in zip(full.named_parameters(), fast.parameters(), strict=True):
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, atol=1e-6), name

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from conftest import cli, read_jsonl
+from conftest import ROOT, cli, dead_pid, read_jsonl
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -83,7 +89,7 @@ def test_single_label_export_predict_evaluate(tmp_path, classifier, cls_files):
     got = _predict(tmp_path / "onnx", dev, tmp_path / "onnx.jsonl")  # --backend auto picks onnx
     assert [r["label"] for r in got] == [r["label"] for r in ref]
     assert [r["text"] for r in got] == [r["text"] for r in ref]  # input order kept
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert a["probabilities"].keys() == b["probabilities"].keys()
         assert max(abs(a["probabilities"][k] - b["probabilities"][k]) for k in a["probabilities"]) < 1e-4
 
@@ -100,7 +106,7 @@ def test_multi_and_regression_with_long_text(tmp_path, mlm_model, problem, long_
     rng = random.Random(1)
     labels = ([",".join(sorted(rng.sample(["l0", "l1", "l2"], rng.randint(1, 2)))) for _ in texts]
               if problem == "multi" else [f"{rng.random():.3f}" for _ in texts])
-    data = _write_csv(tmp_path / "val.csv", zip(texts, labels))
+    data = _write_csv(tmp_path / "val.csv", zip(texts, labels, strict=True))
     rep = _export(src, tmp_path / "onnx", "--validation", data)
     v = rep["validation"]
     key = v["metric"]
@@ -109,7 +115,7 @@ def test_multi_and_regression_with_long_text(tmp_path, mlm_model, problem, long_
         assert v["onnx_fp32_agreement"]["label_set_agreement"] == 1.0
     ref = _predict(src, data, tmp_path / "t.jsonl", "--backend", "torch")
     got = _predict(tmp_path / "onnx", data, tmp_path / "o.jsonl", "--backend", "onnx")
-    for a, b in zip(got, ref):
+    for a, b in zip(got, ref, strict=True):
         assert a["label"] == b["label"] and a["score"] == pytest.approx(b["score"], abs=1e-4)
         if problem == "multi":
             assert a["labels"] == b["labels"]
@@ -153,9 +159,9 @@ def test_question_answering_export(tmp_path, mlm_model):
               return_tensors="pt")
     with torch.no_grad():
         ref = BertForQuestionAnswering.from_pretrained(str(src)).eval()(**enc)
-    got = OnnxModel(tmp_path / "onnx", threads=1)(**enc)
-    assert torch.allclose(got.start_logits, ref.start_logits, atol=1e-4)
-    assert torch.allclose(got.end_logits, ref.end_logits, atol=1e-4)
+    got = OnnxModel(tmp_path / "onnx", threads=1)({k: v.numpy() for k, v in enc.items()})
+    assert np.allclose(got["start_logits"], ref.start_logits.numpy(), atol=1e-4)
+    assert np.allclose(got["end_logits"], ref.end_logits.numpy(), atol=1e-4)
 
 
 def test_int8_smaller_and_refused_when_the_drop_is_too_large(tmp_path, classifier, cls_files, capsys):
@@ -176,6 +182,30 @@ def test_int8_smaller_and_refused_when_the_drop_is_too_large(tmp_path, classifie
     assert len(err) == 1 and "refused" in err[0] and "--max-drop" in err[0]
     assert not (tmp_path / "refused").exists()
     assert not list(tmp_path.glob(".refused.tmp-*"))
+
+
+def test_sigterm_during_export_leaves_nothing_says_so_exits_143(tmp_path, classifier, cls_files):
+    """A scheduler's SIGTERM mid-export: the staging dir is removed, one line says what happened, exit 143 (as
+    the training commands); a later export removes what a SIGKILLed one left (its pid is dead)."""
+    _, dev = cls_files
+    out = tmp_path / "onnx"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "bertkit", "export", "--model", str(classifier), "--output",
+                             str(out), "--validation", str(dev), "--quiet"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    while not list(tmp_path.glob(".onnx.tmp-export-*")):  # writing has started
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == [f"bertkit export: interrupted (SIGTERM); nothing was written to {out}"]
+    assert list(tmp_path.iterdir()) == []
+
+    killed = tmp_path / f".onnx.tmp-export-{dead_pid()}"  # what a SIGKILLed export leaves
+    (killed / "work").mkdir(parents=True)
+    _export(classifier, out)  # asserts no .onnx.tmp-* left
+    assert not killed.exists()
 
 
 def test_missing_extra_is_one_line(tmp_path, classifier, capsys, monkeypatch):

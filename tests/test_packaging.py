@@ -1,5 +1,5 @@
-"""The package as users install it: a wheel, without the source tree, lists and runs the shipped
-recipes and metric modules."""
+"""The package as users install it: a wheel, without the source tree, holds every module, lists and runs
+the shipped recipes (the top-level recipes/, shipped as bertkit/recipes/) and has the metric modules."""
 
 from __future__ import annotations
 
@@ -31,6 +31,13 @@ def test_wheel_ships_recipes_and_runs_one_by_name(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "tokenize-enwiki" in listed.stdout and "finetune-sst2-minilm" in listed.stdout
     assert (site / "bertkit" / "metric_modules" / "accuracy" / "accuracy.py").is_file()
+    # pyproject.toml names the packages (for the recipes/ mapping): a new subpackage left off would be missing
+    source = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bertkit").rglob("*.py")}
+    assert source <= {p.relative_to(site).as_posix() for p in (site / "bertkit").rglob("*.py")}
+    def yaml_files(top):
+        return {p.relative_to(top).as_posix() for p in top.rglob("*.yaml")}
+
+    assert yaml_files(ROOT / "recipes") == yaml_files(site / "bertkit" / "recipes")
     corpus = write_corpus(tmp_path / "corpus.txt", docs=20)
     ran = bertkit("tokenize", corpus, "--config", "tokenize-enwiki", "--output", tmp_path / "tok", "--set",
                   "data.num_proc=1", "--quiet")

@@ -113,7 +113,7 @@ def test_every_window_is_a_training_example_answer_outside_is_cls(tok):
     ds = qa.encode_train(data, tok, max_seq_length=32, doc_stride=8, max_question_length=8)
     assert len(ds) > 3
     assert all(len(ids) <= 32 for ids in ds["input_ids"])
-    pos = list(zip(ds["start_positions"], ds["end_positions"]))
+    pos = list(zip(ds["start_positions"], ds["end_positions"], strict=True))
     inside = [i for i, (s, e) in enumerate(pos) if s != 0]
     assert inside and inside[-1] == len(ds) - 1  # the answer is in the last window(s) only
     assert all(pos[i] == (0, 0) for i in range(len(ds)) if i not in inside)
@@ -122,7 +122,7 @@ def test_every_window_is_a_training_example_answer_outside_is_cls(tok):
         assert tok.decode(ds["input_ids"][i][s:e + 1]) == "tom"
     # the windows cover the whole context: every context token is in some window
     win = qa.encode_windows(tok, ["who is it?"], [ctx], 32, 8, 8)
-    covered = {o for offs in win.offsets for o in offs if o is not None}
+    covered = {o for offs in win.meta["offsets"] for o in offs if o is not None}
     all_offsets = {tuple(o) for o in tok(ctx, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]}
     assert covered == all_offsets
     # a long question is cut to --max-question-length tokens
@@ -140,16 +140,16 @@ def test_unanswerable_question_trains_on_cls(tok):
 # Post-processing
 # ------------------------------------------------------------------------------------------
 
-def _logits_for(win: qa.Windows, wanted: list[str], contexts: list[str], peak: float = 10.0):
+def _logits_for(win, wanted: list[str], contexts: list[str], peak: float = 10.0):
     """Start/end logits peaking on the tokens of ``wanted[q]`` in every window that holds it."""
     starts, ends = [], []
     for w in range(len(win)):
-        q = int(win.example_index[w])
-        L = len(win.offsets[w])
+        q = int(win.row[w])
+        L = len(win.meta["offsets"][w])
         s, e = np.zeros(L), np.zeros(L)
         a = contexts[q].find(wanted[q])
         b = a + len(wanted[q])
-        for t, o in enumerate(win.offsets[w]):
+        for t, o in enumerate(win.meta["offsets"][w]):
             if o is not None and o[0] == a:
                 s[t] = peak
             if o is not None and o[1] == b:
@@ -169,7 +169,7 @@ def test_postprocess_combines_windows_and_maps_characters(tok):
     assert len(win) > 6
     s, e = _logits_for(win, wanted, contexts)
     res = qa.postprocess(s, e, win, contexts, n_best=5, max_answer_length=10, top_k=3)
-    for r, c, w in zip(res, contexts, wanted):
+    for r, c, w in zip(res, contexts, wanted, strict=True):
         assert r["answer"] == w and c[r["start"]:r["end"]] == w
         assert 0 < r["score"] <= 1 and len(r["alternatives"]) == 3
     assert res[0]["start"] == start and res[1]["start"] == zh.index("北京")
@@ -196,9 +196,23 @@ def test_null_threshold_and_tuning(tok):
     assert t < 1.0 and f1 == 100.0
 
 
-def test_answer_questions_in_input_order_with_any_model_fn(tok):
-    """A fake model (numpy only) that points at a given token: the inference loop batches sorted
-    windows, calls model_fn, and returns answers per question in input order."""
+def answer(model_fn, tok, questions, contexts, *, max_seq_length=32, doc_stride=8, max_question_length=8,
+           batch_size=32, top_k=1) -> list[dict]:
+    """The question-answering task's records (what predict writes) for a model function."""
+    from types import SimpleNamespace
+
+    from bertkit.tasks import predict_records
+    from bertkit.tasks.question_answering import QuestionAnsweringTask
+
+    config = SimpleNamespace(bertkit_doc_stride=doc_stride, bertkit_max_question_length=max_question_length)
+    task = QuestionAnsweringTask(config, tok, max_seq_length)
+    rows = [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
+    return list(predict_records(task, model_fn, rows, batch_size, SimpleNamespace(top_k=top_k)))
+
+
+def test_answers_in_input_order_with_any_model_fn(tok):
+    """A fake model (numpy only) that points at a given token: the shared loop batches sorted windows,
+    calls model_fn, and the task returns answers per question in input order."""
     target = {tok.convert_tokens_to_ids("berlin"), tok.convert_tokens_to_ids("北")}
     calls = []
 
@@ -207,39 +221,15 @@ def test_answer_questions_in_input_order_with_any_model_fn(tok):
         assert set(batch) >= {"input_ids", "attention_mask"} and ids.dtype == np.int64
         calls.append(ids.shape)
         hit = np.isin(ids, list(target)).astype(np.float32) * 8.0
-        return hit, hit
+        return {"start_logits": hit, "end_logits": hit}
 
     ctx, _ = long_context(6)
     contexts = [CTX, ctx, "北京是中国的首都。", CTX]
-    res = qa.answer_questions(model_fn, tok, ["where?"] * 4, contexts, max_seq_length=32, doc_stride=8,
-                              max_question_length=8, batch_size=3, top_k=2)
+    res = answer(model_fn, tok, ["where?"] * 4, contexts, batch_size=3, top_k=2)
     assert [r["answer"] for r in res] == ["Berlin", "berlin", "北", "Berlin"]
-    assert all(c[r["start"]:r["end"]] == r["answer"] for r, c in zip(res, contexts))
+    assert all(c[r["start"]:r["end"]] == r["answer"] for r, c in zip(res, contexts, strict=True))
     assert len(calls) > 1 and all(n <= 3 for n, _ in calls)
     assert len(res[0]["alternatives"]) == 2
-
-
-def test_onnx_session_plugs_in(tok):
-    """An onnxruntime-like session (inputs it declares, outputs by name) answers through onnx_model_fn."""
-    from types import SimpleNamespace
-
-    target = tok.convert_tokens_to_ids("berlin")
-
-    class Session:
-        def get_inputs(self):
-            return [SimpleNamespace(name="input_ids"), SimpleNamespace(name="attention_mask")]
-
-        def get_outputs(self):
-            return [SimpleNamespace(name="end_logits"), SimpleNamespace(name="start_logits")]
-
-        def run(self, names, feed):
-            assert set(feed) == {"input_ids", "attention_mask"} and names == ["start_logits", "end_logits"]
-            hit = (feed["input_ids"] == target).astype(np.float32) * 8
-            return [hit, hit]
-
-    res = qa.answer_questions(qa.onnx_model_fn(Session()), tok, ["where?"], [CTX], max_seq_length=32, doc_stride=8,
-                              max_question_length=8)
-    assert res[0]["answer"] == "Berlin"
 
 
 # ------------------------------------------------------------------------------------------
@@ -315,9 +305,10 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
     model = AutoModelForQuestionAnswering.from_pretrained(str(out)).eval()
-    res = qa.answer_questions(qa.torch_model_fn(model), AutoTokenizer.from_pretrained(str(out)),
-                              ["what is the capital of france ?"], ["paris is the capital of france ."],
-                              max_seq_length=32, doc_stride=8, max_question_length=12)
+    from bertkit.tasks import torch_model_fn
+
+    res = answer(torch_model_fn(model), AutoTokenizer.from_pretrained(str(out)), ["what is the capital of france ?"],
+                 ["paris is the capital of france ."], max_question_length=12)
     assert res[0]["answer"] and 0 < res[0]["score"] <= 1
 
     # predict: a .jsonl of question/context rows, and stdin question<TAB>context; input order kept
@@ -325,10 +316,11 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
             {"question": "what is the capital of italy ?", "context": "rome is the capital of italy ."}]
     inp = tmp_path / "q.jsonl"
     inp.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2, "--quiet") == 0
+    assert cli("predict", "--model", out, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 2,
+               "--quiet") == 0
     preds = read_jsonl(tmp_path / "p.jsonl")
     assert [p["question"] for p in preds] == [r["question"] for r in rows]
-    for p, r in zip(preds, rows):
+    for p, r in zip(preds, rows, strict=True):
         assert {"answer", "score", "start", "end", "alternatives"} <= set(p) and len(p["alternatives"]) == 2
         assert p["answer"] == "" or r["context"][p["start"]:p["end"]] == p["answer"]
     import io

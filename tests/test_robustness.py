@@ -48,9 +48,10 @@ def test_torchrun_two_processes_cpu(tmp_path, tokenized, cls_files, mlm_model):
     train, dev = cls_files
     out = tmp_path / "cls"
     accel = [str(TORCHRUN.parent / "accelerate"), "launch", "--config_file",
-             str(ROOT / "bertkit" / "recipes" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", "29534", "-m", "bertkit"]
-    p = subprocess.run([*accel, "finetune-cls", "--model", str(mlm_model), "--train", str(train), "--validation", str(dev),
-                        "--output", str(out), "--epochs", "1", "--batch-size", "8", "--max-seq-length", "32"],
+             str(ROOT / "recipes" / "accelerate" / "cpu-2proc.yaml"), "--main_process_port", "29534", "-m", "bertkit"]
+    p = subprocess.run([*accel, "finetune-cls", "--model", str(mlm_model), "--train", str(train),
+                        "--validation", str(dev), "--output", str(out), "--epochs", "1", "--batch-size", "8",
+                        "--max-seq-length", "32"],
                        capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())

@@ -1,14 +1,11 @@
-"""Sparse MLM head, MLM collator and block packing: fast CPU checks on tiny configs."""
+"""Sparse MLM head and MLM collator: fast CPU checks on tiny configs."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-
-from bertkit.data import DOC_START
 
 SENTENCES = [
     "the quick brown fox jumps over the lazy dog",
@@ -244,143 +241,3 @@ def test_collator_whole_word_mask_keeps_words_together(tok):
     assert n_cont > 50  # the tiny vocabulary splits words into ## pieces
     # some words are masked, some are not
     assert 0 < selected.sum() < (batch["attention_mask"] == 1).sum()
-
-
-# --------------------------------------------------------------------------------------------
-# pack_blocks / tokenize_text_column
-# --------------------------------------------------------------------------------------------
-
-CLS, SEP = 2, 3
-
-
-def rows_dataset(rows, starts=None):
-    import datasets
-
-    data = {"input_ids": rows}
-    if starts is not None:
-        data[DOC_START] = starts
-    return datasets.Dataset.from_dict(data)
-
-
-def blocks_of(packed) -> list[list[int]]:
-    return [list(x) for x in packed["input_ids"]]
-
-
-def check_framed(blocks, block_size):
-    for b in blocks:
-        assert b[0] == CLS and b[-1] == SEP
-        assert 3 <= len(b) <= block_size
-
-
-def test_pack_docs_keeps_tail_and_joins_documents_with_sep():
-    from bertkit.tokenization import pack_blocks
-
-    rows = [[10, 11, 12], [13, 14], [15, 16, 17, 18], [19]]
-    starts = [True, False, True, True]
-    packed, stats = pack_blocks(rows_dataset(rows, starts), 32, CLS, SEP)
-    blocks = blocks_of(packed)
-    assert blocks == [[CLS, 10, 11, 12, 13, 14, SEP, 15, 16, 17, 18, SEP, 19, SEP]]
-    assert stats["tokens"] == 10 and stats["blocks"] == 1 and stats["examples"] == 4
-
-
-def test_pack_docs_no_token_lost_across_blocks_and_chunks():
-    import datasets
-
-    from bertkit.tokenization import pack_blocks
-
-    rng = np.random.default_rng(0)
-    rows, starts = [], []
-    for i in range(300):
-        rows.append((rng.integers(10, 90, size=int(rng.integers(0, 60)))).tolist())
-        starts.append(bool(i % 3 == 0))
-    # several Arrow record batches: the remainder must carry over from one to the next
-    parts = [rows_dataset(rows[s: s + 70], starts[s: s + 70]) for s in range(0, 300, 70)]
-    ds = datasets.concatenate_datasets(parts)
-    assert len(ds.data.table.column("input_ids").chunks) > 1
-    block = 32
-    packed, stats = pack_blocks(ds, block, CLS, SEP)
-    blocks = blocks_of(packed)
-    check_framed(blocks, block)
-    assert all(len(b) == block for b in blocks[:-1])
-    assert len(blocks[-1]) <= block
-    expected = []
-    for i, (r, s) in enumerate(zip(rows, starts)):
-        if s and i > 0:
-            expected.append(SEP)
-        expected.extend(r)
-    stream = [t for b in blocks for t in b[1:-1]]
-    assert stream == expected
-    n_content = sum(len(r) for r in rows)
-    assert sum(1 for b in blocks for t in b if t not in (CLS, SEP)) == n_content
-    assert stats["tokens"] == n_content and stats["blocks"] == len(blocks)
-    assert stats["block_tokens"] == sum(map(len, blocks))
-
-
-def test_pack_without_doc_start_treats_rows_as_documents():
-    from bertkit.tokenization import pack_blocks
-
-    packed, _ = pack_blocks(rows_dataset([[10, 11], [12], [13, 14]]), 16, CLS, SEP)
-    assert blocks_of(packed) == [[CLS, 10, 11, SEP, 12, SEP, 13, 14, SEP]]
-
-
-def test_pack_lines_one_example_per_line_and_splits_long_lines():
-    from bertkit.tokenization import pack_blocks
-
-    long = list(range(20, 90))  # 70 tokens, block body 30
-    rows = [[10, 11, 12], [], long, [13]]
-    packed, stats = pack_blocks(rows_dataset(rows, [True, False, True, False]), 32, CLS, SEP, mode="lines")
-    blocks = blocks_of(packed)
-    check_framed(blocks, 32)
-    assert blocks == [[CLS, 10, 11, 12, SEP],
-                      [CLS, *long[:30], SEP], [CLS, *long[30:60], SEP], [CLS, *long[60:], SEP],
-                      [CLS, 13, SEP]]
-    assert stats["tokens"] == 74
-
-
-def test_pack_empty_input_is_an_error():
-    from bertkit.errors import DataError
-    from bertkit.tokenization import pack_blocks
-
-    with pytest.raises(DataError):
-        pack_blocks(rows_dataset([[], []], [True, True]), 32, CLS, SEP, mode="lines")
-
-
-@pytest.mark.parametrize("num_proc", [1, 2])
-def test_tokenize_and_pack_tiny_corpus(tok, num_proc):
-    import datasets
-
-    from bertkit.tokenization import pack_blocks, tokenize_text_column
-
-    texts = SENTENCES * 3
-    ds = datasets.Dataset.from_dict({"text": texts, DOC_START: [i % 2 == 0 for i in range(len(texts))]})
-    tokenized = tokenize_text_column(ds, tok, ["text"], num_proc)
-    assert set(tokenized.column_names) == {DOC_START, "input_ids"}
-    assert tokenized[DOC_START] == ds[DOC_START]
-    expected = tok(texts, add_special_tokens=False)["input_ids"]
-    assert [list(x) for x in tokenized["input_ids"]] == expected
-    packed, stats = pack_blocks(tokenized, 64, tok.cls_token_id, tok.sep_token_id)
-    blocks = blocks_of(packed)
-    assert len(blocks) >= 1 and len(blocks[-1]) < 64
-    for b in blocks:
-        assert b[0] == tok.cls_token_id and b[-1] == tok.sep_token_id
-    n_content = sum(map(len, expected))
-    specials = {tok.cls_token_id, tok.sep_token_id}
-    assert sum(1 for b in blocks for t in b if t not in specials) == n_content
-    assert stats["tokens"] == n_content
-
-
-def test_pack_blocks_empty_rows_do_not_double_sep():
-    import datasets
-
-    from bertkit.errors import DataError
-    from bertkit.tokenization import pack_blocks
-
-    ds = datasets.Dataset.from_dict({"input_ids": [[5, 6], [], [7], [], [], [8, 9], []],
-                                     "_doc_start": [True, False, True, True, False, True, True]})
-    packed, stats = pack_blocks(ds, 16, 2, 3)
-    assert packed["input_ids"] == [[2, 5, 6, 3, 7, 3, 8, 9, 3]]
-    assert stats["documents"] == 5 and stats["tokens"] == 5
-    lead = datasets.Dataset.from_dict({"input_ids": [[], [5], [6]], "_doc_start": [True, True, False]})
-    assert pack_blocks(lead, 16, 2, 3)[0]["input_ids"] == [[2, 5, 6, 3]]
-    with pytest.raises(DataError):
-        pack_blocks(datasets.Dataset.from_dict({"input_ids": [[], []], "_doc_start": [True, True]}), 16, 2, 3)

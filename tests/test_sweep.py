@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -20,8 +22,10 @@ from conftest import ROOT, cli
 optuna = pytest.importorskip("optuna")
 
 from bertkit.errors import UsageError  # noqa: E402
-from bertkit.sweep import PruningCallback, direction, parse_param, search_space  # noqa: E402
-from bertkit.sweep_schema import SweepFinetuneConfig  # noqa: E402
+from bertkit.sweep.pruning import PruningCallback, make_pruner  # noqa: E402
+from bertkit.sweep.schema import SweepFinetuneConfig  # noqa: E402
+from bertkit.sweep.space import parse_param, search_space  # noqa: E402
+from bertkit.sweep.study import direction  # noqa: E402
 
 
 def _fixed(model, train, dev, out, *extra):
@@ -136,7 +140,8 @@ def test_no_pruning_while_the_learning_rate_warms_up(tmp_path):
 
 
 def test_results_count_the_steps_pruning_saved(tmp_path):
-    from bertkit.sweep import Param, steps_line, write_results
+    from bertkit.sweep.results import steps_line, write_results
+    from bertkit.sweep.space import Param
 
     study = optuna.create_study(direction="maximize")
     for value, steps, planned in [(0.8, 10, None), (None, 4, 10), (0.9, 10, None)]:
@@ -168,9 +173,7 @@ def _replay(study, curve):
 
 @pytest.mark.parametrize("kind", ["halving", "hyperband"])
 def test_halving_and_hyperband_rungs_start_at_the_first_evaluation(kind):
-    from bertkit.commands.sweep import pruner_for
-
-    study = optuna.create_study(direction="maximize", pruner=pruner_for(optuna, kind))
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(kind))
     good = [(504, 0.80), (1008, 0.84), (1512, 0.85)]
     assert _replay(study, good) is None
     if kind == "halving":
@@ -185,10 +188,8 @@ def test_halving_and_hyperband_rungs_start_at_the_first_evaluation(kind):
 
 
 def test_unknown_pruner_is_a_usage_error():
-    from bertkit.commands.sweep import pruner_for
-
     with pytest.raises(UsageError, match="use one of median, halving, hyperband, none"):
-        pruner_for(optuna, "medain")
+        make_pruner("medain")
 
 
 def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_files, tmp_path):
@@ -198,6 +199,55 @@ def test_without_optuna_one_line_exit_2(monkeypatch, capsys, mlm_model, cls_file
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["bertkit: error: bertkit sweep needs Optuna, which is not installed: "
                                  "pip install 'bertkit[sweep]'"]
+
+
+def test_only_a_sweep_imports_optuna():
+    """The CLI imports the sweep schemas at start-up, for every command: Optuna (an extra) is imported only by
+    the sweep's own modules."""
+    def imports_optuna(modules: str) -> bool:
+        code = f"import sys, {modules}; print('optuna' in sys.modules)"
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)), check=True)
+        return proc.stdout.strip() == "True"
+
+    assert not imports_optuna("bertkit.cli, bertkit.sweep.schema, bertkit.commands.finetune_cls, "
+                              "bertkit.commands.export")
+    assert imports_optuna("bertkit.commands.sweep")
+
+
+def _suggested_commands(err: str) -> list[str]:
+    return re.findall(r"`(bertkit [^`]+)`", err)
+
+
+def test_resume_refusals_suggest_only_commands_that_run(tmp_path, capsys, monkeypatch):
+    """--resume on another command's output is refused, and every command the error names parses and
+    resolves to a config (the commands' work stubbed): no suggestion that would itself exit 2."""
+    from bertkit.config import resolve, save_config
+    from bertkit.schemas import FinetuneConfig
+
+    cls_run = tmp_path / "cls"
+    cls_run.mkdir()
+    save_config(resolve(FinetuneConfig), cls_run, "finetune-cls")  # what a finetune-cls run leaves
+    qa_sweep = tmp_path / "qa"
+    qa_sweep.mkdir()
+    (qa_sweep / "bertkit_config.yaml").write_text("command: sweep finetune-qa\n", encoding="utf-8")
+    errors = []
+    for out in (cls_run, qa_sweep):
+        assert cli("sweep", "finetune-cls", "--output", out, "--resume") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        errors.append(err[0])
+    assert "holds a finetune-cls run, not a sweep" in errors[0] and "bertkit finetune-cls" not in errors[0]
+    assert f"resume it with `bertkit sweep finetune-qa --output {qa_sweep} --resume`" in errors[1]
+
+    import importlib
+
+    for module in ("sweep", "finetune_cls", "finetune_qa"):
+        monkeypatch.setattr(importlib.import_module(f"bertkit.commands.{module}"), "run", lambda cfg: None)
+    suggested = [c for e in errors for c in _suggested_commands(e)]
+    assert suggested
+    for command in suggested:
+        assert cli(*shlex.split(command)[1:]) == 0, (command, capsys.readouterr().err)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Streaming tokenization (issue #17): chunked reading/encoding/packing gives exactly the blocks of one
-pass over the whole corpus, whatever the chunk size and --num-proc; nothing half-written is left."""
+"""Streaming tokenization (what `bertkit tokenize` runs): packing loses no token, and chunked
+reading/encoding/packing gives exactly the blocks of one pass over the whole corpus, whatever the chunk
+size and --num-proc; nothing half-written is left."""
 
 from __future__ import annotations
 
@@ -65,25 +66,99 @@ def test_packer_across_chunk_boundaries_equals_one_chunk(mode, seed):
     assert one.stats()["tokens"] == len(values) and one.stats()["block_tokens"] == len(ref_flat)
 
 
+def _pack(rows, starts=None, block=32, mode="docs", cut=None):
+    """Rows of token ids through a Packer, ``cut`` rows a feed: the blocks as lists, and the counts."""
+    from bertkit.streaming import Packer
+
+    packer = Packer(block, CLS, SEP, mode)
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    values = np.array([t for r in rows for t in r], dtype=np.int32)
+    flat, lens = _feed(packer, lengths, values, None if starts is None else np.array(starts), cut or len(rows))
+    ends = np.cumsum(lens)
+    return [flat[e - n:e].tolist() for e, n in zip(ends, lens, strict=True)], packer.stats()
+
+
+def test_pack_docs_keeps_tail_and_joins_documents_with_sep():
+    blocks, stats = _pack([[10, 11, 12], [13, 14], [15, 16, 17, 18], [19]], [True, False, True, True])
+    assert blocks == [[CLS, 10, 11, 12, 13, 14, SEP, 15, 16, 17, 18, SEP, 19, SEP]]
+    assert stats["tokens"] == 10 and stats["blocks"] == 1 and stats["examples"] == 4
+
+
+def test_pack_docs_full_blocks_lose_no_token():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(10, 90, size=int(rng.integers(0, 60))).tolist() for _ in range(300)]
+    starts = [i % 3 == 0 for i in range(300)]
+    blocks, stats = _pack(rows, starts, cut=70)
+    assert all(b[0] == CLS and b[-1] == SEP for b in blocks)
+    assert all(len(b) == 32 for b in blocks[:-1]) and 3 <= len(blocks[-1]) <= 32
+    expected = []
+    for i, (r, s) in enumerate(zip(rows, starts, strict=True)):
+        expected += [SEP] * (s and i > 0) + r
+    assert [t for b in blocks for t in b[1:-1]] == expected
+    assert stats["tokens"] == sum(map(len, rows)) and stats["blocks"] == len(blocks)
+    assert stats["block_tokens"] == sum(map(len, blocks))
+
+
+def test_pack_without_doc_start_treats_rows_as_documents():
+    assert _pack([[10, 11], [12], [13, 14]], block=16)[0] == [[CLS, 10, 11, SEP, 12, SEP, 13, 14, SEP]]
+
+
+def test_pack_lines_one_example_per_line_and_splits_long_lines():
+    long = list(range(20, 90))  # 70 tokens, block body 30
+    blocks, stats = _pack([[10, 11, 12], [], long, [13]], [True, False, True, False], mode="lines")
+    assert blocks == [[CLS, 10, 11, 12, SEP],
+                      [CLS, *long[:30], SEP], [CLS, *long[30:60], SEP], [CLS, *long[60:], SEP],
+                      [CLS, 13, SEP]]
+    assert stats["tokens"] == 74
+
+
+def test_pack_empty_rows_do_not_double_sep_and_no_tokens_is_an_error():
+    from bertkit.errors import DataError
+
+    blocks, stats = _pack([[5, 6], [], [7], [], [], [8, 9], []], [True, False, True, True, False, True, True],
+                          block=16)
+    assert blocks == [[CLS, 5, 6, SEP, 7, SEP, 8, 9, SEP]]
+    assert stats["documents"] == 5 and stats["tokens"] == 5
+    assert _pack([[], [5], [6]], [True, True, False], block=16)[0] == [[CLS, 5, 6, SEP]]
+    for mode in ("docs", "lines"):
+        with pytest.raises(DataError):
+            _pack([[], []], [True, True], mode=mode)
+
+
 def _reference(paths, tok, block, mode="docs"):
-    """The one-pass path (read everything, encode, pack): what `bertkit tokenize` did before #17."""
-    from bertkit.data import load_inputs
-    from bertkit.tokenization import pack_blocks, tokenize_text_column
+    """One plain pass (read every row, encode them all, pack in Python): the blocks and counts the
+    streamed chunks must reproduce."""
+    from bertkit.data import DOC_START, load_inputs
 
     ds, _ = load_inputs([str(p) for p in paths], "INPUT", {"--text-column": "text"}, text_mode=mode)
-    tokenized = tokenize_text_column(ds, tok, ["text"], 1)
-    packed, stats = pack_blocks(tokenized, block, tok.cls_token_id, tok.sep_token_id, mode=mode)
-    return [list(x) for x in packed["input_ids"]], stats
+    rows = tok(list(ds["text"]), add_special_tokens=False)["input_ids"]
+    starts = list(ds[DOC_START]) if mode == "docs" and DOC_START in ds.column_names else [True] * len(rows)
+    body = block - 2
+    if mode == "lines":
+        pieces = [r[i:i + body] for r in rows for i in range(0, len(r), body)]
+    else:  # one token stream, [SEP] between documents (a start on an empty row moves to the next row)
+        stream, pending, seen = [], False, False
+        for r, start in zip(rows, starts, strict=True):
+            pending = pending or start
+            if r:
+                stream += [tok.sep_token_id] * (pending and seen) + r
+                pending, seen = False, True
+        pieces = [stream[i:i + body] for i in range(0, len(stream), body)]
+    blocks = [[tok.cls_token_id, *p, tok.sep_token_id] for p in pieces]
+    n_tokens = sum(map(len, blocks))
+    return blocks, {"examples": len(rows), "documents": sum(starts), "tokens": sum(map(len, rows)),
+                    "blocks": len(blocks), "block_tokens": n_tokens,
+                    "packing_efficiency": round(n_tokens / (len(blocks) * block), 4)}
 
 
 def _stream(paths, tok, block, tmp: Path, mode="docs", num_proc=1, chunk_bytes=4 << 20):
     import datasets
 
     from bertkit.streaming import Packer, ShardWriter, tokenize_corpus
-    from bertkit.tokenization import _row_batches
+    from bertkit.tokenization import row_batches
 
     def read_table(p):
-        return _row_batches(p, flag="INPUT", columns={"--text-column": "text"}, text_mode=mode, text_cols=["text"])
+        return row_batches(p, flag="INPUT", columns={"--text-column": "text"}, text_mode=mode, text_cols=["text"])
 
     packer = Packer(block, tok.cls_token_id, tok.sep_token_id, mode)
     out = tmp / f"ds-{mode}-{num_proc}-{chunk_bytes}"
@@ -179,11 +254,11 @@ def test_tokenize_cli_error_midway_leaves_nothing(tok, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-def test_training_texts_stream_every_line(tmp_path):
-    from bertkit.tokenization import _training_texts
+def test_wordpiece_texts_stream_every_line(tmp_path):
+    from bertkit.tokenization import wordpiece_texts
 
     paths = _awkward_corpus(tmp_path)[:2]
-    streamed = [t for batch in _training_texts(paths, None) for t in batch]
+    streamed = [t for batch in wordpiece_texts(paths, None) for t in batch]
     from bertkit.data import load_inputs
 
     ds, _ = load_inputs([str(p) for p in paths], "INPUT", {"--text-column": "text"}, text_mode="lines")

@@ -2,14 +2,14 @@
 run, checked against the torch model.  The stages live in :mod:`bertkit.onnx_export`.
 
 Stages: check the inputs -> trace to ONNX -> optimise for CPU -> compare with torch on sample inputs ->
-(--validation) score both -> (--quantize int8) quantize, choose, refuse when the metric drops ->
-write everything into a temp dir and move it into place.
+(--validation) score both with the task kind's scoring (what `bertkit evaluate` runs) -> (--quantize int8)
+quantize, choose, refuse when the metric drops -> write everything into a staging dir and swap it into place
+(outputs.StagedDir; SIGTERM or Ctrl-C leaves nothing, says so in one line and exits 143 / 130).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 import time
@@ -20,6 +20,7 @@ from typing import Any
 from .. import __version__
 from ..errors import UsageError
 from ..log import get_logger, quiet
+from ..outputs import StagedDir, exit_on_signal
 from ..schemas import ExportConfig
 from ..summary import print_summary
 
@@ -33,21 +34,26 @@ def _say(msg: str) -> None:
 
 @dataclass
 class Source:
-    """The model dir to export, opened: its config, tokenizer, kind and inference length."""
+    """The model dir to export, opened: its config, tokenizer, task kind and inference length."""
 
     path: Path
     out: Path
     config: Any
     tokenizer: Any
-    kind: str
+    task: Any  # a bertkit.tasks.Task
     max_len: int
+
+    @property
+    def kind(self) -> str:
+        return self.task.name
 
 
 def open_source(cfg: ExportConfig) -> Source:
+    from .. import tasks
     from ..inference import inference_length
     from ..loading import open_checkpoint
     from ..modeling import check_compatible
-    from ..onnx_export import detect_kind, require_extra
+    from ..onnx_export import require_extra
 
     require_extra()
     cfg.validate()
@@ -61,7 +67,7 @@ def open_source(cfg: ExportConfig) -> Source:
         raise UsageError(f"--output {cfg.output}: not empty; pass --overwrite to replace it or choose another dir")
     max_len = inference_length(config, cfg.max_seq_length)
     check_compatible(config, tok, max_len, "--model")
-    return Source(mdir, out, config, tok, detect_kind(config), max_len)
+    return Source(mdir, out, config, tok, tasks.detect(config)(config, tok, max_len, mdir), max_len)
 
 
 def run(cfg: ExportConfig) -> dict:
@@ -69,30 +75,29 @@ def run(cfg: ExportConfig) -> dict:
 
     t_start = time.time()
     src = open_source(cfg)
-    validator = ox.Validator(cfg, src.path, src.config, src.tokenizer, src.kind, src.max_len) if cfg.validation \
-        else None  # bad data: fail before the export
+    # bad data fails before the export
+    validation = src.task.read_labelled(cfg.validation, cfg, "--validation") if cfg.validation else None
+    scorer = (lambda model_fn: src.task.score(model_fn, validation, cfg)) if validation is not None else None
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     src.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = src.out.parent / f".{src.out.name}.tmp-export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "work").mkdir(parents=True)
     report: dict = {"bertkit_version": __version__, "kind": src.kind, "source_model": str(src.path), "opset": ox.OPSET,
                     "exporter": "torch.onnx.export (TorchScript tracer), eager attention", "quantize": cfg.quantize}
-    try:
-        model, fp32 = export_fp32(src, tmp / "work", report)
+    with exit_on_signal(lambda sig: f"bertkit export: interrupted ({sig}); nothing was written to {src.out}"), \
+            StagedDir(src.out, "export") as tmp:
+        (tmp / "work").mkdir(parents=True)
+        torch_fn, fp32 = export_fp32(src, tmp / "work", report)
         onnx_fp32 = ox.OnnxModel(fp32, threads=cfg.threads)
-        batches = compare_on_samples(src, model, onnx_fp32, validator, report)
-        ref_val = validate_both(cfg, model, onnx_fp32, validator, report)
-        final = quantize_int8(cfg, src, fp32, tmp / "work", onnx_fp32, batches, validator, ref_val, report) \
+        windows = compare_on_samples(src, torch_fn, onnx_fp32, report)
+        ref_val = validate_both(cfg, torch_fn, onnx_fp32, src.task, scorer, report)
+        if validation is not None:
+            report["validation"]["examples"] = len(validation)
+        final = quantize_int8(cfg, src, fp32, tmp / "work", onnx_fp32, windows, scorer, ref_val, report) \
             if cfg.quantize == "int8" else fp32
         del onnx_fp32
         write_export(src, final, tmp, report, t_start)
-        _move_into_place(tmp, src.out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print_summary("export", summary_rows(src, report))
     return report
 
@@ -102,58 +107,60 @@ def run(cfg: ExportConfig) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 def export_fp32(src: Source, work: Path, report: dict):
-    """Trace the torch model to ONNX and optimise the graph for CPU; returns (torch model, fp32 path)."""
+    """Trace the torch model to ONNX and optimise the graph for CPU; returns (the torch model as a
+    ModelFn, the fp32 path)."""
+    import torch
+
     from .. import onnx_export as ox
+    from ..tasks import torch_model_fn
 
     _say(f"export: tracing {src.kind} model {src.path} to ONNX (opset {ox.OPSET})")
-    model = ox.load_torch_model(src.path, src.kind)
+    model = ox.load_torch_model(src.task, src.path)
     raw = work / "raw.onnx"
-    report["inputs"] = ox.export_graph(model, src.tokenizer, src.kind, raw)
-    report["outputs"] = ox.OUTPUTS[src.kind]
+    report["inputs"] = ox.export_graph(model, src.tokenizer, src.task, raw)
+    report["outputs"] = list(src.task.outputs)
     fp32 = work / "fp32.onnx"
     report["fused_operators"] = ox.optimize_graph(raw, fp32, src.config)
     raw.unlink()
     report["fp32_bytes"] = fp32.stat().st_size
-    return model, fp32
+    return torch_model_fn(model, torch.device("cpu")), fp32
 
 
-def compare_on_samples(src: Source, model, onnx_fp32, validator, report: dict):
-    """Max |logit difference| against torch on sample inputs (the validation texts when given); returns
-    the sample batches (int8 candidates are compared on them too)."""
+def compare_on_samples(src: Source, torch_fn, onnx_fp32, report: dict):
+    """Max |output difference| against torch on built-in sample inputs (English and Chinese, short and
+    long); returns their windows (int8 candidates are compared on them too)."""
     from .. import onnx_export as ox
 
-    texts = (validator.texts[:64] if validator else []) or ox.SAMPLES
-    batches = ox.sample_features(src.tokenizer, texts, src.max_len, src.kind)
-    report["sample_inputs"] = {"texts": len(texts), "source": "--validation" if validator else "built-in",
-                               **ox.logit_difference(model, onnx_fp32, batches, src.kind)}
+    windows = ox.sample_windows(src.task, ox.SAMPLES)
+    report["sample_inputs"] = {"texts": len(ox.SAMPLES), "source": "built-in",
+                               **ox.output_difference(src.task, torch_fn, onnx_fp32, windows)}
     _say(f"export: fp32 {report['fp32_bytes'] / 1e6:.1f} MB, max |logit diff| vs torch "
-         f"{report['sample_inputs']['max_abs_logit_difference']:.3g} on {len(texts)} sample inputs")
-    return batches
+         f"{report['sample_inputs']['max_abs_logit_difference']:.3g} on {len(ox.SAMPLES)} sample inputs")
+    return windows
 
 
-def validate_both(cfg: ExportConfig, model, onnx_fp32, validator, report: dict):
-    """With --validation: both models' metrics and their agreement; returns the torch model's."""
-    if validator is None:
+def validate_both(cfg: ExportConfig, torch_fn, onnx_fp32, task, scorer, report: dict):
+    """With --validation: both models' metrics and their agreement; returns the torch model's score."""
+    if scorer is None:
         return None
-    ref_val = validator.run(model)
-    val = validator.run(onnx_fp32)
-    report["validation"] = {"file": cfg.validation, "examples": len(validator.texts), "metric": ref_val.key,
-                            "torch": ref_val.metrics, "onnx_fp32": val.metrics,
-                            "onnx_fp32_agreement": validator.agreement(ref_val, val)}
+    ref_val = scorer(torch_fn)
+    val = scorer(onnx_fp32)
+    report["validation"] = {"file": cfg.validation, "metric": ref_val.key, "torch": ref_val.metrics,
+                            "onnx_fp32": val.metrics, "onnx_fp32_agreement": task.agreement(ref_val, val)}
     _say(f"export: validation {ref_val.key} torch {ref_val.score:.4f}, onnx fp32 {val.score:.4f}")
     return ref_val
 
 
-def quantize_int8(cfg: ExportConfig, src: Source, fp32: Path, work: Path, onnx_fp32, batches, validator, ref_val,
+def quantize_int8(cfg: ExportConfig, src: Source, fp32: Path, work: Path, onnx_fp32, windows, scorer, ref_val,
                   report: dict) -> Path:
     """The int8 variant chosen on the validation metric (refused, DataError, when it drops more than
-    --max-drop: nothing is written)."""
+    --max-drop: nothing is written); without --validation the conservative variant, its accuracy unmeasured."""
     from .. import onnx_export as ox
 
-    if validator is None:
-        _say("export: int8 without --validation: its accuracy is not checked (only its outputs against fp32 "
-             "on sample inputs)")
-    final, qrep = ox.choose_int8(fp32, work, onnx_fp32, batches, src.kind, validator, ref_val,
+    if scorer is None:
+        _say("export: int8 without --validation: accuracy is NOT measured; keeping the conservative variant "
+             "(per-channel weights, fp32 embeddings). Pass --validation FILE to measure it and choose a smaller one")
+    final, qrep = ox.choose_int8(fp32, work, onnx_fp32, windows, src.task, scorer, ref_val,
                                  cfg.max_drop, cfg.threads, log=_say)
     qval = qrep.pop("_validation", None)
     report["int8"] = qrep
@@ -165,7 +172,7 @@ def quantize_int8(cfg: ExportConfig, src: Source, fp32: Path, work: Path, onnx_f
                                                                        "mean_abs_logit_difference")}
     if qval is not None:
         report["validation"]["onnx_int8"] = qval.metrics
-        report["validation"]["onnx_int8_agreement"] = validator.agreement(ref_val, qval)
+        report["validation"]["onnx_int8_agreement"] = src.task.agreement(ref_val, qval)
     return final
 
 
@@ -174,7 +181,7 @@ def write_export(src: Source, final: Path, tmp: Path, report: dict, t_start: flo
     export.json, into ``tmp``."""
     from .. import onnx_export as ox
 
-    os.replace(final, tmp / ox.ONNX_FILE)
+    shutil.move(final, tmp / ox.ONNX_FILE)
     shutil.rmtree(tmp / "work")
     # without the padding/truncation state the validation calls left on the backend: it would be saved in
     # tokenizer.json and apply to every plain `tokenizers` user of the dir (the lengths live in config.json)
@@ -212,13 +219,3 @@ def summary_rows(src: Source, report: dict) -> list[tuple[str, str]]:
     rows.append(("written", str(src.out)))
     return rows
 
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """The finished dir replaces ``out`` in one rename (an old ``out`` is moved aside first, then deleted)."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -99,7 +99,8 @@ def load_splits(cfg: FinetuneConfig, tok) -> ClsData:
         return encode_for_classification(ds, tok, split_columns(d.text_column), d.text_pair_column, d.max_seq_length,
                                          d.long_text, d.stride) if ds is not None else None
 
-    train_ds, val_ds, test_ds = encode(raw["train"]), by_length(encode(raw["validation"])), by_length(encode(raw["test"]))
+    train_ds = encode(raw["train"])
+    val_ds, test_ds = by_length(encode(raw["validation"])), by_length(encode(raw["test"]))
     truncated = sum(1 for x in train_ds["input_ids"] if len(x) >= d.max_seq_length)
     if truncated and d.long_text == "truncate":
         log.info(f"{truncated:,} training examples reach --max-seq-length {d.max_seq_length} and are truncated "

@@ -83,7 +83,8 @@ def null_threshold(cfg: FinetuneQAConfig, train: qa.QAData, val: qa.QAData) -> f
 def load_splits(cfg: FinetuneQAConfig, tok) -> QASplits:
     d = cfg.data
     if tok.padding_side != "right":
-        raise UsageError(f"--model {cfg.model}: the tokenizer pads on the left; bertkit's QA windows need right padding")
+        raise UsageError(f"--model {cfg.model}: the tokenizer pads on the left; "
+                         "bertkit's QA windows need right padding")
     train, val = read_splits(cfg)
     language = cfg.qa_language if cfg.qa_language != "auto" else qa.detect_language(val.contexts)
     with main_process_first():

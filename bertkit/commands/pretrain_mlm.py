@@ -74,9 +74,11 @@ def load_data(cfg: PretrainConfig, out: Path) -> MLMData:
         src = Path(inputs[0])
         manifest = read_manifest(src)
         if manifest.get("task") != "mlm":
-            raise UsageError(f"--data {src}: tokenized for --task {manifest.get('task')}; pretrain-mlm needs --task mlm")
+            raise UsageError(f"--data {src}: tokenized for --task {manifest.get('task')}; "
+                             "pretrain-mlm needs --task mlm")
         if cfg.tokenizer.path or cfg.tokenizer.train:
-            log.warning(f"--data {src} is already tokenized: its own tokenizer is used; --tokenizer/--train-tokenizer ignored")
+            log.warning(f"--data {src} is already tokenized: its own tokenizer is used; "
+                        "--tokenizer/--train-tokenizer ignored")
     else:
         tok_cfg = cfg.tokenizer
         if not tok_cfg.path and not tok_cfg.train:
@@ -133,8 +135,8 @@ def build_trainer(cfg: PretrainConfig, out: Path, model, data: MLMData, callback
 def final_metrics(trainer: MLMTrainer, data: MLMData, result, train_time: float) -> dict:
     tokens = int(trainer.state.num_input_tokens_seen or 0)
     metrics = run_metrics(trainer, result, train_time, "tokens", tokens)
-    metrics.update({"train_tokens": tokens, "parameters": count_parameters(trainer.model), "train_blocks": len(data.train),
-                    "stopped_by_time_budget": trainer.stopper.budget_hit})
+    metrics.update({"train_tokens": tokens, "parameters": count_parameters(trainer.model),
+                    "train_blocks": len(data.train), "stopped_by_time_budget": trainer.stopper.budget_hit})
     if data.eval is not None:
         last = [r for r in trainer.progress.history if "eval_loss" in r and r["step"] == trainer.state.global_step]
         ev = last[-1] if last else trainer.evaluate()

@@ -10,12 +10,13 @@ from functools import lru_cache
 from importlib import import_module
 
 from ..errors import UsageError
-from .base import ModelFn, Scored, Task, Windows, predict_records, run_windows, torch_model_fn
+from .base import (ModelFn, Scored, Task, Windows, batches, pad_batch, predict_records, run_chunks, run_windows,
+                   torch_model_fn, trim_freed_memory)
 
 MODULES = ("classification", "fill_mask", "question_answering", "token_classification")
 
-__all__ = ["ModelFn", "Scored", "Task", "Windows", "predict_records", "run_windows", "torch_model_fn", "kinds",
-           "names", "get", "detect"]
+__all__ = ["ModelFn", "Scored", "Task", "Windows", "batches", "pad_batch", "predict_records", "run_chunks",
+           "run_windows", "torch_model_fn", "trim_freed_memory", "kinds", "names", "get", "detect"]
 
 
 @lru_cache(maxsize=None)

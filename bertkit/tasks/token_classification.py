@@ -57,8 +57,8 @@ class TokenClassification(Task):
     unit = "sentences"
     description = "a tag per word (NER, POS, chunking) and the entities the tags mark"
 
-    def __init__(self, config, tokenizer, max_len: int):
-        super().__init__(config, tokenizer, max_len)
+    def __init__(self, config, tokenizer, max_len: int, path=None):
+        super().__init__(config, tokenizer, max_len, path)
         self.names = [config.id2label[i] for i in range(config.num_labels)]
         # the fine-tuned overlap, kept under half a window when inference runs shorter windows
         stride = getattr(config, "bertkit_stride", None)

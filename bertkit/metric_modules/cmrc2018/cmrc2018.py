@@ -91,7 +91,7 @@ class Cmrc2018(evaluate.Metric):
     def _compute(self, predictions, references, per_example=False):
         # the same aggregation as squad/squad.py, on purpose: evaluate loads each module as one standalone file
         ems, f1s, has = [], [], []
-        for pred, golds in zip(predictions, references):
+        for pred, golds in zip(predictions, references, strict=True):
             golds = [g for g in golds if remove_punctuation(g)] or [""]
             has.append(golds != [""])
             ems.append(max(exact(pred, g) for g in golds))

@@ -19,7 +19,8 @@ class Spearmanr(evaluate.Metric):
             description="Spearman rank correlation between predictions and references.",
             citation="",
             inputs_description="predictions, references: floats",
-            features=datasets.Features({"predictions": datasets.Value("float64"), "references": datasets.Value("float64")}),
+            features=datasets.Features({"predictions": datasets.Value("float64"),
+                                        "references": datasets.Value("float64")}),
         )
 
     def _compute(self, predictions, references):

@@ -55,7 +55,7 @@ class Squad(evaluate.Metric):
     def _compute(self, predictions, references, per_example=False):
         # the same aggregation as cmrc2018/cmrc2018.py, on purpose: evaluate loads each module as one standalone file
         ems, f1s, has = [], [], []
-        for pred, golds in zip(predictions, references):
+        for pred, golds in zip(predictions, references, strict=True):
             golds = [g for g in golds if normalize_answer(g)] or [""]
             has.append(golds != [""])
             ems.append(max(exact(pred, g) for g in golds))

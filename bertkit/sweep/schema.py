@@ -1,17 +1,22 @@
-"""The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and
-a ``sweep`` section, for each command a sweep can run (:data:`TARGETS`: finetune-cls, finetune-qa,
-finetune-ner).  Kept
-apart from :mod:`bertkit.sweep`, which imports transformers (3.5 s), because the CLI imports every schema
-at start-up."""
+"""The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and a
+``sweep`` section, and :data:`TARGETS`, the commands a sweep can run (finetune-cls, finetune-qa,
+finetune-ner) with their schemas, runners and metrics; the sweep's settings saved in its output and read back
+by ``--resume``.  The CLI imports every schema at start-up, so this module imports neither Optuna nor
+transformers."""
 
 from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, make_dataclass
+from pathlib import Path
 from typing import ClassVar, Literal, Optional
 
-from .config import from_dict, opt, section, set_dotted, to_dict
-from .schemas import NER_METRICS, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig
+import yaml
+
+from ..config import CONFIG_FILENAME, from_dict, opt, resolve, section, set_dotted, to_dict
+from ..errors import UsageError
+from ..outputs import write_text
+from ..schemas import NER_METRICS, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig
 
 
 @dataclass
@@ -56,7 +61,8 @@ class SweepFields:
     command: ClassVar[str]  # the target command: TARGETS[command]
     # the sweep owns --output (trials go to OUTPUT/trials/<n>) and never overwrites a study
     overwrite: bool = opt(False, "Not used by sweeps: trials write to new directories.")
-    search: Optional[dict] = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; --param adds to it.")
+    search: Optional[dict] = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; "
+                                       "--param adds to it.")
     sweep: SweepSection = section(SweepSection)
 
 
@@ -88,6 +94,8 @@ class Target:
     metrics: Optional[tuple[str, ...]] = None
 
 
+# Another command becomes sweepable by one entry here (its schema's sweep schema made by make_sweep_schema):
+# the CLI registers `bertkit sweep COMMAND` from this table and each trial runs commands/<module>.run.
 TARGETS: dict[str, Target] = {
     "finetune-cls": Target("finetune-cls", FinetuneConfig, SweepFinetuneConfig, "finetune_cls"),
     # QATrainer scores EM/F1 without labels in the evaluation windows: no eval loss to minimise
@@ -115,3 +123,46 @@ def target_config(cfg: SweepFields, params: dict | None = None, output: str | No
     for key, value in (params or {}).items():
         set_dotted(data, key, value)
     return from_dict(target_of(cfg).schema, data, source="sweep")
+
+
+def save_sweep_config(cfg: SweepFields) -> None:
+    """OUTPUT/bertkit_config.yaml: the resolved sweep settings, which --resume reads back."""
+    command = type(cfg).command
+    data = {"command": f"sweep {command}", **to_dict(cfg)}
+    data["sweep"]["resume"] = False
+    out = Path(cfg.output)
+    header = f"# Resolved bertkit sweep; continue with: bertkit sweep {command} --output {out} --resume\n"
+    write_text(out / CONFIG_FILENAME, header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def resumed_config(cfg: SweepFields) -> SweepFields:
+    """--resume: the settings the sweep in ``cfg.output`` was started with, and from the command line what
+    may change between runs of one study: how long this worker runs, and where."""
+    out = Path(cfg.output)
+    saved = out / CONFIG_FILENAME
+    if not saved.is_file():
+        raise UsageError(f"--resume: {saved} not found; start the sweep without --resume first")
+    _check_saved_command(saved, type(cfg).command)
+    resumed = resolve(type(cfg), saved)
+    for name in ("trials", "timeout", "threads", "storage"):
+        if getattr(cfg.sweep, name) != getattr(SweepSection(), name):
+            setattr(resumed.sweep, name, getattr(cfg.sweep, name))
+    resumed.output = str(out)
+    return resumed
+
+
+def _check_saved_command(saved: Path, command: str) -> None:
+    """The saved settings fit only the command the sweep was started with."""
+    try:
+        started = (yaml.safe_load(saved.read_text(encoding="utf-8")) or {}).get("command")
+    except (yaml.YAMLError, AttributeError):
+        started = None  # resolve() says what is wrong with the file
+    if not started or started == f"sweep {command}":
+        return
+    if started.startswith("sweep "):
+        raise UsageError(f"--resume: the sweep in {saved.parent} was started as `bertkit {started}`, not "
+                         f"`bertkit sweep {command}`; resume it with `bertkit {started} --output {saved.parent} "
+                         "--resume`")
+    # a run of another command (finetune-cls...), which no sweep continues: nothing to suggest but another dir
+    raise UsageError(f"--resume: {saved.parent} holds a {started} run, not a sweep; give the sweep another "
+                     "--output (without --resume to start it)")

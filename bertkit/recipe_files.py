@@ -1,12 +1,22 @@
-"""Shipped recipes: YAML configs inside the package (so a wheel install has them), whose first comment
-line is the command that runs them (``# Run: ...``) and whose second is their purpose
-(``# Purpose: ...``).  ``--config NAME`` finds one by name (``finetune-sst2-minilm``)."""
+"""Shipped recipes: the YAML configs in the repository's top-level ``recipes/``, which the wheel ships as
+``bertkit/recipes/`` (pyproject.toml maps the one onto the other).  A recipe's first comment line is the
+command that runs it (``# Run: ...``) and its second its purpose (``# Purpose: ...``).  ``--config NAME``
+finds one by name (``finetune-sst2-minilm``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-RECIPES_DIR = Path(__file__).resolve().parent
+
+def _recipes_dir() -> Path:
+    package = Path(__file__).resolve().parent
+    installed = package / "recipes"  # a wheel install
+    # a checkout or an editable install reads the top-level recipes/; a stale bertkit/recipes/ holding no
+    # YAML (a __pycache__ left by an older layout) is not taken for the installed copy
+    return installed if any(installed.glob("*.yaml")) else package.parent / "recipes"
+
+
+RECIPES_DIR = _recipes_dir()
 
 
 def recipe_files() -> list[Path]:
