@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, sweep, evaluate, predict, "
-         "export. Offline; local paths only.",
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, sweep, evaluate, "
+         "predict, export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -143,8 +143,16 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig, PredictConfig,
-                          PretrainConfig, TokenizeConfig)
+    from .schemas import (
+        EvaluateConfig,
+        ExportConfig,
+        FinetuneConfig,
+        FinetuneNERConfig,
+        FinetuneQAConfig,
+        PredictConfig,
+        PretrainConfig,
+        TokenizeConfig,
+    )
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -182,12 +190,14 @@ def _sweep_root(ctx: typer.Context,
                     "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
-    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags] --param NAME=KIND:..."""
+    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags]
+    --param NAME=KIND:..."""
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
-        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls|finetune-qa|finetune-ner "
-                         "... --param lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
+        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep "
+                         "finetune-cls|finetune-qa|finetune-ner ... --param lr=log:1e-5:3e-4) or give --report "
+                         "STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 
     sweep_report(report, study)

@@ -21,9 +21,9 @@ token-classification task kind (:mod:`bertkit.tasks.token_classification`: predi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class Tagged:
         n = self.where[i][j]
         return f"{self.path}:{n}" if self.unit == "line" else f"{self.path}: row {n}"
 
-    def select(self, idx: Sequence[int]) -> "Tagged":
+    def select(self, idx: Sequence[int]) -> Tagged:
         return Tagged(self.path, [self.words[i] for i in idx], [self.tags[i] for i in idx] if self.tags else None,
                       [self.where[i] for i in idx], self.unit)
 
@@ -337,7 +337,7 @@ class WordWindows:
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def select(self, order: Sequence[int]) -> "WordWindows":
+    def select(self, order: Sequence[int]) -> WordWindows:
         return WordWindows([self.input_ids[i] for i in order], [self.word[i] for i in order],
                            [self.first[i] for i in order], self.row[np.asarray(order, dtype=np.int64)], self.n_words)
 
@@ -348,7 +348,7 @@ class WordWindows:
         """Per window, the label of each position: a word's label at its first sub-token; later sub-tokens
         -100, or (``cont_ids``: label id -> its continuation's id, --label-all-subtokens) the continuation."""
         out = []
-        for ids, word, first, r in zip(self.input_ids, self.word, self.first, self.row):
+        for ids, word, first, r in zip(self.input_ids, self.word, self.first, self.row, strict=True):
             gold = tag_ids[r]
             lab = [IGNORE] * len(ids)
             for p in range(len(ids)):
@@ -393,7 +393,7 @@ class WordWindows:
         per-position values (a label id or a probability row)."""
         out = []
         for win, at in self.best_positions():
-            out.append(np.stack([values(int(w))[int(p)] for w, p in zip(win, at)]) if len(win)
+            out.append(np.stack([values(int(w))[int(p)] for w, p in zip(win, at, strict=True)]) if len(win)
                        else np.zeros((0,)))
         return out
 
@@ -414,7 +414,7 @@ def sentence_windows(tok, sentences: Sequence[Sequence[str]], max_len: int, stri
         enc = tok(part, is_split_into_words=True, add_special_tokens=False) if part else None
         for k, words in enumerate(part):
             per: list[list[int]] = [[] for _ in words]
-            for t, w in zip(enc["input_ids"][k], enc.word_ids(k)):
+            for t, w in zip(enc["input_ids"][k], enc.word_ids(k), strict=True):
                 if w is not None:
                     per[w].append(t)
             flat, wid, first = [], [], []

@@ -225,6 +225,21 @@ class QALabelledColumns(QAColumns):
 
 
 @dataclass
+class WordColumns(Schema):
+    words_column: str = opt("tokens", "Token classification: column holding the list of words (.jsonl/.csv/.parquet; "
+                                      "predict reads the text column as raw text where it is absent).",
+                            "--words-column")
+
+
+@dataclass
+class TaggedColumns(WordColumns):
+    tags_column: str = opt("tags", "Token classification: column holding the list of tags (.jsonl/.csv/.parquet).",
+                           "--tags-column")
+    tag_column: Optional[int] = opt(None, "Token classification, CoNLL-style files: the column holding the tag, "
+                                          "0-based (the word is column 0; default: the last column).", "--tag-column")
+
+
+@dataclass
 class ModelDirFields(Schema):
     model: Optional[str] = opt(None, "Local model directory.", "--model")
     allow_pickle: bool = allow_pickle_field()
@@ -351,7 +366,7 @@ class FinetuneConfig(FinetuneFields):
 
 
 @dataclass
-class PredictConfig(InferenceFields, TextColumns, QAColumns):
+class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
@@ -372,7 +387,7 @@ class PredictConfig(InferenceFields, TextColumns, QAColumns):
 
 
 @dataclass
-class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
+class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")
     data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
@@ -392,7 +407,7 @@ class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
 
 
 @dataclass
-class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns):
+class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
     output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
@@ -490,17 +505,13 @@ TAG_SCHEMES = ("auto", "IOB1", "IOB2", "BIOES", "BMES")
 
 
 @dataclass
-class NERDataConfig(Schema):
+class NERDataConfig(TaggedColumns):
     train: Optional[str] = opt(None, "Training file: CoNLL-style text (token<TAB>tag per line, a blank line between "
                                      "sentences) or .jsonl/.csv/.parquet with a list of words and a list of tags.",
                                "--train")
     validation: Optional[str] = opt(None, "Validation file (same formats), scored with entity F1 at every evaluation "
                                           "(default: a tenth of train held out).", "--validation")
     test: Optional[str] = opt(None, "Test file, scored once with the best model.", "--test")
-    words_column: str = opt("tokens", "Column holding the list of words (.jsonl/.csv/.parquet).", "--words-column")
-    tags_column: str = opt("tags", "Column holding the list of tags (.jsonl/.csv/.parquet).", "--tags-column")
-    tag_column: Optional[int] = opt(None, "CoNLL-style files: the column holding the tag, 0-based (the word is column "
-                                          "0; default: the last column).", "--tag-column")
     tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "BMES"] = opt(
         "auto", "Tag scheme (auto: from the training tags: M- means BMES, E-/S- BIOES, else IOB2 or IOB1).",
         "--tag-scheme", choices=TAG_SCHEMES)

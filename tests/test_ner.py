@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED, cli, needs_shared
 
 from bertkit import ner
 from bertkit.errors import DataError
-from conftest import SHARED, cli, needs_shared
-
+from bertkit.schemas import EvaluateConfig, PredictConfig
 
 # ------------------------------------------------------------------------------------------------
 # Tags and entities
@@ -126,7 +126,7 @@ def test_metric_equals_seqeval(prefixes):
     for seed in range(60):
         rng = random.Random(seed)
 
-        def tags(n):  # malformed I- after O, type switches, E-/S- anywhere: every case conlleval meets
+        def tags(n, rng=rng):  # malformed I- after O, type switches, E-/S- anywhere: every case conlleval meets
             return ["O" if (p := rng.choice(prefixes + "OO")) == "O" else f"{p}-{rng.choice(types)}" for _ in range(n)]
 
         gold = [tags(rng.randint(1, 15)) for _ in range(rng.randint(1, 8))]
@@ -185,7 +185,7 @@ def test_long_sentence_is_windowed_and_every_word_scored(mlm_model):
     assert len(w) > 3 and all(len(x) <= 16 for x in w.input_ids)
     (win, at), (win2, _) = w.best_positions()
     assert len(win) == len(words) and len(win2) == 1
-    for i, (k, p) in enumerate(zip(win, at)):
+    for i, (k, p) in enumerate(zip(win, at, strict=True)):
         assert w.word[k][p] == i and w.first[k][p]
         # the chosen window is the one with the most context around the word
         ctx = min(p - 1, len(w.input_ids[k]) - 2 - p)
@@ -245,7 +245,7 @@ def write_tagged(path: Path, n: int, seed: int, lang: str = "en", long_every: in
                 else:
                     words.append(rng.choice(ZH_FILL))
                     tags.append("O")
-        lines += [f"{w}\t{t}" for w, t in zip(words, tags)] + [""]
+        lines += [f"{w}\t{t}" for w, t in zip(words, tags, strict=True)] + [""]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -295,12 +295,9 @@ def test_task_decode_agrees_with_pipeline(en_tagger):
     rows = [Sentence.from_words(s.split())
             for s in ("john smith was in london", "mary and the staff", "new york great")]
 
-    class Cfg:
-        batch_size = 2
-
-    records = list(predict_records(task, torch_model_fn(model), rows, 2, Cfg))
+    records = list(predict_records(task, torch_model_fn(model), rows, 2, PredictConfig()))
     pipe = pipeline("token-classification", model=str(en_tagger), aggregation_strategy="first")
-    for row, rec in zip(rows, records):
+    for row, rec in zip(rows, records, strict=True):
         assert len(rec["tags"]) == len(row.words)
         for e in rec["entities"]:
             assert rec["text"][e["start"]:e["end"]] == e["text"]
@@ -313,18 +310,15 @@ def test_task_decode_agrees_with_pipeline(en_tagger):
 def test_task_scores_every_word_of_long_sentences(en_tagger, workdir):
     from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-    from bertkit.tasks.base import run_windows, torch_model_fn
+    from bertkit.tasks.base import Scored, run_windows, torch_model_fn
     from bertkit.tasks.token_classification import TokenClassification
 
     model = AutoModelForTokenClassification.from_pretrained(en_tagger).eval()
     task = TokenClassification(model.config, AutoTokenizer.from_pretrained(en_tagger), 16)
     dev = workdir / "ner-dev.txt"
-
-    class Cfg:
-        batch_size = 4
-
-    labelled = task.read_labelled(str(dev), Cfg)
-    scored = task.score(torch_model_fn(model), labelled, Cfg)
+    cfg = EvaluateConfig(batch_size=4)
+    labelled = task.read_labelled(str(dev), cfg)
+    scored = task.score(torch_model_fn(model), labelled, cfg)
     assert scored.key == "f1" and 0 <= scored.score <= 1
     assert [len(t) for t in scored.outputs] == [len(w) for w in labelled.words]
     assert max(len(w) for w in labelled.words) > 16
@@ -332,15 +326,40 @@ def test_task_scores_every_word_of_long_sentences(en_tagger, workdir):
     metrics = json.loads((en_tagger / "metrics.json").read_text())
     assert scored.metrics["f1"] == pytest.approx(metrics["eval_f1"], abs=1e-9)
     assert scored.metrics["accuracy"] == pytest.approx(metrics["eval_accuracy"], abs=1e-9)
-    assert task.agreement(scored, scored) == {"agreement": 1.0, "words": sum(map(len, labelled.words))}
+    assert task.agreement(scored, scored) == {"tag_agreement": 1.0}
+    other = Scored(scored.metrics, "f1", [["O"] * len(t) for t in scored.outputs])
+    share = sum(t == "O" for tags in scored.outputs for t in tags) / sum(map(len, labelled.words))
+    assert task.agreement(scored, other) == {"tag_agreement": pytest.approx(share)}
     # raw text rows: words and offsets into the text as given (a model that always says O)
     rows = task.sample_rows(["Mary  went to 北京."])
-    flat = lambda batch: {"logits": np.zeros((*batch["input_ids"].shape, len(task.names)), dtype=np.float32)}
+    def flat(batch):
+        return {"logits": np.zeros((*batch["input_ids"].shape, len(task.names)), dtype=np.float32)}
+
     windows = task.encode(rows)
-    rec = task.decode(rows, windows, run_windows(task, flat, windows, 4), Cfg)[0]
+    rec = task.decode(rows, windows, run_windows(task, flat, windows, 4), cfg)[0]
     assert rec["words"] == ["Mary", "went", "to", "北", "京", "."] and set(rec["tags"]) == {"O"}
     assert rec["text"] == "Mary  went to 北京." and rec["entities"] == []
     assert task.flatten(rec)["tags"] == "O O O O O O"
+
+
+def test_predict_evaluate_export_through_the_cli(en_tagger, workdir, tmp_path):
+    from conftest import read_jsonl
+
+    dev = workdir / "ner-dev.txt"
+    assert cli("evaluate", "--model", en_tagger, "--data", dev, "--output", tmp_path / "ev", "--quiet") == 0
+    evaluated = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert evaluated["task"] == "token-classification" and evaluated["examples"] == 16
+    assert evaluated["f1"] == pytest.approx(json.loads((en_tagger / "metrics.json").read_text())["eval_f1"])
+    scored = read_jsonl(tmp_path / "ev" / "predictions.jsonl")
+    assert all(len(r["tags"]) == len(r["gold_tags"]) == len(r["words"]) for r in scored)
+    assert cli("predict", "--model", en_tagger, "--input", dev, "--output", tmp_path / "p.jsonl", "--quiet") == 0
+    assert [r["tags"] for r in read_jsonl(tmp_path / "p.jsonl")] == [r["tags"] for r in scored]
+    pytest.importorskip("onnxruntime")
+    assert cli("export", "--model", en_tagger, "--output", tmp_path / "onnx", "--validation", dev, "--quiet") == 0
+    validation = json.loads((tmp_path / "onnx" / "export.json").read_text())["validation"]
+    assert validation["torch"]["f1"] == pytest.approx(evaluated["f1"])
+    assert validation["onnx_fp32"]["f1"] == pytest.approx(evaluated["f1"])
+    assert validation["onnx_fp32_agreement"] == {"tag_agreement": 1.0}
 
 
 def test_task_reads_inputs(en_tagger, tmp_path):
@@ -359,11 +378,7 @@ def test_task_reads_inputs(en_tagger, tmp_path):
     got = {}
     for name, text in files.items():
         (tmp_path / name).write_text(text, encoding="utf-8")
-
-        class Cfg:
-            input = str(tmp_path / name)
-
-        got[name] = [(r.text, r.words, r.spans) for r in task.read_inputs(Cfg)]
+        got[name] = [(r.text, r.words, r.spans) for r in task.read_inputs(PredictConfig(input=str(tmp_path / name)))]
     assert got["a.txt"] == got["c.jsonl"] == [("john smith", ["john", "smith"], [(0, 4), (5, 10)]),
                                               ("北京", ["北", "京"], [(0, 1), (1, 2)])]
     assert got["b.txt"][0] == got["d.jsonl"][0] == ("john smith, here", ["john", "smith", ",", "here"],
@@ -386,8 +401,9 @@ def test_finetune_ner_resumes(zh_files, mlm_model, tmp_path):
     from conftest import read_jsonl
 
     out = tmp_path / "run"
-    args = ["finetune-ner", "--model", mlm_model, "--train", zh_files[0], "--validation", zh_files[1], "--output", out, "--batch-size", 8, "--max-seq-length", 16, "--stride", 4,
-            "--eval-steps", 2, "--logging-steps", 1, "--quiet"]
+    args = ["finetune-ner", "--model", mlm_model, "--train", zh_files[0], "--validation", zh_files[1], "--output",
+            out, "--batch-size", 8, "--max-seq-length", 16, "--stride", 4, "--eval-steps", 2, "--logging-steps", 1,
+            "--quiet"]
     assert cli(*args, "--max-steps", 2) == 0
     assert cli(*args, "--max-steps", 4) == 2  # a finished run is not replaced silently
     assert cli(*args, "--max-steps", 4, "--resume", out / "checkpoints" / "checkpoint-2") == 0

@@ -19,9 +19,9 @@ training (:mod:`bertkit.ner`), never truncated.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -39,12 +39,12 @@ class Sentence:
     spans: list[tuple[int, int]]
 
     @classmethod
-    def from_words(cls, words: Sequence[str]) -> "Sentence":
+    def from_words(cls, words: Sequence[str]) -> Sentence:
         text, spans = ner.join_words(words)
         return cls(text, list(words), spans)
 
     @classmethod
-    def from_text(cls, text: str, tok) -> "Sentence":
+    def from_text(cls, text: str, tok) -> Sentence:
         words, spans = ner.split_words(text, tok)
         return cls(text, words, spans)
 
@@ -69,8 +69,8 @@ class TokenClassification(Task):
 
     def read_inputs(self, cfg) -> list[Sentence]:
         """Sentences from ``cfg.input``: ``-`` (stdin: a raw sentence per line), a CoNLL-style file, or
-        .jsonl/.csv/.parquet rows (``cfg.words_column``, default ``tokens``, holding words; else
-        ``cfg.text_column`` holding raw text)."""
+        .jsonl/.csv/.parquet rows (``cfg.words_column`` holding words; else ``cfg.text_column`` holding raw
+        text)."""
         from ..data import read_rows, read_stdin_lines, read_text
 
         source = cfg.input
@@ -82,8 +82,7 @@ class TokenClassification(Task):
         path = Path(source)
         if not path.is_file():
             raise DataError(f"--input {source}: no such file")
-        words_column = getattr(cfg, "words_column", "tokens")
-        text_column = getattr(cfg, "text_column", "text")
+        words_column, text_column = cfg.words_column, cfg.text_column
         ext = path.suffix.lower()
         if ext in ner.COLUMNAR_EXTS:
             ds = read_rows(path, (words_column,))
@@ -112,7 +111,7 @@ class TokenClassification(Task):
         probs = [softmax(r["logits"].astype(np.float64)) for r in results]
         per_word = windows.meta["words"].gather(lambda w: probs[w])
         out = []
-        for row, p in zip(rows, per_word):
+        for row, p in zip(rows, per_word, strict=True):
             ids = p.argmax(-1) if len(row.words) else np.zeros(0, dtype=np.int64)
             score = p.max(-1) if len(row.words) else np.zeros(0)
             tags = [self.names[int(i)] for i in ids]
@@ -133,8 +132,7 @@ class TokenClassification(Task):
     def read_labelled(self, path: str, cfg, flag: str = "--data") -> ner.Tagged:
         """Sentences with gold tags (the formats of finetune-ner's --train); tags are checked against the
         model's tag scheme, not its labels (a type the model lacks counts as missed)."""
-        data = ner.read_tagged(path, flag, getattr(cfg, "words_column", "tokens"), getattr(cfg, "tags_column", "tags"),
-                               getattr(cfg, "tag_column", None))
+        data = ner.read_tagged(path, flag, cfg.words_column, cfg.tags_column, cfg.tag_column)
         ner.check_tags(data, self.scheme, flag=flag)
         return data
 
@@ -142,14 +140,15 @@ class TokenClassification(Task):
         rows = [Sentence.from_words(w) for w in labelled.words]
         records = list(predict_records(self, model_fn, rows, cfg.batch_size, cfg, progress))
         pred = [r["tags"] for r in records]
-        for r, gold in zip(records, labelled.tags):
+        for r, gold in zip(records, labelled.tags, strict=True):
             r["gold_tags"] = gold
         return Scored(ner.tag_metrics(labelled.tags, pred), "f1", pred, records)
 
     def agreement(self, a: Scored, b: Scored) -> dict:
-        same = sum(x == y for ta, tb in zip(a.outputs, b.outputs) for x, y in zip(ta, tb))
+        """Share of words given the same tag."""
+        same = sum(x == y for ta, tb in zip(a.outputs, b.outputs, strict=True) for x, y in zip(ta, tb, strict=True))
         words = sum(len(t) for t in a.outputs)
-        return {"agreement": same / words if words else 1.0, "words": words}
+        return {"tag_agreement": same / words if words else 1.0}
 
     def summary(self, scored: Scored) -> list[tuple[str, str]]:
         return [(k, f"{scored.metrics[k]:.4f}") for k in ("f1", "precision", "recall", "accuracy")

@@ -37,14 +37,14 @@ class Seqeval(evaluate.Metric):
     def _compute(self, predictions, references):
         true, pred, hit = Counter(), Counter(), Counter()
         right = total = 0
-        for p_tags, g_tags in zip(predictions, references):
+        for p_tags, g_tags in zip(predictions, references, strict=True):
             if len(p_tags) != len(g_tags):
                 raise ValueError(f"a sentence has {len(p_tags)} predicted tags but {len(g_tags)} gold tags")
             gold, found = set(entities(g_tags)), set(entities(p_tags))
             true.update(t for t, _, _ in gold)
             pred.update(t for t, _, _ in found)
             hit.update(t for t, _, _ in gold & found)
-            right += sum(a == b for a, b in zip(p_tags, g_tags))
+            right += sum(a == b for a, b in zip(p_tags, g_tags, strict=True))
             total += len(g_tags)
         out = {}
         for kind in sorted(set(true) | set(pred)):
