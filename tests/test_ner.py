@@ -306,6 +306,11 @@ def test_task_decode_agrees_with_pipeline(en_tagger):
         # another type starts a group, as in conlleval) are the task's entities
         theirs = [(g["entity_group"], g["start"], g["end"]) for g in pipe(rec["text"])]
         assert [(e["type"], e["start"], e["end"]) for e in rec["entities"]] == theirs, rec
+    # a word the tokenizer drops gets a tag of its own: it is read as [UNK] in its place, nothing shifts
+    gap, unk = predict_records(task, torch_model_fn(model), [
+        Sentence.from_words(["john", "\u200b", "smith", "was", "in", "london"]),
+        Sentence.from_words(["john", tok.unk_token, "smith", "was", "in", "london"])], 2, PredictConfig())
+    assert len(gap["tags"]) == 6 and gap["tags"] == unk["tags"]
 
 
 def test_task_scores_every_word_of_long_sentences(en_tagger, workdir):
