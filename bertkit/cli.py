@@ -151,6 +151,7 @@ def _register_all() -> None:
         FinetuneQAConfig,
         PredictConfig,
         PretrainConfig,
+        ServeConfig,
         TokenizeConfig,
     )
 
@@ -171,6 +172,9 @@ def _register_all() -> None:
     _register("predict", PredictConfig, "predict",
               "Fill-mask, classification or question-answering inference: files (or stdin) in, "
               "JSON lines or CSV out.")
+    _register("serve", ServeConfig, "serve",
+              "Serve a model over HTTP (the serve extra): POST /predict batches requests from many clients; "
+              "/health, /info, /metrics.")
     _register("export", ExportConfig, "export",
               "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 

@@ -387,6 +387,37 @@ class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
 
 
 @dataclass
+class ServeConfig(InferenceFields):
+    model: Optional[str] = opt(None, "Local model directory to serve (any task kind bertkit makes; a `bertkit export` "
+                                     "dir runs on ONNX Runtime).", "--model")
+    host: str = opt("127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy in front).",
+                    "--host")
+    port: int = opt(8080, "Port to listen on; 0 picks a free one (printed, and written to --port-file).", "--port")
+    port_file: Optional[str] = opt(None, "Write the port listened on to this file once the server is bound.",
+                                   "--port-file")
+    batch_size: int = opt(32, "Rows per forward pass (rows of a batch are sorted by length first).", "--batch-size")
+    max_batch_tokens: int = opt(8192, "Tokens the batcher takes from the queue for one round of the model "
+                                      "(requests from many clients share it).", "--max-batch-tokens")
+    max_queue: int = opt(256, "Rows admitted at once (queued or in the model); a request over it gets 429 with "
+                              "Retry-After.", "--max-queue")
+    max_request_rows: int = opt(64, "Rows in one request; more gets 413.", "--max-request-rows")
+    max_body_bytes: int = opt(1_000_000, "Bytes of one request body; more gets 413.", "--max-body-bytes")
+    top_k: int = opt(5, "Default for the request parameter top_k (fill-mask candidates, QA alternatives), as in "
+                        "`bertkit predict --top-k`.", "--top-k")
+
+    def problems(self) -> list[str]:
+        found = super().problems() + at_least(self.max_batch_tokens, 8, "--max-batch-tokens") + at_least(
+            self.max_queue, 1, "--max-queue") + at_least(self.max_request_rows, 1, "--max-request-rows") + at_least(
+            self.max_body_bytes, 1024, "--max-body-bytes") + at_least(self.top_k, 1, "--top-k")
+        if not 0 <= self.port <= 65535:
+            found.append(f"--port {self.port}: use 0-65535 (0 picks a free port)")
+        if self.max_request_rows > self.max_queue:
+            found.append(f"--max-request-rows {self.max_request_rows}: more than --max-queue {self.max_queue}, so such "
+                         "a request could never be admitted")
+        return found
+
+
+@dataclass
 class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")

@@ -17,6 +17,8 @@ KEY_FLAGS = {
     ("predict",): ["--model", "--input", "--output", "--task", "--top-k", "--backend", "--batch-size"],
     ("evaluate",): ["--model", "--data", "--output", "--task", "--batch-size"],
     ("export",): ["--model", "--output", "--quantize"],
+    ("serve",): ["--model", "--host", "--port", "--port-file", "--backend", "--threads", "--max-batch-tokens",
+                 "--max-queue", "--max-request-rows", "--max-body-bytes"],
     ("sweep",): ["--report", "--study", "finetune-cls", "finetune-qa"],
     ("sweep", "finetune-cls"): ["--param", "--trials", "--storage", "--pruner", "--sampler", "--model", "--lr"],
     ("sweep", "finetune-qa"): ["--param", "--trials", "--storage", "--pruner", "--sampler", "--doc-stride"],

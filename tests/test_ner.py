@@ -368,6 +368,36 @@ def test_predict_evaluate_export_through_the_cli(en_tagger, workdir, tmp_path):
     assert validation["onnx_fp32_agreement"] == {"tag_agreement": 1.0}
 
 
+def test_serve_answers_as_predict(en_tagger, tmp_path):
+    """`bertkit serve` takes raw text and pre-split words, and tags them as `bertkit predict` does."""
+    from conftest import read_jsonl
+    from test_serve import get, post, server
+
+    words = [["john", "smith", "was", "in", "london"], ["mary", "and", "the", "staff"]]
+    texts = ["new york was great , mary", "这家餐厅 john 很好"]
+    (tmp_path / "w.jsonl").write_text("\n".join(json.dumps({"tokens": w}) for w in words), encoding="utf-8")
+    (tmp_path / "t.txt").write_text("\n".join(texts), encoding="utf-8")
+    expected = []
+    for name in ("w.jsonl", "t.txt"):
+        assert cli("predict", "--model", en_tagger, "--input", tmp_path / name, "--output", tmp_path / "p.jsonl",
+                   "--quiet") == 0
+        expected.append(read_jsonl(tmp_path / "p.jsonl"))
+
+    def strip(records):  # scores are rounded, so another batch's padding may move their last digit
+        return [{**r, "entities": [{k: v for k, v in e.items() if k != "score"} for e in r["entities"]]}
+                for r in records]
+
+    with server(en_tagger, tmp_path) as (url, _):
+        status, _, got = post(url, {"inputs": [{"words": w} for w in words]})
+        assert status == 200 and strip(got) == strip(expected[0])
+        status, _, got = post(url, {"inputs": texts})
+        assert status == 200 and strip(got) == strip(expected[1])
+        status, _, err = post(url, {"inputs": [{"words": ["a", 3]}]})
+        assert status == 422 and "inputs[0].words" in json.dumps(err)
+        info = json.loads(get(url + "/info")[1])
+        assert info["task"] == "token-classification" and info["labels"][0] == "O" and info["tag_scheme"] == "IOB2"
+
+
 def test_task_reads_inputs(en_tagger, tmp_path):
     from transformers import AutoConfig, AutoTokenizer
 

@@ -105,6 +105,8 @@ class Task:
     per_token: ClassVar[bool] = False  # outputs have a sequence axis
     unit: ClassVar[str] = "rows"  # what predict counts
     description: ClassVar[str] = ""
+    fields: ClassVar[tuple[str, ...]] = ("text",)  # the keys of a row (a JSON request's objects)
+    optional_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config, tokenizer, max_len: int, path: str | Path | None = None):
         self.config, self.tokenizer, self.max_len, self.path = config, tokenizer, max_len, path
@@ -134,6 +136,34 @@ class Task:
         """Rows to predict on from ``cfg.input`` (a file, or ``-`` for stdin) and cfg's column flags."""
         raise NotImplementedError
 
+    def request_rows(self, inputs: Any) -> list[dict]:
+        """Rows from a JSON request's ``inputs``: a string or an object (one row), a list of strings (one row
+        each, never a text pair) or a list of objects with the kind's ``fields``; ValueError naming the bad
+        field."""
+        if isinstance(inputs, (str, dict)):
+            inputs = [inputs]
+        if not isinstance(inputs, list):
+            raise ValueError("inputs: expected a string, an object, or a list of strings or objects")
+        known = (*self.fields, *self.optional_fields)
+        rows = []
+        for i, x in enumerate(inputs):
+            if isinstance(x, str) and len(self.fields) == 1:
+                x = {self.fields[0]: x}
+            if not isinstance(x, dict):
+                raise ValueError(f"inputs[{i}]: expected {'a string or ' if len(self.fields) == 1 else ''}an object "
+                                 f"with {', '.join(self.fields)}")
+            missing = [f for f in self.fields if f not in x]
+            if missing:
+                raise ValueError(f"inputs[{i}].{missing[0]}: missing ({self.name} rows have {', '.join(known)})")
+            unknown = sorted(set(x) - set(known))
+            if unknown:
+                raise ValueError(f"inputs[{i}].{unknown[0]}: unknown field ({self.name} rows have {', '.join(known)})")
+            bad = [k for k, v in x.items() if not isinstance(v, str)]
+            if bad:
+                raise ValueError(f"inputs[{i}].{bad[0]}: expected a string")
+            rows.append(dict(x))
+        return rows
+
     def encode(self, rows: Sequence) -> Windows:
         raise NotImplementedError
 
@@ -152,6 +182,10 @@ class Task:
     def flatten(self, record: dict) -> dict:
         """A record as CSV/TSV columns (JSON lines keep records as they are)."""
         return record
+
+    def info(self) -> dict:
+        """What the model answers with, for a server's /info (e.g. its labels)."""
+        return {}
 
     # -- scoring ------------------------------------------------------------------------------
 

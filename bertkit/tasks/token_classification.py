@@ -98,6 +98,25 @@ class TokenClassification(Task):
             tagged = ner.read_tagged(source, "--input", tags_column=None)
         return [Sentence.from_words(w) for w in tagged.words]
 
+    def request_rows(self, inputs) -> list[Sentence]:
+        """Rows of a JSON request: raw text (strings, or objects with ``text``; split into words here) or
+        pre-split words (objects with ``words``, a list of strings), every row of a request alike."""
+        items = [inputs] if isinstance(inputs, dict) else inputs
+        if not (isinstance(items, list) and items and all(isinstance(x, dict) and "words" in x for x in items)):
+            return [Sentence.from_text(r["text"], self.tokenizer) for r in super().request_rows(inputs)]
+        rows = []
+        for i, x in enumerate(items):
+            if set(x) != {"words"}:
+                raise ValueError(f"inputs[{i}].{sorted(set(x) - {'words'})[0]}: unknown field (rows have text, or "
+                                 "words)")
+            if not isinstance(x["words"], list) or not all(isinstance(w, str) and w for w in x["words"]):
+                raise ValueError(f"inputs[{i}].words: expected a list of non-empty strings")
+            rows.append(Sentence.from_words(x["words"]))
+        return rows
+
+    def info(self) -> dict:
+        return {"labels": self.names, "tag_scheme": self.scheme}
+
     def encode(self, rows: Sequence[Sentence]) -> Windows:
         ww = ner.sentence_windows(self.tokenizer, [r.words for r in rows], self.max_len, self.stride)
         inputs = {"input_ids": ww.input_ids}
