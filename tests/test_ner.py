@@ -3,6 +3,7 @@ module, finetune-ner through the CLI, and the token-classification task kind."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import warnings
@@ -282,6 +283,10 @@ def test_finetune_ner_english(en_tagger, workdir):
     assert config["bertkit_tag_scheme"] == "IOB2" and config["bertkit_label_all_subtokens"] is False
     card = (en_tagger / "README.md").read_text()
     assert "pipeline_tag: token-classification" in card
+    log = [json.loads(line) for line in (en_tagger / "training_log.jsonl").read_text().splitlines()]
+    assert any("eval_f1" in r for r in log) and any("loss" in r for r in log)
+    if importlib.util.find_spec("matplotlib"):
+        assert (en_tagger / "curves.png").stat().st_size > 0
 
 
 def test_task_decode_agrees_with_pipeline(en_tagger):
