@@ -77,7 +77,7 @@ class Windows:
 @dataclass
 class Scored:
     """A model's score on a labelled file: ``metrics`` (what evaluate writes), ``key`` (the metric export's
-    --max-drop is about, in [0, 1]: points = 100 x), ``outputs`` (per-example decisions, for the agreement
+    --max-drop is about), ``outputs (per-example decisions, for the agreement
     of two models), ``records`` (per-example predictions evaluate writes beside the metrics, when the kind
     has them) and ``extra`` (kind-specific report parts, e.g. a confusion matrix).  ``scale`` turns the key
     metric into points (100 for metrics in [0, 1]; 1 for EM/F1, which are reported in points)."""
@@ -93,9 +93,6 @@ class Scored:
     def score(self) -> float:
         return float(self.metrics[self.key])
 
-    @property
-    def points(self) -> float:
-        return self.score * self.scale
 
 
 class Task:
