@@ -16,8 +16,8 @@ Tasks (``--tasks``, comma-separated; default all but the two long ones):
 BERT-tiny (``--zh-preset``) with ``bertkit pretrain-mlm`` within ``--time-budget`` (default 30m), fine-tunes it on
 ChnSentiCorp, and fine-tunes the same architecture from random initialisation (the pretrained
 model's config and tokenizer, fresh weights, saved by this script) with the same command for comparison.
-Its "ok" is at that one command; random init may prefer another learning rate (docs/benchmarks.md "Fine-tuning quality on
-real data" compares each at its better one).
+Its "ok" is at that one command; random init may prefer another learning rate (docs/benchmarks.md
+"Fine-tuning quality on real data" compares each at its better one).
 
     .venv/bin/python benchmarks/finetune_quality.py --tasks mrpc,stsb,cola
     .venv/bin/python benchmarks/finetune_quality.py --tasks all --smoke      # a few steps each, end to end
