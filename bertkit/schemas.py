@@ -175,8 +175,8 @@ class FinetuneTrainConfig(TrainConfig):
     batching: Literal["window", "length", "random"] = opt(
         "window", "Training batch order, measured against a plain Trainer with shuffled batches and dynamic padding "
         "(benchmarks/finetune_parity.py, docs/benchmarks.md; MiniLM, 3 seeds). window: shuffled examples sorted by "
-        "length only inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows +0.08 "
-        "points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
+        "length only inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows "
+        "+0.08 points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
         "1.55x). length: transformers' group_by_length, batches of one length running long to short (-1.3 points "
         "on SST-2, fastest). random: the Trainer's own order (-0.46 points, 1.15x).",
         "--batching", choices=("window", "length", "random"))

@@ -80,8 +80,8 @@ def warming_up(args, state) -> bool:
     stopped five trials at the first evaluation, three of them still warming up, all at or near the
     majority-class accuracy (0.5092); the sweep's best was then 0.8417, below the default recipe's 0.8509
     (docs/benchmarks.md, "Sweeps and pruning").  The trial still reports, so the others are compared with its
-    value there; once judged, halving enters it into the rungs it passed with its value then (Optuna's rule for a trial that
-    reports past a rung), a higher bar for the trials after it.  With this rule the half-epoch SST-2 sweep
+    value there; once judged, halving enters it into the rungs it passed with its value then (Optuna's rule for
+    a trial that reports past a rung), a higher bar for the trials after it.  With this rule the half-epoch SST-2 sweep
     spent 61.2% of the unpruned steps (70.5% before), with the same best trial."""
     return bool(state.max_steps) and state.global_step < args.get_warmup_steps(state.max_steps)
 
