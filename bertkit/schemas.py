@@ -137,7 +137,7 @@ class TrainConfig(Schema):
                       "--resume")
     num_workers: int = opt(0, "DataLoader worker processes.", "--num-workers")
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
-    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
+    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see docs/benchmarks.md; "
                                "worth trying on GPU).", "--compile/--no-compile")
     time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
                                      "--time-budget")
@@ -176,17 +176,17 @@ class FinetuneTrainConfig(TrainConfig):
     patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
     head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
                                          "checkpoint lacks); default --lr.", "--head-lr")
-    # benchmarks/finetune_parity.py (issue #16) measures accuracy and speed of each against a plain Trainer
+    # benchmarks/finetune_parity.py measures accuracy and speed of each against a plain Trainer
     batching: Literal["window", "length", "random"] = opt(
         "window", "Training batch order, measured against a plain Trainer with shuffled batches and dynamic padding "
-        "(benchmarks/finetune_parity.py, README; MiniLM, 3 seeds). window: shuffled examples sorted by length only "
-        "inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows +0.08 "
-        "points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
+        "(benchmarks/finetune_parity.py, docs/benchmarks.md; MiniLM, 3 seeds). window: shuffled examples sorted by "
+        "length only inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows "
+        "+0.08 points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
         "1.55x). length: transformers' group_by_length, batches of one length running long to short (-1.3 points "
         "on SST-2, fastest). random: the Trainer's own order (-0.46 points, 1.15x).",
         "--batching", choices=("window", "length", "random"))
-    # 2, not 4: windows of 4 were -0.31 points on SST-2 (issue #16's bound: -0.3), windows of 2 +0.08 and +0.81
-    # F1 on MRPC, at 1.66x and 1.44x the plain Trainer (README "Batch order, accuracy and speed")
+    # 2, not 4: windows of 4 were -0.31 points on SST-2 (the parity bound: -0.3), windows of 2 +0.08 and +0.81
+    # F1 on MRPC, at 1.66x and 1.44x the plain Trainer (docs/benchmarks.md, "Classification fine-tuning")
     batching_window: int = opt(2, "Batches per length-sorted window with --batching window (1: no grouping).",
                                "--batching-window")
 
