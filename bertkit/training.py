@@ -152,8 +152,8 @@ def train_with_signals(trainer, output: Path, resume_from: str | None):
         stopper.uninstall()
     if stopper.signal is not None:
         if is_main_process():
-            print(f"bertkit: stopped; a checkpoint is in {output / CHECKPOINTS}. Resume with the same command:\n  "
-                  f"{command_line()}", file=sys.stderr, flush=True)
+            print(f"bertkit: stopped; a checkpoint is in {output / CHECKPOINTS}. Resume with:\n  "
+                  f"{command_line(drop=('--overwrite',))}", file=sys.stderr, flush=True)
         raise SystemExit(128 + int(stopper.signal))
     return result, time.time() - t0
 
