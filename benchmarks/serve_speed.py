@@ -170,20 +170,36 @@ class Server:
         return self.proc.returncode
 
 
-def health_once(port: int) -> tuple[int, float]:
+def get(port: int, path: str) -> tuple[int, bytes]:
+    """(status, body) of one GET on a fresh connection; status 0 when nothing answers."""
     import http.client
 
     conn = http.client.HTTPConnection(HOST, port, timeout=5)
     try:
-        t = time.monotonic()
-        conn.request("GET", "/health")
+        conn.request("GET", path)
         r = conn.getresponse()
-        r.read()
-        return r.status, time.monotonic() - t
+        return r.status, r.read()
     except OSError:
-        return 0, 0.0
+        return 0, b""
     finally:
         conn.close()
+
+
+def health_once(port: int) -> tuple[int, float]:
+    t = time.monotonic()
+    status, _ = get(port, "/health")
+    return status, time.monotonic() - t
+
+
+def batch_counts(port: int) -> tuple[float, float]:
+    """(rows, batches) the server has run, from bertkit serve's /metrics; (nan, nan) from the peer."""
+    status, text = get(port, "/metrics")
+    found = {}
+    for line in text.decode("utf-8", "replace").splitlines() if status == 200 else ():
+        name, _, value = line.partition(" ")
+        if name in ("bertkit_rows_total", "bertkit_batch_rows_count"):
+            found[name] = float(value)
+    return found.get("bertkit_rows_total", float("nan")), found.get("bertkit_batch_rows_count", float("nan"))
 
 
 class HealthPoller(threading.Thread):
@@ -287,6 +303,9 @@ class Pool:
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
                 conn.close()
                 return 0, b"", sent
+            except asyncio.CancelledError:  # a phase's time bound: this connection is mid-answer
+                conn.close()
+                raise
             if not conn.writer.is_closing():
                 self.idle.append(conn)
             return status, payload, sent
@@ -458,9 +477,16 @@ def speed(a, srv: Server, bodies: list[bytes]) -> dict:
     idle = idle_latency(srv.port, bodies, a.idle_requests, a.timeout)
     r["idle_median"] = statistics.median(idle) if idle else float("nan")
     closed_loop(srv.port, bodies, a.saturation_connections, a.warmup_seconds, a.max_requests, a.timeout)
+    rows0, batches0 = batch_counts(srv.port)
+    cpu0 = time.process_time()
     sat = closed_loop(srv.port, bodies, a.saturation_connections, a.phase_seconds, a.max_requests, a.timeout)
+    r["client_cpu"] = (time.process_time() - cpu0) / max(sat.t1 - sat.t0, 1e-9)
+    rows1, batches1 = batch_counts(srv.port)
+    r["rows_per_batch"] = (rows1 - rows0) / max(batches1 - batches0, 1)
     r["sat"] = sat.codes()[200] / max(sat.t1 - sat.t0, 1e-9)
     r["sat_codes"] = dict(sat.codes())
+    if not r["sat"]:
+        raise SystemExit(f"{srv.name}: no 200 answer at saturation ({codes(r['sat_codes'])}):\n{srv.log_tail()}")
     r["sat_p50"] = quantile(sat.ok_latencies(), 0.5)
     half = open_loop(srv.port, bodies, 0.5 * r["sat"], a.phase_seconds, a.max_requests, a.connections, a.timeout)
     r["half_p50"], r["half_p99"] = quantile(half.ok_latencies(), 0.5), quantile(half.latency, 0.99)
@@ -592,12 +618,14 @@ def report(a, res: dict, peer_res: dict, framework: str, meta: dict) -> None:
             f"{s['idle_median'] / p['idle_median']:.2f}x", "", None)
         row(name, "p99 at 50% of own saturation vs the pipeline server", ms(s["half_p99"]), ms(p["half_p99"]),
             f"{s['half_p99'] / p['half_p99']:.2f}x", "", None)
-    print(f"\nPipeline server ({framework}): saturation {p['sat']:,.1f}/s ({codes(p['sat_codes'])}), idle median "
+    print(f"\nPipeline server ({framework}): saturation {p['sat']:,.1f}/s ({codes(p['sat_codes'])}, load generator "
+          f"{p['client_cpu'] * 100:.0f}% of a core), idle median "
           f"{ms(p['idle_median'])}, at 50% of saturation p50 {ms(p['half_p50'])} p99 {ms(p['half_p99'])}.")
     for name, r in res.items():
         s, o = r["speed"], r["overload"]
         print(f"{name} details: saturation answers {codes(s['sat_codes'])}, p50 {ms(s['sat_p50'])} at "
-              f"{a.saturation_connections} connections; 50% phase {s['half_n']:,} requests ({codes(s['half_codes'])}),"
+              f"{a.saturation_connections} connections, {s['rows_per_batch']:.1f} rows per batch, load generator "
+              f"{s['client_cpu'] * 100:.0f}% of a core; 50% phase {s['half_n']:,} requests ({codes(s['half_codes'])}),"
               f" p50 {ms(s['half_p50'])}, client lag p99 {ms(s['half_lag_p99'])}; 2x phase latency p99 "
               f"{ms(o['p99'])}, client lag p99 {ms(o['lag_p99'])}.")
     print(f"int8 predict labels = fp32 predict labels on {res['int8']['vs_fp32']}.")
