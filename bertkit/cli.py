@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, sweep, evaluate, predict, "
-         "export. Offline; local paths only.",
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, sweep, evaluate, "
+         "predict, export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -143,8 +143,17 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig, PretrainConfig,
-                          TokenizeConfig)
+    from .schemas import (
+        EvaluateConfig,
+        ExportConfig,
+        FinetuneConfig,
+        FinetuneNERConfig,
+        FinetuneQAConfig,
+        PredictConfig,
+        PretrainConfig,
+        ServeConfig,
+        TokenizeConfig,
+    )
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -154,12 +163,18 @@ def _register_all() -> None:
               "Fine-tune a sequence classifier (single-label, multi-label, regression, pairs).")
     _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
               "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
+    _register("finetune-ner", FinetuneNERConfig, "finetune_ner",
+              "Fine-tune token classification (NER, POS, chunking): CoNLL-style or JSONL/CSV/Parquet word and tag "
+              "lists; IOB1/IOB2/BIOES/BMES; English and Chinese.")
     _register("evaluate", EvaluateConfig, "evaluate",
               "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), "
               "without training.")
     _register("predict", PredictConfig, "predict",
               "Fill-mask, classification or question-answering inference: files (or stdin) in, "
               "JSON lines or CSV out.")
+    _register("serve", ServeConfig, "serve",
+              "Serve a model over HTTP (the serve extra): POST /predict batches requests from many clients; "
+              "/health, /info, /metrics.")
     _register("export", ExportConfig, "export",
               "Export a model to ONNX (fp32 or int8) for ONNX Runtime, checked against torch.")
 
@@ -167,7 +182,7 @@ def _register_all() -> None:
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep "
-                             "finetune-cls|finetune-qa (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
+                             "finetune-cls|finetune-qa|finetune-ner (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
                              "bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
@@ -179,12 +194,14 @@ def _sweep_root(ctx: typer.Context,
                     "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
-    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa [its flags] --param NAME=KIND:..."""
+    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags]
+    --param NAME=KIND:..."""
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
-        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls|finetune-qa ... "
-                           "--param lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
+        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep "
+                         "finetune-cls|finetune-qa|finetune-ner ... --param lr=log:1e-5:3e-4) or give --report "
+                         "STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 
     sweep_report(report, study)

@@ -334,12 +334,13 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
             fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
 
 
-def command_line() -> str:
-    """The command that started this process, as a user would retype it."""
+def command_line(drop: tuple[str, ...] = ()) -> str:
+    """The command that started this process, as a user would retype it, without the flags in ``drop``
+    (e.g. ``--overwrite``, which in a resume command would delete the checkpoint to resume from)."""
     argv = list(sys.argv)
     ours = not argv or argv[0].endswith(("bertkit", "__main__.py"))
     prog = "bertkit" if ours else argv[0]
-    return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])
+    return " ".join([prog] + [shlex.quote(a) for a in argv[1:] if a not in drop])
 
 
 def check_writable(path: str | Path | None, flag: str, kind: str = "dir") -> list[str]:

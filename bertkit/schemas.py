@@ -32,6 +32,11 @@ def allow_pickle_field():
                "--allow-pickle")
 
 
+def dropout_field():
+    return opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the checkpoint's).",
+               "--dropout")
+
+
 # ------------------------------------------------------------------------------------------
 # Sections
 # ------------------------------------------------------------------------------------------
@@ -133,7 +138,7 @@ class TrainConfig(Schema):
                       "--resume")
     num_workers: int = opt(0, "DataLoader worker processes.", "--num-workers")
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
-    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
+    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see docs/benchmarks.md; "
                                "worth trying on GPU).", "--compile/--no-compile")
     time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
                                      "--time-budget")
@@ -172,17 +177,17 @@ class FinetuneTrainConfig(TrainConfig):
     patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
     head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
                                          "checkpoint lacks); default --lr.", "--head-lr")
-    # benchmarks/finetune_parity.py (issue #16) measures accuracy and speed of each against a plain Trainer
+    # benchmarks/finetune_parity.py measures accuracy and speed of each against a plain Trainer
     batching: Literal["window", "length", "random"] = opt(
         "window", "Training batch order, measured against a plain Trainer with shuffled batches and dynamic padding "
-        "(benchmarks/finetune_parity.py, README; MiniLM, 3 seeds). window: shuffled examples sorted by length only "
-        "inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows +0.08 "
-        "points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
+        "(benchmarks/finetune_parity.py, docs/benchmarks.md; MiniLM, 3 seeds). window: shuffled examples sorted by "
+        "length only inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows "
+        "+0.08 points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
         "1.55x). length: transformers' group_by_length, batches of one length running long to short (-1.3 points "
         "on SST-2, fastest). random: the Trainer's own order (-0.46 points, 1.15x).",
         "--batching", choices=("window", "length", "random"))
-    # 2, not 4: windows of 4 were -0.31 points on SST-2 (issue #16's bound: -0.3), windows of 2 +0.08 and +0.81
-    # F1 on MRPC, at 1.66x and 1.44x the plain Trainer (README "Batch order, accuracy and speed")
+    # 2, not 4: windows of 4 were -0.31 points on SST-2 (the parity bound: -0.3), windows of 2 +0.08 and +0.81
+    # F1 on MRPC, at 1.66x and 1.44x the plain Trainer (docs/benchmarks.md, "Classification fine-tuning")
     batching_window: int = opt(2, "Batches per length-sorted window with --batching window (1: no grouping).",
                                "--batching-window")
 
@@ -218,6 +223,21 @@ class QAColumns(Schema):
 class QALabelledColumns(QAColumns):
     answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
                                         "JSON is read as is).", "--answer-column")
+
+
+@dataclass
+class WordColumns(Schema):
+    words_column: str = opt("tokens", "Token classification: column holding the list of words (.jsonl/.csv/.parquet; "
+                                      "predict reads the text column as raw text where it is absent).",
+                            "--words-column")
+
+
+@dataclass
+class TaggedColumns(WordColumns):
+    tags_column: str = opt("tags", "Token classification: column holding the list of tags (.jsonl/.csv/.parquet).",
+                           "--tags-column")
+    tag_column: Optional[int] = opt(None, "Token classification, CoNLL-style files: the column holding the tag, "
+                                          "0-based (the word is column 0; default: the last column).", "--tag-column")
 
 
 @dataclass
@@ -342,8 +362,7 @@ class FinetuneConfig(FinetuneFields):
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
                                  "log-odds per label, or the mean target) instead of 0.",
                            "--prior-init/--no-prior-init")
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
-                                         "checkpoint's).", "--dropout")
+    dropout: Optional[float] = dropout_field()
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
@@ -355,7 +374,7 @@ class FinetuneConfig(FinetuneFields):
 
 
 @dataclass
-class PredictConfig(InferenceFields, TextColumns, QAColumns):
+class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
@@ -378,7 +397,38 @@ class PredictConfig(InferenceFields, TextColumns, QAColumns):
 
 
 @dataclass
-class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
+class ServeConfig(InferenceFields):
+    model: Optional[str] = opt(None, "Local model directory to serve (any task kind bertkit makes; a `bertkit export` "
+                                     "dir runs on ONNX Runtime).", "--model")
+    host: str = opt("127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy in front).",
+                    "--host")
+    port: int = opt(8080, "Port to listen on; 0 picks a free one (printed, and written to --port-file).", "--port")
+    port_file: Optional[str] = opt(None, "Write the port listened on to this file once the server is bound.",
+                                   "--port-file")
+    batch_size: int = opt(32, "Rows per forward pass (rows of a batch are sorted by length first).", "--batch-size")
+    max_batch_tokens: int = opt(8192, "Tokens the batcher takes from the queue for one round of the model "
+                                      "(requests from many clients share it).", "--max-batch-tokens")
+    max_queue: int = opt(256, "Rows admitted at once (queued or in the model); a request over it gets 429 with "
+                              "Retry-After.", "--max-queue")
+    max_request_rows: int = opt(64, "Rows in one request; more gets 413.", "--max-request-rows")
+    max_body_bytes: int = opt(1_000_000, "Bytes of one request body; more gets 413.", "--max-body-bytes")
+    top_k: int = opt(5, "Default for the request parameter top_k (fill-mask candidates, QA alternatives), as in "
+                        "`bertkit predict --top-k`.", "--top-k")
+
+    def problems(self) -> list[str]:
+        found = super().problems() + at_least(self.max_batch_tokens, 8, "--max-batch-tokens") + at_least(
+            self.max_queue, 1, "--max-queue") + at_least(self.max_request_rows, 1, "--max-request-rows") + at_least(
+            self.max_body_bytes, 1024, "--max-body-bytes") + at_least(self.top_k, 1, "--top-k")
+        if not 0 <= self.port <= 65535:
+            found.append(f"--port {self.port}: use 0-65535 (0 picks a free port)")
+        if self.max_request_rows > self.max_queue:
+            found.append(f"--max-request-rows {self.max_request_rows}: more than --max-queue {self.max_queue}, so such "
+                         "a request could never be admitted")
+        return found
+
+
+@dataclass
+class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")
     data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
@@ -396,7 +446,7 @@ class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
 
 
 @dataclass
-class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns):
+class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
     output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
@@ -480,8 +530,7 @@ class FinetuneQAConfig(FinetuneFields):
     qa_language: Literal["auto", "en", "zh"] = opt(
         "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
                 "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
-                                         "checkpoint's).", "--dropout")
+    dropout: Optional[float] = dropout_field()
     data: QADataConfig = section(QADataConfig)
     train: QATrainConfig = section(QATrainConfig)
 
@@ -493,4 +542,57 @@ class FinetuneQAConfig(FinetuneFields):
                          "need --version-2")
         if self.metric.removeprefix("eval_") not in ("f1", "exact_match"):
             found.append(f"--metric {self.metric}: use one of f1, exact_match")
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# Token classification (finetune-ner)
+# ------------------------------------------------------------------------------------------
+
+TAG_SCHEMES = ("auto", "IOB1", "IOB2", "BIOES", "BMES")
+
+
+@dataclass
+class NERDataConfig(TaggedColumns):
+    train: Optional[str] = opt(None, "Training file: CoNLL-style text (token<TAB>tag per line, a blank line between "
+                                     "sentences) or .jsonl/.csv/.parquet with a list of words and a list of tags.",
+                               "--train")
+    validation: Optional[str] = opt(None, "Validation file (same formats), scored with entity F1 at every evaluation "
+                                          "(default: a tenth of train held out).", "--validation")
+    test: Optional[str] = opt(None, "Test file, scored once with the best model.", "--test")
+    tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "BMES"] = opt(
+        "auto", "Tag scheme (auto: from the training tags: M- means BMES, E-/S- BIOES, else IOB2 or IOB1).",
+        "--tag-scheme", choices=TAG_SCHEMES)
+    label_all_subtokens: bool = opt(False, "Train on every sub-token of a word (later ones with B- turned into I-), "
+                                           "not only the first; predictions are always read at the first.",
+                                    "--label-all-subtokens/--first-subtoken-only")
+    max_seq_length: int = opt(128, "Tokens per window, [CLS] and [SEP] included; longer sentences are windowed, "
+                                   "never truncated.", "--max-seq-length")
+    stride: int = opt(32, "Sub-tokens shared by consecutive windows of a long sentence.", "--stride")
+
+    def problems(self) -> list[str]:
+        found = [] if self.train else ["--train is required: a CoNLL-style file (token<TAB>tag) or a .jsonl/.csv/"
+                                       ".parquet file with words and tags columns"]
+        found += at_least(self.max_seq_length, 8, "--max-seq-length")
+        if not 0 <= self.stride < (self.max_seq_length - 2) // 2:
+            found.append(f"--stride {self.stride}: must be in [0, {(self.max_seq_length - 2) // 2}) for "
+                         f"--max-seq-length {self.max_seq_length}")
+        return found
+
+
+NER_METRICS = ("f1", "precision", "recall", "accuracy", "loss")
+
+
+@dataclass
+class FinetuneNERConfig(FinetuneFields):
+    metric: str = opt("f1", "Metric that picks the best checkpoint: f1 (entity micro-F1), precision, recall, "
+                            "accuracy (token) or loss.", "--metric")
+    dropout: Optional[float] = dropout_field()
+    data: NERDataConfig = section(NERDataConfig)
+    train: FinetuneTrainConfig = section(FinetuneTrainConfig)
+
+    def problems(self) -> list[str]:
+        found = super().problems() + in_unit_interval(self.dropout, "--dropout")
+        if self.metric.removeprefix("eval_") not in NER_METRICS:
+            found.append(f"--metric {self.metric}: use one of {', '.join(NER_METRICS)}")
         return found

@@ -2,7 +2,7 @@
 
 ``bertkit tokenize --task mlm`` (and ``pretrain-mlm`` on raw files) used to read the whole corpus into
 one ``datasets.Dataset``, encode it into one in-memory table and pack that: peak RSS grew by ~13.5 MB
-per MB of text (0.96 GB for 17 MB, 4.33 GB for 266 MB; issue #17).  Here the inputs are cut into
+per MB of text (0.96 GB for 17 MB, 4.33 GB for 266 MB).  Here the inputs are cut into
 chunks (``.txt`` files: byte ranges ending at a line break; other formats: batches of rows of one
 file at a time), each chunk is decoded and encoded on its own (in ``num_proc`` worker processes),
 and the main process packs the chunks *in input order* with a :class:`Packer` that carries the

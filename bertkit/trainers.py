@@ -87,6 +87,11 @@ class ClsTrainer(BertkitTrainer):
     """Sequence classification (everything it needs is in :class:`BertkitTrainer`)."""
 
 
+class TokenClsTrainer(BertkitTrainer):
+    """Token classification: evaluation is the Trainer's own, with label ids argmax'd batch by batch
+    (``preprocess_logits_for_metrics``) and scored per word by :class:`bertkit.ner.WordScorer`."""
+
+
 class QATrainer(BertkitTrainer):
     """Extractive QA: evaluation predicts start/end logits on every validation window, post-processes
     them across the windows of each question into answers and scores EM/F1 (``eval_f1``,

@@ -102,6 +102,23 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
         raise UsageError(f"invalid training settings: {str(e).splitlines()[0]}") from None
 
 
+def finetune_arguments(train, output: Path, metric: str) -> tuple:
+    """A fine-tuning run's TrainingArguments (evaluation every epoch or every --eval-steps, the best
+    checkpoint by ``metric`` kept and loaded at the end, the --batching order) and its early-stopping
+    callbacks (--patience).  Returns (arguments, callbacks)."""
+    from transformers import EarlyStoppingCallback
+
+    from .metrics import greater_is_better
+
+    metric = metric.removeprefix("eval_")
+    args = training_arguments(
+        train, output, eval_strategy="steps" if train.eval_steps else "epoch",
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
+        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
+        include_num_input_tokens_seen="no")
+    return args, [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
+
+
 @contextlib.contextmanager
 def start_run(cfg, command: str):
     """The stage that creates a training command's output, for the ``with`` block that prepares training
@@ -158,8 +175,8 @@ def train_with_signals(trainer, output: Path, resume_from: str | None):
         stopper.uninstall()
     if stopper.signal is not None:
         if is_main_process():
-            print(f"bertkit: stopped; a checkpoint is in {output / CHECKPOINTS}. Resume with the same command:\n  "
-                  f"{command_line()}", file=sys.stderr, flush=True)
+            print(f"bertkit: stopped; a checkpoint is in {output / CHECKPOINTS}. Resume with:\n  "
+                  f"{command_line(drop=('--overwrite',))}", file=sys.stderr, flush=True)
         raise SystemExit(128 + int(stopper.signal))
     return result, time.time() - t0
 

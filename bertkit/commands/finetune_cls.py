@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..labels import LabelSpace, class_weights
 from ..loading import load_model
 from ..log import get_logger
-from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics, greater_is_better
+from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics
 from ..modeling import (Checkpoint, cls_only_last_layer, count_parameters, dropout_overrides, init_head_at_prior,
                         new_parameters, open_checkpoint_for, weighted_loss)
 from ..sampling import token_lengths
@@ -23,8 +23,8 @@ from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification
 from ..trainers import ClsTrainer
-from ..training import (default_callbacks, examples_seen, pad_multiple, run_metrics, save_run, start_run,
-                        train_with_signals, training_arguments)
+from ..training import (default_callbacks, examples_seen, finetune_arguments, pad_multiple, run_metrics, save_run,
+                        start_run, train_with_signals)
 
 log = get_logger()
 
@@ -136,16 +136,11 @@ def load_classifier(cfg: FinetuneConfig, base: Checkpoint, data: ClsData):
 
 def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: frozenset[str] = frozenset(),
                   callbacks=()) -> ClsTrainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+    from transformers import DataCollatorWithPadding
 
     train = cfg.train
     metric = choose_metric(cfg.metric, data.space.problem)
-    args = training_arguments(
-        train, out, eval_strategy="steps" if train.eval_steps else "epoch",
-        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
-        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
-        include_num_input_tokens_seen="no")
-    extra = [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
+    args, extra = finetune_arguments(train, out, metric)
     if train.head_lr is not None:
         if not head:
             log.warning("--head-lr: the model already has a classification head for these labels; all parameters "

@@ -20,8 +20,8 @@ from ..modeling import Checkpoint, count_parameters, dropout_overrides, new_para
 from ..schemas import FinetuneQAConfig
 from ..summary import print_summary
 from ..trainers import QATrainer
-from ..training import (default_callbacks, examples_seen, pad_multiple, run_metrics, save_run, start_run,
-                        train_with_signals, training_arguments)
+from ..training import (default_callbacks, examples_seen, finetune_arguments, pad_multiple, run_metrics, save_run,
+                        start_run, train_with_signals)
 
 log = get_logger()
 
@@ -127,15 +127,10 @@ def load_qa_model(cfg: FinetuneQAConfig, base: Checkpoint):
 
 def build_trainer(cfg: FinetuneQAConfig, out, model, tok, data: QASplits, head: frozenset[str] = frozenset(),
                   callbacks=()) -> QATrainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+    from transformers import DataCollatorWithPadding
 
     train = cfg.train
-    args = training_arguments(
-        train, out, eval_strategy="steps" if train.eval_steps else "epoch",
-        load_best_model_at_end=True, metric_for_best_model=cfg.metric.removeprefix("eval_"), greater_is_better=True,
-        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
-        include_num_input_tokens_seen="no")
-    extra = [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
+    args, extra = finetune_arguments(train, out, cfg.metric)
     trainer = QATrainer(
         model=model, args=args, train_dataset=data.train_windows, eval_dataset=data.eval.dataset,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,

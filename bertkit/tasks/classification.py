@@ -19,6 +19,7 @@ class ClassificationTask(Task):
     auto_model = "AutoModelForSequenceClassification"
     architectures = ("ForSequenceClassification",)
     description = "sequence classification (single-label, multi-label, regression, pairs)"
+    optional_fields = ("text_pair",)
 
     def __init__(self, config, tokenizer, max_len: int, path=None):
         from ..labels import LabelSpace
@@ -42,6 +43,16 @@ class ClassificationTask(Task):
 
         texts, pairs, _ = read_predict_input(cfg.input, cfg.text_column, cfg.text_pair_column)
         return rows_of(texts, pairs)
+
+    def request_rows(self, inputs) -> list[dict]:
+        rows = super().request_rows(inputs)
+        paired = ["text_pair" in r for r in rows]
+        if any(paired) and not all(paired):
+            raise ValueError(f"inputs[{paired.index(not paired[0])}]: every row of a request has a text_pair, or none")
+        return rows
+
+    def info(self) -> dict:
+        return {"problem": self.space.problem, "labels": self.space.names}
 
     def encode(self, rows: Sequence[dict]) -> Windows:
         tok = self.tokenizer

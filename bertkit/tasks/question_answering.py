@@ -21,6 +21,7 @@ class QuestionAnsweringTask(Task):
     outputs = ("start_logits", "end_logits")
     per_token = True
     unit = "questions"
+    fields = ("question", "context")
     description = "extractive question answering"
 
     def __init__(self, config, tokenizer, max_len: int, path=None):
