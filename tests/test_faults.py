@@ -268,6 +268,25 @@ def test_empty_context_rows():
     assert empty_context_rows([]) == []
 
 
+def test_predict_does_not_answer_an_empty_context(capsys, tmp_path, mlm_model):
+    """A QA row with an empty context: a warning naming the row and a record with an error, never a
+    confident empty answer; the other rows are answered."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    model = tmp_path / "qa"
+    BertForQuestionAnswering.from_pretrained(str(mlm_model)).save_pretrained(str(model))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(model))
+    rows = [{"question": "who?", "context": "the staff were friendly"}, {"question": "what?", "context": "  "}]
+    inp = tmp_path / "q.jsonl"
+    inp.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    assert cli("predict", "--model", model, "--input", inp, "--output", tmp_path / "p.jsonl", "--top-k", 1) == 0
+    assert "1 questions have an empty context (rows 2)" in capsys.readouterr().err
+    got = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert got[0]["answer"] and "error" not in got[0]
+    assert got[1] == {"question": "what?", "answer": None, "score": None, "start": None, "end": None,
+                      "error": "empty context"}
+
+
 @pytest.mark.parametrize("command", ["finetune-cls", "finetune-qa"])
 def test_throughput_of_a_two_step_run_is_of_its_steps(capsys, tmp_path, mlm_model, cls_files, command):
     """The rate counts the training steps' own time: a run of two steps, followed by a final evaluation
