@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, sweep, evaluate, predict, "
-         "export. Offline; local paths only.",
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, distill, sweep, evaluate, "
+         "predict, export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -143,7 +143,7 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig,
+    from .schemas import (DistillConfig, EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig,
                           PretrainConfig, ServeConfig, TokenizeConfig)
 
     _register("tokenize", TokenizeConfig, "tokenize",
@@ -154,6 +154,9 @@ def _register_all() -> None:
               "Fine-tune a sequence classifier (single-label, multi-label, regression, pairs).")
     _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
               "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
+    _register("distill", DistillConfig, "distill",
+              "Distill a fine-tuned teacher into a smaller, faster student (a copy keeping some of its layers, or "
+              "--student DIR): soft targets mixed with the labels.")
     _register("evaluate", EvaluateConfig, "evaluate",
               "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), "
               "without training.")

@@ -143,3 +143,35 @@ class MLMTrainer(BertkitTrainer):
             logs["padding_share"] = round(1.0 - self.real_tokens / self.pad_slots, 4)
             self.pad_slots = self.real_tokens = 0
         super().log(logs, *args, **kwargs)
+
+
+class DistillTrainer(BertkitTrainer):
+    """A student learning from a teacher: the teacher's outputs ride along in the training set as columns
+    (``teacher_*``, computed once before training) with a ``hard_mask`` (0 for texts only the teacher
+    labelled); ``distill_loss`` (:data:`bertkit.distillation.DistillLoss`, the task kind's) mixes the
+    soft and hard losses.  Evaluation sets carry no teacher outputs: their loss is the hard-label loss."""
+
+    # the loss is a mean over this batch: the Trainer divides it by the gradient accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, distill_loss=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.distill_loss = distill_loss
+
+    def _set_signature_columns_if_needed(self):
+        from .distillation import HARD_MASK, TEACHER_PREFIX
+
+        if self._signature_columns is None:
+            super()._set_signature_columns_if_needed()
+            columns = self.train_dataset.column_names if self.train_dataset is not None else []
+            self._signature_columns += [c for c in columns if c.startswith(TEACHER_PREFIX) or c == HARD_MASK]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from .distillation import HARD_MASK, TEACHER_PREFIX
+
+        teacher = {k: inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)} or None
+        mask = inputs.pop(HARD_MASK, None)
+        labels = inputs.pop("labels", None)
+        outputs = model(**inputs)
+        loss = self.distill_loss(outputs, labels, teacher, mask)
+        return (loss, outputs) if return_outputs else loss

@@ -14,6 +14,8 @@ KEY_FLAGS = {
     ("pretrain-mlm",): ["--data", "--output", "--preset", "--mlm-probability", "--time-budget", "--resume"],
     ("finetune-cls",): ["--model", "--train", "--validation", "--output", "--epochs", "--lr", "--metric"],
     ("finetune-qa",): ["--model", "--train", "--validation", "--output", "--doc-stride", "--max-answer-length"],
+    ("distill",): ["--teacher", "--student", "--student-layers", "--alpha", "--temperature", "--unlabeled",
+                   "--output"],
     ("predict",): ["--model", "--input", "--output", "--task", "--top-k", "--backend", "--batch-size"],
     ("evaluate",): ["--model", "--data", "--output", "--task", "--batch-size"],
     ("export",): ["--model", "--output", "--quantize"],

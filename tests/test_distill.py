@@ -1,0 +1,175 @@
+"""bertkit distill: students picked and copied from the teacher, the cached teacher outputs, the mixed loss,
+and the command end to end (predict on its output, a refused student, resume)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import cli, read_jsonl, run_cli
+
+from bertkit.distillation import (HARD_MASK, classification_loss, hard_label_loss, kept_layers, shrink,
+                                  soft_target_loss)
+from bertkit.errors import UsageError
+
+FAST = ["--epochs", 1, "--batch-size", 16, "--lr", "1e-3", "--quiet"]
+
+
+def test_kept_layers_spread_evenly_up_to_the_top_one():
+    assert kept_layers(6, 3) == [1, 3, 5]
+    assert kept_layers(12, 6) == [1, 3, 5, 7, 9, 11]
+    assert kept_layers(12, 4) == [2, 5, 8, 11]
+    assert kept_layers(2, 1) == [1]
+    assert kept_layers(4, 4) == [0, 1, 2, 3]
+    with pytest.raises(UsageError):
+        kept_layers(2, 3)
+
+
+def test_shrink_copies_the_kept_layers(classifier):
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    student, keep = shrink(teacher, 1)
+    assert keep == [1] and student.config.num_hidden_layers == 1 and len(student.bert.encoder.layer) == 1
+    t, s = teacher.state_dict(), student.state_dict()
+    for name, value in s.items():
+        src = name.replace("encoder.layer.0.", "encoder.layer.1.")
+        assert torch.equal(value, t[src]), name
+    assert len(teacher.bert.encoder.layer) == 2  # the teacher is left whole
+    ids = torch.tensor([[2, 10, 11, 3]])
+    assert student(input_ids=ids).logits.shape == teacher(input_ids=ids).logits.shape
+
+
+def test_alpha_0_is_plain_fine_tuning_loss():
+    """--alpha 0: the loss the model computes from its labels, whatever the teacher says."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    x = torch.randint(5, 50, (6, 7))
+    for problem, labels in (("single", torch.tensor([0, 1, 2, 1, 0, 2])),
+                            ("multi", torch.randint(0, 2, (6, 3)).float()),
+                            ("regression", torch.randn(6))):
+        n = 1 if problem == "regression" else 3
+        pt = {"single": "single_label_classification", "multi": "multi_label_classification",
+              "regression": "regression"}[problem]
+        model = BertForSequenceClassification(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1,
+                                                         num_attention_heads=2, intermediate_size=32,
+                                                         num_labels=n, problem_type=pt)).eval()
+        out = model(input_ids=x, labels=labels)
+        teacher = {"teacher_logits": torch.randn(6, n) * 5}
+        loss = classification_loss(problem, 0.0, 2.0)(out, labels, teacher, torch.ones(6))
+        assert torch.allclose(loss, out.loss, atol=1e-6), problem
+        mixed = classification_loss(problem, 0.5, 2.0)(out, labels, teacher, torch.ones(6))
+        assert not torch.allclose(mixed, out.loss)
+
+
+def test_soft_loss_is_zero_at_the_teacher_and_masked_rows_drop_from_the_hard_loss():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0]])
+    assert soft_target_loss("single", logits, logits, 3.0).abs() < 1e-6
+    # KL(t || s) * T^2 by hand
+    t = torch.tensor([[0.0, 1.0], [1.0, 0.0], [2.0, 2.0]])
+    p, q = torch.softmax(t / 2, -1), torch.softmax(logits / 2, -1)
+    assert torch.allclose(soft_target_loss("single", logits, t, 2.0), (p * (p / q).log()).sum(-1).mean() * 4)
+    labels = torch.tensor([0, 1, 1])
+    mask = torch.tensor([1, 0, 1])
+    loss = classification_loss("single", 0.0, 1.0)({"logits": logits}, labels, None, mask)
+    assert torch.allclose(loss, hard_label_loss("single", logits[[0, 2]], labels[[0, 2]]))
+    only_unlabelled = classification_loss("single", 0.5, 1.0)({"logits": logits}, labels, {"teacher_logits": t},
+                                                              torch.zeros(3))
+    assert torch.allclose(only_unlabelled, 0.5 * soft_target_loss("single", logits, t, 1.0))
+
+
+@pytest.fixture(scope="module")
+def student_dir(workdir, classifier, cls_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill") / "student"
+    train, dev = cls_files
+    unl = out.parent / "unlabeled.txt"
+    unl.write_text("the food was lovely\nthe room was awful\nwe will come back\n", encoding="utf-8")
+    assert cli("distill", "--teacher", classifier, "--output", out, "--train", train, "--validation", dev,
+               "--student-layers", 1, "--unlabeled", unl, *FAST) == 0
+    return out
+
+
+def test_cached_teacher_outputs_are_the_teachers_predictions(classifier, cls_files):
+    """The teacher's outputs stored per training window equal what predict computes for those rows."""
+    from bertkit.commands import distill
+    from bertkit.config import resolve
+    from bertkit.schemas import DistillConfig
+    from bertkit.tasks.classification import rows_of
+    from bertkit import tasks
+
+    train, _ = cls_files
+    cfg = resolve(DistillConfig, flags={"teacher": str(classifier), "output": "unused", "data.train": str(train),
+                                        "data.validation": str(cls_files[1])})
+    teacher = distill.open_teacher(cfg)
+    kind = distill.distiller_for(teacher.task_class)
+    cfg = kind.with_teacher_settings(cfg, teacher.config)
+    assert cfg.data.max_seq_length == 32  # the teacher's, not the finetune default
+    teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, 32, teacher.path)
+    data = kind.load_data(cfg, teacher)
+    distill.add_teacher_outputs(kind, data, teacher, 8)
+    cached = np.asarray(data.train["teacher_logits"], dtype=np.float32)
+    raw = data.raw["train"]
+    model = teacher.task.load_torch(teacher.path)  # no inference-only changes: the plain model
+    expected = teacher.task.logits(tasks.torch_model_fn(model), rows_of(raw["text"]), 16)
+    assert cached.shape == (len(raw), 2)
+    np.testing.assert_allclose(cached, expected, atol=1e-4)
+    assert set(data.train[HARD_MASK]) == {1}
+
+
+def test_distill_end_to_end_then_predict(student_dir, classifier, cls_files):
+    cfg = json.loads((student_dir / "config.json").read_text())
+    teacher = json.loads((classifier / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 1 and teacher["num_hidden_layers"] == 2
+    assert cfg["id2label"] == teacher["id2label"]
+    assert cfg["bertkit_max_seq_length"] == teacher["bertkit_max_seq_length"] == 32
+    assert cfg["bertkit_long_text"] == teacher["bertkit_long_text"]
+    metrics = json.loads((student_dir / "metrics.json").read_text())
+    assert metrics["student_layers_kept"] == [1] and metrics["unlabeled_examples"] == 3
+    comp = metrics["comparison"]
+    assert comp["student"]["parameters"] < comp["teacher"]["parameters"]
+    assert comp["student"]["metric"] == comp["teacher"]["metric"] == "accuracy"
+    assert (student_dir / "README.md").exists() and (student_dir / "bertkit_config.yaml").exists()
+    _, dev = cls_files
+    preds = student_dir.parent / "preds.jsonl"
+    assert cli("predict", "--model", student_dir, "--input", dev, "--output", preds, "--quiet") == 0
+    rows = read_jsonl(preds)
+    assert len(rows) == 30 and {r["label"] for r in rows} <= {"good", "bad"}
+
+
+def test_student_with_another_vocabulary_is_refused(classifier, cls_files, workdir, tmp_path):
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    other = tmp_path / "other"
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "food"]) + "\n")
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(other)
+    BertForMaskedLM(BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(other)
+    train, dev = cls_files
+    proc = run_cli("distill", "--teacher", classifier, "--student", other, "--output", tmp_path / "out",
+                   "--train", train, "--validation", dev, "--quiet", check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "vocabulary" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_student_dir_and_resume(classifier, mlm_model, cls_files, tmp_path):
+    """--student: any model with the teacher's vocabulary (here the teacher's own MLM base, with a new head);
+    a finished run resumes from its checkpoint instead of training again."""
+    train, dev = cls_files
+    out = tmp_path / "s"
+    args = ["distill", "--teacher", classifier, "--student", mlm_model, "--output", out, "--train", train,
+            "--validation", dev, "--alpha", "1", *FAST]
+    assert cli(*args, "--max-steps", 2, "--save-steps", 1, "--eval-steps", 1) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert first["steps"] == 2 and first["student_layers_kept"] is None
+    ck = out / "checkpoints" / "checkpoint-2"
+    assert (ck / "trainer_state.json").exists()
+    assert cli(*args, "--max-steps", 3, "--save-steps", 1, "--eval-steps", 1, "--resume", ck) == 0
+    log = read_jsonl(out / "training_log.jsonl")
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 3
+    assert [r for r in log if r.get("step") == 3]
