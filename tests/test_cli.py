@@ -18,6 +18,7 @@ KEY_FLAGS = {
                    "--output"],
     ("predict",): ["--model", "--input", "--output", "--task", "--top-k", "--backend", "--batch-size"],
     ("evaluate",): ["--model", "--data", "--output", "--task", "--batch-size"],
+    ("serve",): ["--model", "--host", "--port", "--max-batch-tokens", "--max-queue"],
     ("export",): ["--model", "--output", "--quantize"],
     ("sweep",): ["--report", "--study", "finetune-cls", "finetune-qa"],
     ("sweep", "finetune-cls"): ["--param", "--trials", "--storage", "--pruner", "--sampler", "--model", "--lr"],
