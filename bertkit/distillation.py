@@ -19,8 +19,9 @@ from torch.nn import functional as F
 
 from .errors import UsageError
 
-# what a student is trained with: (model outputs, labels, the teacher's outputs by column, hard-label mask)
-DistillLoss = Callable[[dict, "torch.Tensor | None", "dict[str, torch.Tensor] | None", "torch.Tensor | None"],
+# what a student is trained with: (model outputs, its labels by name (those the batch has), the teacher's
+# outputs by column (None when evaluating), the hard-label mask (None: every example has a label))
+DistillLoss = Callable[[dict, "dict[str, torch.Tensor]", "dict[str, torch.Tensor] | None", "torch.Tensor | None"],
                        torch.Tensor]
 TEACHER_PREFIX = "teacher_"  # dataset columns holding the teacher's outputs
 HARD_MASK = "hard_mask"  # dataset column: 1 where the example's label counts, 0 for teacher-labelled texts
@@ -116,16 +117,15 @@ def classification_loss(problem: str, alpha: float, temperature: float,
     w = torch.tensor(weights) if weights is not None else None
 
     def loss(outputs, labels, teacher, hard_mask):
-        logits = outputs["logits"]
-        if labels is not None and hard_mask is not None:
+        logits, y = outputs["logits"], labels.get("labels")
+        kept = logits
+        if y is not None and hard_mask is not None:
             keep = hard_mask.bool()
-            logits_l, labels = logits[keep], labels[keep]
-        else:
-            logits_l = logits
-        if labels is None or len(labels) == 0:
+            kept, y = logits[keep], y[keep]
+        if y is None or len(y) == 0:
             hard = logits.sum() * 0.0
         else:
-            hard = hard_label_loss(problem, logits_l, labels, w.to(logits.device) if w is not None else None)
+            hard = hard_label_loss(problem, kept, y, w.to(logits.device) if w is not None else None)
         if teacher is None or alpha == 0:
             return hard
         soft = soft_target_loss(problem, logits, teacher[TEACHER_PREFIX + "logits"], temperature)
@@ -134,6 +134,70 @@ def classification_loss(problem: str, alpha: float, temperature: float,
     return loss
 
 
-def stack_outputs(results: list[dict], names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The teacher's kept window outputs (``Task.window_result`` per window) as one float32 array per output."""
-    return {TEACHER_PREFIX + k: np.stack([r[k] for r in results]).astype(np.float32) for k in names}
+def span_hard_loss(start: torch.Tensor, end: torch.Tensor, start_positions: torch.Tensor,
+                   end_positions: torch.Tensor) -> torch.Tensor:
+    """Extractive QA's loss of plain fine-tuning (what ``*ForQuestionAnswering`` computes): the mean of the
+    start and end cross-entropies, positions outside the window ignored."""
+    n = start.size(1)
+    sp, ep = start_positions.clamp(0, n), end_positions.clamp(0, n)
+    return (F.cross_entropy(start.float(), sp, ignore_index=n) + F.cross_entropy(end.float(), ep, ignore_index=n)) / 2
+
+
+def span_loss(alpha: float, temperature: float) -> DistillLoss:
+    """Extractive QA: ``alpha`` x the soft-target loss of the start and end distributions over the window's
+    tokens (their mean) + (1 - alpha) x :func:`span_hard_loss`."""
+
+    def loss(outputs, labels, teacher, hard_mask):
+        start, end = outputs["start_logits"], outputs["end_logits"]
+        if "start_positions" in labels:
+            hard = span_hard_loss(start, end, labels["start_positions"], labels["end_positions"])
+        else:
+            hard = start.sum() * 0.0
+        if teacher is None or alpha == 0:
+            return hard
+        soft = (soft_target_loss("single", start, teacher[TEACHER_PREFIX + "start_logits"], temperature)
+                + soft_target_loss("single", end, teacher[TEACHER_PREFIX + "end_logits"], temperature)) / 2
+        return alpha * soft + (1 - alpha) * hard
+
+    return loss
+
+
+# ------------------------------------------------------------------------------------------------
+# Teacher outputs as training columns
+# ------------------------------------------------------------------------------------------------
+
+# the teacher's logit on a padded position: no probability at any temperature, no NaN (unlike -inf)
+PAD_LOGIT = -1e4
+
+
+def teacher_columns(results: list[dict], names: tuple[str, ...], per_token: bool) -> dict[str, list]:
+    """The teacher's kept window outputs (``Task.window_result`` per window) as dataset columns: one
+    float32 vector per window (per-token outputs: as long as the window)."""
+    out = {}
+    for k in names:
+        values = [np.asarray(r[k], dtype=np.float32) for r in results]
+        out[TEACHER_PREFIX + k] = [v.tolist() for v in values] if per_token else np.stack(values).tolist()
+    return out
+
+
+class TeacherCollator:
+    """Collates the ``teacher_*`` columns beside the model inputs (which ``collate`` pads): stacked, or, for
+    per-token outputs, padded to the batch's length with :data:`PAD_LOGIT`."""
+
+    def __init__(self, collate, per_token: bool):
+        self.collate, self.per_token = collate, per_token
+
+    def __call__(self, features: list[dict]) -> dict:
+        features = [dict(f) for f in features]
+        names = [k for k in features[0] if k.startswith(TEACHER_PREFIX)]
+        columns = {k: [f.pop(k) for f in features] for k in names}
+        batch = self.collate(features)
+        for k, values in columns.items():
+            if self.per_token:
+                arr = np.full((len(values), batch["input_ids"].shape[1]), PAD_LOGIT, dtype=np.float32)
+                for i, v in enumerate(values):
+                    arr[i, :len(v)] = v
+            else:
+                arr = np.asarray(values, dtype=np.float32)
+            batch[k] = torch.from_numpy(arr)
+        return batch

@@ -517,9 +517,9 @@ class FinetuneQAConfig(FinetuneFields):
 # ------------------------------------------------------------------------------------------
 
 @dataclass
-class DistillDataConfig(ClsDataConfig):
-    train: Optional[str] = opt(None, "Labelled training file, read as finetune-cls reads it (labels: the teacher's).",
-                               "--train")
+class DistillDataConfig(ClsDataConfig, QALabelledColumns):
+    train: Optional[str] = opt(None, "Labelled training file, read as the teacher's fine-tuning command reads it "
+                                     "(classification labels: the teacher's).", "--train")
     unlabeled: Optional[str] = opt(None, "Texts without labels (the same text columns), labelled by the teacher and "
                                          "appended to the training set: soft targets only.", "--unlabeled")
     max_seq_length: Optional[int] = opt(None, "Maximum tokens per example (default: the teacher's).",
@@ -528,6 +528,10 @@ class DistillDataConfig(ClsDataConfig):
         None, "How to fit texts longer than --max-seq-length (default: the teacher's).", "--long-text",
         choices=("truncate", "head-tail", "sliding-window"))
     stride: Optional[int] = opt(None, "Overlap in tokens between sliding windows (default: the teacher's).", "--stride")
+    doc_stride: Optional[int] = opt(None, "question-answering: tokens of context shared by consecutive windows "
+                                          "(default: the teacher's).", "--doc-stride")
+    max_question_length: Optional[int] = opt(None, "question-answering: questions are cut to this many tokens "
+                                                   "(default: the teacher's).", "--max-question-length")
 
 
 @dataclass

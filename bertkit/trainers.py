@@ -145,18 +145,22 @@ class MLMTrainer(BertkitTrainer):
         super().log(logs, *args, **kwargs)
 
 
-class DistillTrainer(BertkitTrainer):
-    """A student learning from a teacher: the teacher's outputs ride along in the training set as columns
-    (``teacher_*``, computed once before training) with a ``hard_mask`` (0 for texts only the teacher
-    labelled); ``distill_loss`` (:data:`bertkit.distillation.DistillLoss`, the task kind's) mixes the
-    soft and hard losses.  Evaluation sets carry no teacher outputs: their loss is the hard-label loss."""
+class DistillMixin:
+    """A student learning from a teacher (mixed into a kind's trainer): the teacher's outputs ride along in
+    the training set as columns (``teacher_*``, computed once before training) with a ``hard_mask`` (0 for
+    texts only the teacher labelled); ``distill_loss`` (:data:`bertkit.distillation.DistillLoss`, the task
+    kind's) mixes the soft and hard losses.  Evaluation sets carry no teacher outputs: their loss is the
+    hard-label loss.  ``per_token``: the teacher's outputs have a sequence axis (padded per batch)."""
 
     # the loss is a mean over this batch: the Trainer divides it by the gradient accumulation steps
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, distill_loss=None, **kwargs):
+    def __init__(self, *args, distill_loss=None, per_token: bool = False, **kwargs):
+        from .distillation import TeacherCollator
+
         super().__init__(*args, **kwargs)
         self.distill_loss = distill_loss
+        self.data_collator = TeacherCollator(self.data_collator, per_token)
 
     def _set_signature_columns_if_needed(self):
         from .distillation import HARD_MASK, TEACHER_PREFIX
@@ -171,7 +175,15 @@ class DistillTrainer(BertkitTrainer):
 
         teacher = {k: inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)} or None
         mask = inputs.pop(HARD_MASK, None)
-        labels = inputs.pop("labels", None)
+        labels = {k: inputs.pop(k) for k in self.label_names if k in inputs}
         outputs = model(**inputs)
         loss = self.distill_loss(outputs, labels, teacher, mask)
         return (loss, outputs) if return_outputs else loss
+
+
+class DistillTrainer(DistillMixin, ClsTrainer):
+    """A sequence-classification student (see :class:`DistillMixin`)."""
+
+
+class QADistillTrainer(DistillMixin, QATrainer):
+    """An extractive-QA student (see :class:`DistillMixin`)."""

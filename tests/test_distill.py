@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli, read_jsonl, run_cli
+from conftest import cli, read_jsonl
 
 from bertkit.distillation import (HARD_MASK, classification_loss, hard_label_loss, kept_layers, shrink,
                                   soft_target_loss)
@@ -60,9 +60,9 @@ def test_alpha_0_is_plain_fine_tuning_loss():
                                                          num_labels=n, problem_type=pt)).eval()
         out = model(input_ids=x, labels=labels)
         teacher = {"teacher_logits": torch.randn(6, n) * 5}
-        loss = classification_loss(problem, 0.0, 2.0)(out, labels, teacher, torch.ones(6))
+        loss = classification_loss(problem, 0.0, 2.0)(out, {"labels": labels}, teacher, torch.ones(6))
         assert torch.allclose(loss, out.loss, atol=1e-6), problem
-        mixed = classification_loss(problem, 0.5, 2.0)(out, labels, teacher, torch.ones(6))
+        mixed = classification_loss(problem, 0.5, 2.0)(out, {"labels": labels}, teacher, torch.ones(6))
         assert not torch.allclose(mixed, out.loss)
 
 
@@ -75,10 +75,10 @@ def test_soft_loss_is_zero_at_the_teacher_and_masked_rows_drop_from_the_hard_los
     assert torch.allclose(soft_target_loss("single", logits, t, 2.0), (p * (p / q).log()).sum(-1).mean() * 4)
     labels = torch.tensor([0, 1, 1])
     mask = torch.tensor([1, 0, 1])
-    loss = classification_loss("single", 0.0, 1.0)({"logits": logits}, labels, None, mask)
+    loss = classification_loss("single", 0.0, 1.0)({"logits": logits}, {"labels": labels}, None, mask)
     assert torch.allclose(loss, hard_label_loss("single", logits[[0, 2]], labels[[0, 2]]))
-    only_unlabelled = classification_loss("single", 0.5, 1.0)({"logits": logits}, labels, {"teacher_logits": t},
-                                                              torch.zeros(3))
+    only_unlabelled = classification_loss("single", 0.5, 1.0)({"logits": logits}, {"labels": labels},
+                                                              {"teacher_logits": t}, torch.zeros(3))
     assert torch.allclose(only_unlabelled, 0.5 * soft_target_loss("single", logits, t, 1.0))
 
 
@@ -140,7 +140,7 @@ def test_distill_end_to_end_then_predict(student_dir, classifier, cls_files):
     assert len(rows) == 30 and {r["label"] for r in rows} <= {"good", "bad"}
 
 
-def test_student_with_another_vocabulary_is_refused(classifier, cls_files, workdir, tmp_path):
+def test_student_with_another_vocabulary_is_refused(classifier, cls_files, tmp_path, capsys):
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
     other = tmp_path / "other"
@@ -150,10 +150,11 @@ def test_student_with_another_vocabulary_is_refused(classifier, cls_files, workd
     BertForMaskedLM(BertConfig(vocab_size=7, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                intermediate_size=32)).save_pretrained(other)
     train, dev = cls_files
-    proc = run_cli("distill", "--teacher", classifier, "--student", other, "--output", tmp_path / "out",
-                   "--train", train, "--validation", dev, "--quiet", check=False)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "vocabulary" in proc.stderr
+    capsys.readouterr()
+    assert cli("distill", "--teacher", classifier, "--student", other, "--output", tmp_path / "out",
+               "--train", train, "--validation", dev, "--quiet") == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "vocabulary differs from the teacher's" in err
     assert not (tmp_path / "out").exists()
 
 
@@ -173,3 +174,50 @@ def test_student_dir_and_resume(classifier, mlm_model, cls_files, tmp_path):
     log = read_jsonl(out / "training_log.jsonl")
     assert json.loads((out / "metrics.json").read_text())["steps"] == 3
     assert [r for r in log if r.get("step") == 3]
+
+
+def test_qa_alpha_0_is_plain_fine_tuning_loss():
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from bertkit.distillation import span_loss
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1,
+                                                num_attention_heads=2, intermediate_size=32)).eval()
+    x = torch.randint(5, 50, (4, 9))
+    sp, ep = torch.tensor([1, 0, 3, 12]), torch.tensor([2, 0, 5, 12])  # 12: outside the window, ignored
+    out = model(input_ids=x, start_positions=sp, end_positions=ep)
+    labels = {"start_positions": sp, "end_positions": ep}
+    teacher = {"teacher_start_logits": torch.randn(4, 9), "teacher_end_logits": torch.randn(4, 9)}
+    assert torch.allclose(span_loss(0.0, 2.0)(out, labels, teacher, None), out.loss, atol=1e-6)
+    same = {"teacher_start_logits": out.start_logits, "teacher_end_logits": out.end_logits}
+    assert span_loss(1.0, 2.0)(out, labels, same, None).abs() < 1e-5
+
+
+def test_distill_question_answering(mlm_model, tmp_path):
+    """A QA teacher: per-token soft targets (start/end over each window), the student predicts with the
+    teacher's window settings."""
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    from test_qa import synthetic_squad
+
+    teacher = tmp_path / "qa-teacher"
+    BertForQuestionAnswering.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    train = synthetic_squad(tmp_path / "train.json", 16)
+    dev = synthetic_squad(tmp_path / "dev.json", 6, seed=1)
+    out = tmp_path / "qa-student"
+    assert cli("distill", "--teacher", teacher, "--output", out, "--train", train, "--validation", dev,
+               "--max-seq-length", 32, "--doc-stride", 8, "--max-question-length", 12, "--max-steps", 3,
+               "--batch-size", 8, "--quiet") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertForQuestionAnswering"] and config["num_hidden_layers"] == 1
+    assert config["bertkit_max_seq_length"] == 32 and config["bertkit_doc_stride"] == 8
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["comparison"]["student"]["metric"] == "f1"
+    preds = tmp_path / "answers.jsonl"
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question": "what is the capital of france ?",
+                                     "context": "paris is the capital of france ."}) + "\n")
+    assert cli("predict", "--model", out, "--input", questions, "--output", preds, "--quiet") == 0
+    assert "answer" in read_jsonl(preds)[0]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import tasks
-from ..distillation import HARD_MASK, check_same_vocabulary, classification_loss, shrink, stack_outputs
+from ..distillation import HARD_MASK, check_same_vocabulary, classification_loss, shrink, span_loss, teacher_columns
 from ..distributed import is_main_process
 from ..errors import UsageError
 from ..inference import RowProgress, inference_length
@@ -29,9 +29,9 @@ from ..log import get_logger
 from ..modeling import check_compatible, count_parameters, dropout_overrides, init_head_at_prior, new_parameters
 from ..schemas import DistillConfig
 from ..summary import print_summary
-from ..trainers import DistillTrainer
+from ..trainers import DistillTrainer, QADistillTrainer
 from ..training import save_run, start_run, train_with_signals
-from . import finetune_cls
+from . import finetune_cls, finetune_qa
 
 log = get_logger()
 
@@ -115,7 +115,7 @@ def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_siz
     """Run the teacher once over the training windows (exactly those the student sees) with its kind's
     loop, and add its outputs as ``teacher_*`` columns.  Every process computes them whole (the same
     values), so no process waits on a file another writes."""
-    ds = data.train
+    ds = kind.training_set(data)
     windows = tasks.Windows({k: ds[k] for k in tasks.base.FEATURES if k in ds.column_names},
                             np.arange(len(ds)))
     t0 = time.time()
@@ -127,9 +127,9 @@ def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_siz
         results += tasks.run_windows(teacher.task, model_fn, part, batch_size)
         progress.update(len(part))
     progress.close()
-    for name, values in stack_outputs(results, teacher.task.outputs).items():
-        ds = ds.add_column(name, values.tolist())
-    data.train = ds
+    for name, values in teacher_columns(results, teacher.task.outputs, teacher.task.per_token).items():
+        ds = ds.add_column(name, values)
+    kind.set_training_set(data, ds)
     log.info(f"Teacher outputs for {len(ds):,} training examples in {time.time() - t0:.1f}s")
 
 
@@ -182,8 +182,8 @@ def compare(kind: "KindDistiller", cfg: DistillConfig, teacher: Teacher, student
     for who, task, model in (("teacher", teacher.task, teacher.load(device())),
                              ("student", kind.task_for(student.config, teacher), student.eval())):
         model_fn = tasks.torch_model_fn(model)
-        model_fn(tasks.pad_batch(task.encode(labelled.rows[:8]).inputs, range(min(8, len(labelled))),
-                                 teacher.tokenizer.pad_token_id))  # warm-up: first-call costs are not speed
+        warm = task.encode(task.sample_rows(["a first call: its one-off costs are not speed"]))
+        model_fn(tasks.pad_batch(warm.inputs, range(len(warm)), teacher.tokenizer.pad_token_id))
         t0 = time.time()
         scored = task.score(model_fn, labelled, opts)
         seconds = time.time() - t0
@@ -230,8 +230,15 @@ class KindDistiller:
         raise NotImplementedError
 
     def load_data(self, cfg: DistillConfig, teacher: Teacher):
-        """The encoded splits; ``.train`` is the training dataset (with a ``hard_mask`` column)."""
+        """The encoded splits, the training set with a ``hard_mask`` column."""
         raise NotImplementedError
+
+    def training_set(self, data):
+        """The encoded training windows of the splits ``load_data`` returns."""
+        return data.train
+
+    def set_training_set(self, data, ds) -> None:
+        data.train = ds
 
     def auto_model(self, teacher: Teacher):
         import transformers
@@ -337,7 +344,8 @@ class ClassificationDistiller(KindDistiller):
         space = data.space
         loss = classification_loss(space.problem, cfg.alpha, cfg.temperature, data.weights)
         return finetune_cls.build_trainer(cfg, out, model, tok, data, head, callbacks, trainer_cls=DistillTrainer,
-                                          title=f"Distilling {cfg.teacher} into a student", distill_loss=loss)
+                                          title=f"Distilling {cfg.teacher} into a student", distill_loss=loss,
+                                          per_token=False)
 
     def final_metrics(self, cfg, trainer, data, result, train_time):
         metrics = finetune_cls.final_metrics(cfg, trainer, data, result, train_time)
@@ -363,5 +371,75 @@ class ClassificationDistiller(KindDistiller):
         return Labelled(rows_of(texts, pairs), np.asarray(raw["labels"]))
 
 
+class QuestionAnsweringDistiller(KindDistiller):
+    """Extractive QA: finetune-qa's stages with the teacher's window, answer and metric settings; the soft
+    targets are the teacher's start and end distributions over every training window's tokens."""
+
+    qa_cfg: Any = None  # the finetune-qa config these settings make (finetune-qa's stages read it)
+
+    def with_teacher_settings(self, cfg, teacher_config):
+        from .. import qa
+        from ..schemas import FinetuneQAConfig, QADataConfig, QATrainConfig
+
+        if cfg.data.unlabeled:
+            raise UsageError("--unlabeled: teacher-labelled texts are for classification students; a question-"
+                             "answering student learns from --train")
+        d = cfg.data
+        s = qa.inference_settings(teacher_config, inference_length(teacher_config, d.max_seq_length))
+        data = dataclasses.replace(d, max_seq_length=s["max_seq_length"],
+                                   doc_stride=d.doc_stride if d.doc_stride is not None else s["doc_stride"],
+                                   max_question_length=d.max_question_length if d.max_question_length is not None
+                                   else s["max_question_length"])
+        cfg = dataclasses.replace(cfg, data=data)
+        self.qa_cfg = FinetuneQAConfig(
+            model=cfg.teacher, output=cfg.output, overwrite=cfg.overwrite, allow_pickle=cfg.allow_pickle,
+            metric=cfg.metric or "f1", n_best=s["n_best"], max_answer_length=s["max_answer_length"],
+            null_threshold=s["null_threshold"],
+            qa_language=getattr(teacher_config, "bertkit_qa_language", None) or "auto", dropout=cfg.dropout,
+            data=QADataConfig(train=data.train, validation=data.validation, question_column=data.question_column,
+                              context_column=data.context_column, answer_column=data.answer_column,
+                              max_seq_length=data.max_seq_length, doc_stride=data.doc_stride,
+                              max_question_length=data.max_question_length),
+            train=QATrainConfig(**dataclasses.asdict(cfg.train)))
+        self.qa_cfg.validate()
+        return cfg
+
+    def max_len(self, cfg):
+        return cfg.data.max_seq_length
+
+    def load_data(self, cfg, teacher):
+        data = finetune_qa.load_splits(self.qa_cfg, teacher.tokenizer)
+        data.train_windows = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
+        return data
+
+    def training_set(self, data):
+        return data.train_windows
+
+    def set_training_set(self, data, ds) -> None:
+        data.train_windows = ds
+
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks):
+        return finetune_qa.build_trainer(self.qa_cfg, out, model, tok, data, head, callbacks,
+                                         trainer_cls=QADistillTrainer,
+                                         title=f"Distilling {cfg.teacher} into a student",
+                                         distill_loss=span_loss(cfg.alpha, cfg.temperature), per_token=True)
+
+    def final_metrics(self, cfg, trainer, data, result, train_time):
+        return finetune_qa.final_metrics(self.qa_cfg, trainer, data, result, train_time)
+
+    def stamp(self, config, cfg, data):
+        finetune_qa.stamp_inference_settings(config, self.qa_cfg, data.eval)
+
+    def model_card(self, cfg, data):
+        extra = finetune_qa.model_card_extra(self.qa_cfg, data)
+        extra["purpose"] = (f"an extractive question-answering model distilled from `{cfg.teacher}`: use it with "
+                            "`pipeline(\"question-answering\")` or `bertkit predict --model DIR`")
+        return extra
+
+    def labelled_validation(self, cfg, data):
+        return data.validation
+
+
 # The task kinds distill trains students of, by the kind's name (bertkit.tasks); a kind opts in here.
-DISTILLERS: dict[str, type[KindDistiller]] = {tasks.get("classification").name: ClassificationDistiller}
+DISTILLERS: dict[str, type[KindDistiller]] = {"classification": ClassificationDistiller,
+                                               "question-answering": QuestionAnsweringDistiller}
