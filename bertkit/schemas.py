@@ -570,4 +570,6 @@ class DistillConfig(Schema):
         found += at_least(self.student_layers, 1, "--student-layers") + in_unit_interval(self.dropout, "--dropout")
         if not self.temperature > 0:
             found.append(f"--temperature {self.temperature}: must be positive")
+        if self.alpha == 0 and self.data.unlabeled:
+            found.append("--unlabeled with --alpha 0: its texts have only soft targets, which --alpha 0 leaves out")
         return found + in_unit_interval(self.alpha, "--alpha", closed_top=True)

@@ -221,3 +221,47 @@ def test_distill_question_answering(mlm_model, tmp_path):
                                      "context": "paris is the capital of france ."}) + "\n")
     assert cli("predict", "--model", out, "--input", questions, "--output", preds, "--quiet") == 0
     assert "answer" in read_jsonl(preds)[0]
+
+
+@pytest.mark.parametrize("problem", ["multi", "regression"])
+def test_distill_pairs_multi_label_and_regression(problem, mlm_model, tmp_path):
+    """Text pairs with a multi-label teacher (and teacher-labelled pairs) or a regression teacher: the
+    student keeps the teacher's problem, labels and threshold."""
+    import csv
+
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    names = ["food", "room", "staff"] if problem == "multi" else ["score"]
+    teacher = tmp_path / "teacher"
+    model = BertForSequenceClassification.from_pretrained(
+        str(mlm_model), num_labels=len(names), id2label=dict(enumerate(names)),
+        problem_type="multi_label_classification" if problem == "multi" else "regression")
+    model.config.bertkit_max_seq_length, model.config.bertkit_threshold = 32, 0.4
+    model.save_pretrained(str(teacher))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    rng = np.random.default_rng(0)
+    for name, n in (("train", 24), ("dev", 8)):
+        with open(tmp_path / f"{name}.csv", "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["text", "text_pair", "label"])
+            for i in range(n):
+                label = (",".join(sorted({names[i % 3], names[(i * 2) % 3]})) if problem == "multi"
+                         else f"{rng.normal():.3f}")
+                w.writerow([f"the food was great {i}", "the staff were friendly", label])
+    extra = []
+    if problem == "multi":
+        (tmp_path / "unl.csv").write_text("text,text_pair\nthe room was dirty,awful\nlovely view,we will come back\n")
+        extra = ["--unlabeled", tmp_path / "unl.csv"]
+    out = tmp_path / "student"
+    assert cli("distill", "--teacher", teacher, "--output", out, "--train", tmp_path / "train.csv", "--validation",
+               tmp_path / "dev.csv", "--text-pair-column", "text_pair", "--max-steps", 2, "--batch-size", 8,
+               "--quiet", *extra) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert metrics["problem"] == problem and config["problem_type"] == model.config.problem_type
+    assert list(config["id2label"].values()) == names
+    if problem == "multi":
+        assert metrics["unlabeled_examples"] == 2 and config["bertkit_threshold"] == 0.4
+        assert metrics["comparison"]["student"]["metric"] == "f1_micro"
+    else:
+        assert metrics["comparison"]["student"]["metric"] == "pearsonr"

@@ -48,14 +48,15 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     check_student_vocabulary(cfg, teacher)
     out, resume_from = start_run(cfg, "distill")
     data = kind.load_data(cfg, teacher)
-    add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2)
+    # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
+    teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
     student, head, keep = make_student(cfg, kind, teacher, data)
     trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks)
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
     stamp_settings(trainer.model.config, teacher.config)
     kind.stamp(trainer.model.config, cfg, data)
-    metrics.update(distill_metrics(cfg, teacher, keep))
+    metrics.update(distill_metrics(cfg, teacher, keep), teacher_seconds=round(teacher_seconds, 2))
     if is_main_process():
         metrics.update(compare(kind, cfg, teacher, trainer.model, data))
     # the training data was encoded with the teacher's tokenizer (a --student's has the same vocabulary)
@@ -111,10 +112,11 @@ def device():
     return PartialState().device
 
 
-def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_size: int) -> None:
+def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_size: int) -> float:
     """Run the teacher once over the training windows (exactly those the student sees) with its kind's
-    loop, and add its outputs as ``teacher_*`` columns.  Every process computes them whole (the same
-    values), so no process waits on a file another writes."""
+    loop, and add its outputs as ``teacher_*`` columns; returns the seconds it took.  Every process
+    computes them whole (the same values), so no process waits on a file another writes; a resumed run
+    computes them again (one forward pass of the teacher, less than an epoch's forward and backward)."""
     ds = kind.training_set(data)
     windows = tasks.Windows({k: ds[k] for k in tasks.base.FEATURES if k in ds.column_names},
                             np.arange(len(ds)))
@@ -130,7 +132,9 @@ def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_siz
     for name, values in teacher_columns(results, teacher.task.outputs, teacher.task.per_token).items():
         ds = ds.add_column(name, values)
     kind.set_training_set(data, ds)
-    log.info(f"Teacher outputs for {len(ds):,} training examples in {time.time() - t0:.1f}s")
+    seconds = time.time() - t0
+    log.info(f"Teacher outputs for {len(ds):,} training examples in {seconds:.1f}s")
+    return seconds
 
 
 def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, data):
@@ -227,7 +231,7 @@ class KindDistiller:
         raise NotImplementedError
 
     def max_len(self, cfg: DistillConfig) -> int:
-        raise NotImplementedError
+        return cfg.data.max_seq_length
 
     def load_data(self, cfg: DistillConfig, teacher: Teacher):
         """The encoded splits, the training set with a ``hard_mask`` column."""
@@ -288,9 +292,6 @@ class ClassificationDistiller(KindDistiller):
             long_text=d.long_text or getattr(teacher_config, "bertkit_long_text", None) or "truncate",
             stride=d.stride if d.stride is not None else stride if stride is not None else 32)
         return dataclasses.replace(cfg, data=data)
-
-    def max_len(self, cfg):
-        return cfg.data.max_seq_length
 
     def load_data(self, cfg, teacher):
         import datasets
@@ -403,9 +404,6 @@ class QuestionAnsweringDistiller(KindDistiller):
             train=QATrainConfig(**dataclasses.asdict(cfg.train)))
         self.qa_cfg.validate()
         return cfg
-
-    def max_len(self, cfg):
-        return cfg.data.max_seq_length
 
     def load_data(self, cfg, teacher):
         data = finetune_qa.load_splits(self.qa_cfg, teacher.tokenizer)
