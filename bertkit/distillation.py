@@ -162,6 +162,32 @@ def span_loss(alpha: float, temperature: float) -> DistillLoss:
     return loss
 
 
+class HiddenStateLoss(nn.Module):
+    """The mean squared error between the student's hidden states and the teacher's at mapped layers:
+    student layer ``i`` against teacher layer ``layers[i]``, over the real tokens (where either model
+    computed its top layer for [CLS] alone, that position), the student's mapped by a learnt linear
+    projection when the hidden sizes differ (TinyBERT's W_h; Jiao et al., 2020).  Its parameters belong to
+    the student while it trains (so the optimizer, DDP and checkpoints carry them) and are left out of
+    the saved model."""
+
+    def __init__(self, layers: list[int], student_hidden: int, teacher_hidden: int):
+        super().__init__()
+        self.layers = list(layers)
+        self.project = nn.Linear(student_hidden, teacher_hidden) if student_hidden != teacher_hidden else None
+
+    def forward(self, student_states, teacher_states, attention_mask: torch.Tensor) -> torch.Tensor:
+        total = student_states[0].new_zeros(())
+        for i, j in enumerate(self.layers):
+            s, t = student_states[i + 1].float(), teacher_states[j + 1].float()  # [0]: the embeddings
+            n = min(s.size(1), t.size(1))
+            s, t, mask = s[:, :n], t[:, :n], attention_mask[:, :n].float()
+            if self.project is not None:
+                s = self.project(s)
+            err = ((s - t) ** 2).mean(-1)
+            total = total + (err * mask).sum() / mask.sum().clamp(min=1)
+        return total / max(len(self.layers), 1)
+
+
 # ------------------------------------------------------------------------------------------------
 # Teacher outputs as training columns
 # ------------------------------------------------------------------------------------------------

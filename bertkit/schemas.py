@@ -550,6 +550,11 @@ class DistillConfig(Schema):
                              "--temperature")
     alpha: float = opt(0.5, "Weight of the soft-target loss; 1 - alpha weighs the hard labels (0: hard labels only, "
                             "the student trained without the teacher).", "--alpha")
+    hidden_loss_weight: float = opt(0.0, "Weight of an added loss: the squared error between the student's hidden "
+                                         "states and the teacher's at mapped layers (each student layer and the "
+                                         "teacher layer --student-layers keeps for it), through a learnt linear map "
+                                         "when the hidden sizes differ; the teacher then runs beside the student at "
+                                         "every step.", "--hidden-loss-weight")
     metric: Optional[str] = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
     tune_threshold: bool = opt(False, "Multi-label: pick the student's threshold that maximises validation micro-F1 "
                                       "(default: the teacher's).", "--tune-threshold")
@@ -568,6 +573,8 @@ class DistillConfig(Schema):
             found.append("--student and --student-layers: give one (a model dir, or a layer count to copy from the "
                          "teacher)")
         found += at_least(self.student_layers, 1, "--student-layers") + in_unit_interval(self.dropout, "--dropout")
+        if not self.hidden_loss_weight >= 0:
+            found.append(f"--hidden-loss-weight {self.hidden_loss_weight}: must be 0 or more")
         if not self.temperature > 0:
             found.append(f"--temperature {self.temperature}: must be positive")
         if self.alpha == 0 and self.data.unlabeled:

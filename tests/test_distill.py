@@ -265,3 +265,45 @@ def test_distill_pairs_multi_label_and_regression(problem, mlm_model, tmp_path):
         assert metrics["comparison"]["student"]["metric"] == "f1_micro"
     else:
         assert metrics["comparison"]["student"]["metric"] == "pearsonr"
+
+
+def test_hidden_state_loss(classifier):
+    """Zero for a student equal to the teacher at the mapped layers; a projection learns when the hidden
+    sizes differ; the top layer of a [CLS]-only classifier is compared at [CLS]."""
+    from transformers import AutoModelForSequenceClassification
+
+    from bertkit.distillation import HiddenStateLoss
+    from bertkit.modeling import cls_only_last_layer
+
+    teacher = AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    same, keep = shrink(teacher, 2)
+    ids, mask = torch.tensor([[2, 10, 11, 3, 0]]), torch.tensor([[1, 1, 1, 1, 0]])
+    cls_only_last_layer(teacher)
+    t = teacher(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    s = same(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    assert t[-1].shape[1] == 1 and s[-1].shape[1] == 5
+    assert HiddenStateLoss(keep, 32, 32)(s, t, mask) < 1e-10
+    projected = HiddenStateLoss([1], 16, 32)
+    small = tuple(x[..., :16] for x in s)
+    loss = projected(small[:2], t, mask)
+    loss.backward()
+    assert loss > 0 and projected.project.weight.grad is not None
+
+
+def test_hidden_loss_weight_with_a_narrower_student(classifier, cls_files, tmp_path):
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    narrow = tmp_path / "narrow"
+    tok = AutoTokenizer.from_pretrained(str(classifier))
+    BertForMaskedLM(BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32)).save_pretrained(narrow)
+    tok.save_pretrained(narrow)
+    train, dev = cls_files
+    out = tmp_path / "s"
+    assert cli("distill", "--teacher", classifier, "--student", narrow, "--output", out, "--train", train,
+               "--validation", dev, "--hidden-loss-weight", 1, "--max-steps", 2, "--batch-size", 16, "--quiet") == 0
+    from safetensors.torch import load_file
+
+    weights = load_file(str(out / "model.safetensors"))
+    assert not any("distill_hidden_loss" in k for k in weights)  # the projection is not part of the student
+    assert json.loads((out / "config.json").read_text())["hidden_size"] == 16

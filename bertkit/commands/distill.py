@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from .. import tasks
-from ..distillation import HARD_MASK, check_same_vocabulary, classification_loss, shrink, span_loss, teacher_columns
+from ..distillation import (HARD_MASK, HiddenStateLoss, check_same_vocabulary, classification_loss, kept_layers, shrink,
+                            span_loss, teacher_columns)
 from ..distributed import is_main_process
 from ..errors import UsageError
 from ..inference import RowProgress, inference_length
@@ -43,17 +44,19 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     kind = distiller_for(teacher.task_class)
     cfg = kind.with_teacher_settings(cfg, teacher.config)
     cfg.validate()
-    check_compatible(teacher.config, teacher.tokenizer, kind.max_len(cfg), "--teacher")
-    teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, kind.max_len(cfg), teacher.path)
-    check_student_vocabulary(cfg, teacher)
+    check_compatible(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, "--teacher")
+    teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, teacher.path)
+    student_dir = open_student(cfg, teacher)
     out, resume_from = start_run(cfg, "distill")
     data = kind.load_data(cfg, teacher)
     # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
     teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
-    student, head, keep = make_student(cfg, kind, teacher, data)
-    trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks)
+    student, head, keep = make_student(cfg, kind, teacher, student_dir, data)
+    trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
+                                 **hidden_state_loss(cfg, teacher, student, keep))
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
+    trainer.drop_hidden_loss()
     stamp_settings(trainer.model.config, teacher.config)
     kind.stamp(trainer.model.config, cfg, data)
     metrics.update(distill_metrics(cfg, teacher, keep), teacher_seconds=round(teacher_seconds, 2))
@@ -98,11 +101,15 @@ def distiller_for(kind: type[tasks.Task]) -> "KindDistiller":
     return found()
 
 
-def check_student_vocabulary(cfg: DistillConfig, teacher: Teacher) -> None:
-    """A --student is refused (one line, exit 2) unless its vocabulary is the teacher's."""
-    if cfg.student:
-        _, _, tok = open_checkpoint(cfg.student, cfg.allow_pickle, flag="--student")
-        check_same_vocabulary(teacher.tokenizer, tok, cfg.student)
+def open_student(cfg: DistillConfig, teacher: Teacher):
+    """A --student's (dir, config), refused (one line, exit 2) unless its vocabulary is the teacher's and it
+    takes inputs of the length trained on; None without --student."""
+    if not cfg.student:
+        return None
+    path, config, tok = open_checkpoint(cfg.student, cfg.allow_pickle, flag="--student")
+    check_same_vocabulary(teacher.tokenizer, tok, cfg.student)
+    check_compatible(config, teacher.tokenizer, cfg.data.max_seq_length, "--student")
+    return path, config
 
 
 def device():
@@ -137,18 +144,17 @@ def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_siz
     return seconds
 
 
-def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, data):
+def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, student_dir, data):
     """The student: a copy of the teacher keeping --student-layers of its layers (default half), or the
     --student model with a head for the teacher's outputs.  Returns (model, new head's names, kept layers)."""
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    if cfg.student:
-        base = open_checkpoint(cfg.student, cfg.allow_pickle, flag="--student")
-        check_compatible(base[1], teacher.tokenizer, kind.max_len(cfg), "--student")
-        model, loading = load_model(kind.auto_model(teacher), base[0], "distillation", flag="--student",
+    if student_dir is not None:
+        path, config = student_dir
+        model, loading = load_model(kind.auto_model(teacher), path, "distillation", flag="--student",
                                     ignore_mismatched_sizes=True, output_loading_info=True,
-                                    **kind.student_config(teacher), **dropout_overrides(base[1], cfg.dropout))
+                                    **kind.student_config(teacher), **dropout_overrides(config, cfg.dropout))
         head = frozenset(new_parameters(loading))
         kind.init_head(model, head, data)
         keep = None
@@ -164,6 +170,24 @@ def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, da
     return kind.prepare_student(model.train()), head, keep
 
 
+def hidden_state_loss(cfg: DistillConfig, teacher: Teacher, student, keep: list[int] | None) -> dict:
+    """The DistillTrainer's hidden-state loss settings for --hidden-loss-weight (none without it): student
+    layer i against the teacher layer it was copied from, or (--student) the one --student-layers would
+    keep for it."""
+    if not cfg.hidden_loss_weight:
+        return {}
+    t_layers, s_layers = teacher.config.num_hidden_layers, student.config.num_hidden_layers
+    if keep is None and s_layers > t_layers:
+        raise UsageError(f"--hidden-loss-weight: the student has {s_layers} layers, the teacher {t_layers}; a "
+                         "student layer needs a teacher layer to learn from")
+    layers = keep or kept_layers(t_layers, s_layers)
+    loss = HiddenStateLoss(layers, student.config.hidden_size, teacher.config.hidden_size)
+    log.info(f"Hidden-state loss (weight {cfg.hidden_loss_weight:g}): student layers 0-{s_layers - 1} against "
+             f"teacher layers {', '.join(map(str, layers))}" + (", through a learnt projection"
+                                                                if loss.project is not None else ""))
+    return {"hidden_loss": loss, "teacher_model": teacher.load("cpu"), "hidden_weight": cfg.hidden_loss_weight}
+
+
 def stamp_settings(config, teacher_config) -> None:
     """The output predicts as the teacher does: its ``bertkit_*`` inference settings are copied (the kind
     stamps the student's own over them)."""
@@ -174,7 +198,8 @@ def stamp_settings(config, teacher_config) -> None:
 
 def distill_metrics(cfg: DistillConfig, teacher: Teacher, keep: list[int] | None) -> dict:
     return {"teacher": str(teacher.path), "teacher_layers": teacher.config.num_hidden_layers,
-            "student_layers_kept": keep, "alpha": cfg.alpha, "temperature": cfg.temperature}
+            "student_layers_kept": keep, "alpha": cfg.alpha, "temperature": cfg.temperature,
+            "hidden_loss_weight": cfg.hidden_loss_weight}
 
 
 def compare(kind: "KindDistiller", cfg: DistillConfig, teacher: Teacher, student, data) -> dict:
@@ -211,7 +236,8 @@ def summary_rows(cfg: DistillConfig, teacher: Teacher, metrics: dict, out) -> li
     keep = metrics.get("student_layers_kept")
     rows += [
         ("student", f"the teacher's layers {', '.join(map(str, keep))}" if keep else str(cfg.student)),
-        ("loss", f"alpha {cfg.alpha:g} x soft targets (T {cfg.temperature:g}) + {1 - cfg.alpha:g} x hard labels"),
+        ("loss", f"alpha {cfg.alpha:g} x soft targets (T {cfg.temperature:g}) + {1 - cfg.alpha:g} x hard labels"
+                 + (f" + {cfg.hidden_loss_weight:g} x hidden states" if cfg.hidden_loss_weight else "")),
         ("steps", f"{metrics['steps']:,} ({metrics['epochs']} epochs)"),
         ("time", f"{metrics['train_seconds']:.1f}s ({metrics['examples_per_second']:,.1f} examples/s)"),
         ("model dir", str(out)),
@@ -229,9 +255,6 @@ class KindDistiller:
     def with_teacher_settings(self, cfg: DistillConfig, teacher_config) -> DistillConfig:
         """``cfg`` with the settings it leaves unset taken from the teacher's config."""
         raise NotImplementedError
-
-    def max_len(self, cfg: DistillConfig) -> int:
-        return cfg.data.max_seq_length
 
     def load_data(self, cfg: DistillConfig, teacher: Teacher):
         """The encoded splits, the training set with a ``hard_mask`` column."""
@@ -263,7 +286,8 @@ class KindDistiller:
         """The kind's task for a model config (scoring the student as predict will)."""
         return teacher.task_class(config, teacher.tokenizer, teacher.task.max_len)
 
-    def build_trainer(self, cfg, out, model, tok, data, head, callbacks) -> DistillTrainer:
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill) -> DistillTrainer:
+        """The kind's distillation Trainer; ``distill``: the hidden-state loss's arguments, when any."""
         raise NotImplementedError
 
     def final_metrics(self, cfg, trainer, data, result, train_time) -> dict:
@@ -341,12 +365,12 @@ class ClassificationDistiller(KindDistiller):
         cls_only_last_layer(model)  # the same logits and gradients, less work (see the function)
         return model
 
-    def build_trainer(self, cfg, out, model, tok, data, head, callbacks):
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill):
         space = data.space
         loss = classification_loss(space.problem, cfg.alpha, cfg.temperature, data.weights)
         return finetune_cls.build_trainer(cfg, out, model, tok, data, head, callbacks, trainer_cls=DistillTrainer,
                                           title=f"Distilling {cfg.teacher} into a student", distill_loss=loss,
-                                          per_token=False)
+                                          per_token=False, **distill)
 
     def final_metrics(self, cfg, trainer, data, result, train_time):
         metrics = finetune_cls.final_metrics(cfg, trainer, data, result, train_time)
@@ -416,11 +440,12 @@ class QuestionAnsweringDistiller(KindDistiller):
     def set_training_set(self, data, ds) -> None:
         data.train_windows = ds
 
-    def build_trainer(self, cfg, out, model, tok, data, head, callbacks):
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill):
         return finetune_qa.build_trainer(self.qa_cfg, out, model, tok, data, head, callbacks,
                                          trainer_cls=QADistillTrainer,
                                          title=f"Distilling {cfg.teacher} into a student",
-                                         distill_loss=span_loss(cfg.alpha, cfg.temperature), per_token=True)
+                                         distill_loss=span_loss(cfg.alpha, cfg.temperature), per_token=True,
+                                         **distill)
 
     def final_metrics(self, cfg, trainer, data, result, train_time):
         return finetune_qa.final_metrics(self.qa_cfg, trainer, data, result, train_time)
