@@ -307,3 +307,19 @@ def test_hidden_loss_weight_with_a_narrower_student(classifier, cls_files, tmp_p
     weights = load_file(str(out / "model.safetensors"))
     assert not any("distill_hidden_loss" in k for k in weights)  # the projection is not part of the student
     assert json.loads((out / "config.json").read_text())["hidden_size"] == 16
+
+
+def test_usage_errors_leave_nothing_behind(classifier, mlm_model, cls_files, tmp_path, capsys):
+    train, dev = cls_files
+    out = tmp_path / "out"
+    common = ["--output", out, "--train", train, "--validation", dev, "--quiet"]
+    for args, says in ((["--teacher", mlm_model], "distill trains students of classification, question-answering"),
+                       (["--teacher", classifier, "--student-layers", 3], "the teacher has 2 layers"),
+                       (["--teacher", classifier, "--student", mlm_model, "--student-layers", 1], "give one"),
+                       (["--teacher", classifier, "--alpha", 1.5], "--alpha 1.5: must be in [0, 1]"),
+                       (["--teacher", classifier, "--alpha", 0, "--unlabeled", train], "--unlabeled with --alpha 0")):
+        capsys.readouterr()
+        assert cli("distill", *args, *common) == 2, args
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists()

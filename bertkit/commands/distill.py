@@ -47,19 +47,21 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     check_compatible(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, "--teacher")
     teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, teacher.path)
     student_dir = open_student(cfg, teacher)
+    layers = layer_plan(cfg, teacher, student_dir)
     out, resume_from = start_run(cfg, "distill")
     data = kind.load_data(cfg, teacher)
     # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
     teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
-    student, head, keep = make_student(cfg, kind, teacher, student_dir, data)
+    student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
     trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
-                                 **hidden_state_loss(cfg, teacher, student, keep))
+                                 **hidden_state_loss(cfg, teacher, student, layers))
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
     trainer.drop_hidden_loss()
     stamp_settings(trainer.model.config, teacher.config)
     kind.stamp(trainer.model.config, cfg, data)
-    metrics.update(distill_metrics(cfg, teacher, keep), teacher_seconds=round(teacher_seconds, 2))
+    metrics.update(distill_metrics(cfg, teacher, layers if student_dir is None else None),
+                   teacher_seconds=round(teacher_seconds, 2))
     if is_main_process():
         metrics.update(compare(kind, cfg, teacher, trainer.model, data))
     # the training data was encoded with the teacher's tokenizer (a --student's has the same vocabulary)
@@ -144,9 +146,25 @@ def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_siz
     return seconds
 
 
-def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, student_dir, data):
-    """The student: a copy of the teacher keeping --student-layers of its layers (default half), or the
-    --student model with a head for the teacher's outputs.  Returns (model, new head's names, kept layers)."""
+def layer_plan(cfg: DistillConfig, teacher: Teacher, student_dir) -> list[int] | None:
+    """The teacher layers the student's layers are copied from (--student-layers, default half the
+    teacher's) or learn from (--student with --hidden-loss-weight), checked before anything is written."""
+    t_layers = teacher.config.num_hidden_layers
+    if student_dir is None:
+        return kept_layers(t_layers, cfg.student_layers or max(1, t_layers // 2))
+    if not cfg.hidden_loss_weight:
+        return None
+    s_layers = student_dir[1].num_hidden_layers
+    if s_layers > t_layers:
+        raise UsageError(f"--hidden-loss-weight: the student has {s_layers} layers, the teacher {t_layers}; a "
+                         "student layer needs a teacher layer to learn from")
+    return kept_layers(t_layers, s_layers)
+
+
+def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, student_dir,
+                 layers: list[int] | None, data):
+    """The student: a copy of the teacher keeping ``layers`` (:func:`layer_plan`), or the --student model
+    with a head for the teacher's outputs.  Returns (model, the new head's parameter names)."""
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
@@ -157,32 +175,24 @@ def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, st
                                     **kind.student_config(teacher), **dropout_overrides(config, cfg.dropout))
         head = frozenset(new_parameters(loading))
         kind.init_head(model, head, data)
-        keep = None
     else:
-        layers = cfg.student_layers or max(1, teacher.config.num_hidden_layers // 2)
         full = teacher.task.load_torch(teacher.path, flag="--teacher",
                                        **dropout_overrides(teacher.config, cfg.dropout))
-        model, keep = shrink(full, layers)
+        model, _ = shrink(full, len(layers))
         del full
         head = frozenset()
-        log.info(f"Student: the teacher's embeddings, head and layers {', '.join(map(str, keep))} of "
+        log.info(f"Student: the teacher's embeddings, head and layers {', '.join(map(str, layers))} of "
                  f"{teacher.config.num_hidden_layers}")
-    return kind.prepare_student(model.train()), head, keep
+    return kind.prepare_student(model.train()), head
 
 
-def hidden_state_loss(cfg: DistillConfig, teacher: Teacher, student, keep: list[int] | None) -> dict:
-    """The DistillTrainer's hidden-state loss settings for --hidden-loss-weight (none without it): student
-    layer i against the teacher layer it was copied from, or (--student) the one --student-layers would
-    keep for it."""
+def hidden_state_loss(cfg: DistillConfig, teacher: Teacher, student, layers: list[int] | None) -> dict:
+    """The DistillTrainer's hidden-state loss arguments for --hidden-loss-weight (none without it): student
+    layer i against teacher layer ``layers[i]`` (:func:`layer_plan`)."""
     if not cfg.hidden_loss_weight:
         return {}
-    t_layers, s_layers = teacher.config.num_hidden_layers, student.config.num_hidden_layers
-    if keep is None and s_layers > t_layers:
-        raise UsageError(f"--hidden-loss-weight: the student has {s_layers} layers, the teacher {t_layers}; a "
-                         "student layer needs a teacher layer to learn from")
-    layers = keep or kept_layers(t_layers, s_layers)
     loss = HiddenStateLoss(layers, student.config.hidden_size, teacher.config.hidden_size)
-    log.info(f"Hidden-state loss (weight {cfg.hidden_loss_weight:g}): student layers 0-{s_layers - 1} against "
+    log.info(f"Hidden-state loss (weight {cfg.hidden_loss_weight:g}): student layers 0-{len(layers) - 1} against "
              f"teacher layers {', '.join(map(str, layers))}" + (", through a learnt projection"
                                                                 if loss.project is not None else ""))
     return {"hidden_loss": loss, "teacher_model": teacher.load("cpu"), "hidden_weight": cfg.hidden_loss_weight}
