@@ -208,7 +208,7 @@ def teacher_columns(results: list[dict], names: tuple[str, ...], per_token: bool
 
 class TeacherCollator:
     """Collates the ``teacher_*`` columns beside the model inputs (which ``collate`` pads): stacked, or, for
-    per-token outputs, padded to the batch's length with :data:`PAD_LOGIT`."""
+    per-token outputs, padded along the token axis to the batch's length with :data:`PAD_LOGIT`."""
 
     def __init__(self, collate, per_token: bool):
         self.collate, self.per_token = collate, per_token
@@ -219,8 +219,10 @@ class TeacherCollator:
         columns = {k: [f.pop(k) for f in features] for k in names}
         batch = self.collate(features)
         for k, values in columns.items():
-            if self.per_token:
-                arr = np.full((len(values), batch["input_ids"].shape[1]), PAD_LOGIT, dtype=np.float32)
+            if self.per_token:  # (tokens,) per window, or (tokens, labels) for per-token classes
+                values = [np.asarray(v, dtype=np.float32) for v in values]
+                arr = np.full((len(values), batch["input_ids"].shape[1], *values[0].shape[1:]), PAD_LOGIT,
+                              dtype=np.float32)
                 for i, v in enumerate(values):
                     arr[i, :len(v)] = v
             else:

@@ -323,3 +323,20 @@ def test_usage_errors_leave_nothing_behind(classifier, mlm_model, cls_files, tmp
         err = capsys.readouterr().err
         assert says in err and len(err.strip().splitlines()) == 1, err
         assert not out.exists()
+
+
+def test_teacher_collator_pads_per_token_outputs():
+    from bertkit.distillation import PAD_LOGIT, TeacherCollator
+
+    def base(features):
+        n = max(len(f["input_ids"]) for f in features)
+        return {"input_ids": torch.tensor([f["input_ids"] + [0] * (n - len(f["input_ids"])) for f in features])}
+
+    feats = [{"input_ids": [1, 2, 3], "teacher_start_logits": [0.1, 0.2, 0.3], "teacher_tags": [[1, 2]] * 3},
+             {"input_ids": [1, 2], "teacher_start_logits": [0.5, 0.6], "teacher_tags": [[3, 4]] * 2}]
+    batch = TeacherCollator(base, per_token=True)(feats)
+    assert batch["teacher_start_logits"].tolist()[1] == pytest.approx([0.5, 0.6, PAD_LOGIT])
+    assert batch["teacher_tags"].shape == (2, 3, 2) and batch["teacher_tags"][1, 2].tolist() == [PAD_LOGIT] * 2
+    assert "teacher_tags" in feats[0]  # the dataset's rows are left as they were
+    flat = TeacherCollator(base, per_token=False)([{"input_ids": [1], "teacher_logits": [0.5, -0.5]}] * 2)
+    assert flat["teacher_logits"].shape == (2, 2)

@@ -416,9 +416,9 @@ class QuestionAnsweringDistiller(KindDistiller):
         from .. import qa
         from ..schemas import FinetuneQAConfig, QADataConfig, QATrainConfig
 
-        if cfg.data.unlabeled:
-            raise UsageError("--unlabeled: teacher-labelled texts are for classification students; a question-"
-                             "answering student learns from --train")
+        if cfg.data.unlabeled or cfg.data.test:
+            raise UsageError(f"{'--unlabeled' if cfg.data.unlabeled else '--test'}: for classification students; a "
+                             "question-answering student learns from --train and is scored on --validation")
         d = cfg.data
         s = qa.inference_settings(teacher_config, inference_length(teacher_config, d.max_seq_length))
         data = dataclasses.replace(d, max_seq_length=s["max_seq_length"],
