@@ -140,6 +140,21 @@ def test_distill_end_to_end_then_predict(student_dir, classifier, cls_files):
     assert len(rows) == 30 and {r["label"] for r in rows} <= {"good", "bad"}
 
 
+def test_distilled_student_loads_in_evaluate_export_and_pipeline(student_dir, cls_files):
+    from transformers import pipeline
+
+    _, dev = cls_files
+    assert cli("evaluate", "--model", student_dir, "--data", dev, "--output", student_dir.parent / "eval",
+               "--quiet") == 0
+    scored = json.loads((student_dir.parent / "eval" / "metrics.json").read_text())
+    trained = json.loads((student_dir / "metrics.json").read_text())
+    assert scored["accuracy"] == pytest.approx(trained["comparison"]["student"]["value"])
+    assert pipeline("text-classification", model=str(student_dir))("the food was great")[0]["label"] in ("good", "bad")
+    pytest.importorskip("onnxruntime")
+    assert cli("export", "--model", student_dir, "--output", student_dir.parent / "onnx", "--quiet") == 0
+    assert (student_dir.parent / "onnx" / "model.onnx").exists()
+
+
 def test_student_with_another_vocabulary_is_refused(classifier, cls_files, tmp_path, capsys):
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
