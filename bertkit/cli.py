@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, sweep, evaluate, "
-         "predict, export. Offline; local paths only.",
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, distill, sweep, "
+         "evaluate, predict, serve, export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -144,6 +144,7 @@ def _default_text(field) -> str:
 
 def _register_all() -> None:
     from .schemas import (
+        DistillConfig,
         EvaluateConfig,
         ExportConfig,
         FinetuneConfig,
@@ -166,6 +167,9 @@ def _register_all() -> None:
     _register("finetune-ner", FinetuneNERConfig, "finetune_ner",
               "Fine-tune token classification (NER, POS, chunking): CoNLL-style or JSONL/CSV/Parquet word and tag "
               "lists; IOB1/IOB2/BIOES/BMES; English and Chinese.")
+    _register("distill", DistillConfig, "distill",
+              "Distill a fine-tuned teacher into a smaller, faster student (a copy keeping some of its layers, or "
+              "--student DIR): soft targets mixed with the labels.")
     _register("evaluate", EvaluateConfig, "evaluate",
               "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), "
               "without training.")

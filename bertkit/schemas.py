@@ -289,7 +289,9 @@ class ClsDataConfig(LabelledColumns):
     def problems(self) -> list[str]:
         found = [] if self.train else ["--train is required: the labelled training file"]
         found += at_least(self.max_seq_length, 8, "--max-seq-length")
-        if self.long_text == "sliding-window" and not 0 <= self.stride < self.max_seq_length // 2:
+        # (distill leaves the length, mode and stride unset until the teacher's are known)
+        if (self.long_text == "sliding-window" and self.max_seq_length is not None and self.stride is not None
+                and not 0 <= self.stride < self.max_seq_length // 2):
             found.append(f"--stride {self.stride}: must be in [0, {self.max_seq_length // 2}) for --max-seq-length "
                          f"{self.max_seq_length}")
         return found
@@ -596,3 +598,73 @@ class FinetuneNERConfig(FinetuneFields):
         if self.metric.removeprefix("eval_") not in NER_METRICS:
             found.append(f"--metric {self.metric}: use one of {', '.join(NER_METRICS)}")
         return found
+
+
+# ------------------------------------------------------------------------------------------
+# Distillation (distill)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class DistillDataConfig(ClsDataConfig, QALabelledColumns):
+    train: Optional[str] = opt(None, "Labelled training file, read as the teacher's fine-tuning command reads it "
+                                     "(classification labels: the teacher's).", "--train")
+    unlabeled: Optional[str] = opt(None, "Texts without labels (the same text columns), labelled by the teacher and "
+                                         "appended to the training set: soft targets only.", "--unlabeled")
+    max_seq_length: Optional[int] = opt(None, "Maximum tokens per example (default: the teacher's).",
+                                        "--max-seq-length")
+    long_text: Optional[Literal["truncate", "head-tail", "sliding-window"]] = opt(
+        None, "How to fit texts longer than --max-seq-length (default: the teacher's).", "--long-text",
+        choices=("truncate", "head-tail", "sliding-window"))
+    stride: Optional[int] = opt(None, "Overlap in tokens between sliding windows (default: the teacher's).", "--stride")
+    doc_stride: Optional[int] = opt(None, "question-answering: tokens of context shared by consecutive windows "
+                                          "(default: the teacher's).", "--doc-stride")
+    max_question_length: Optional[int] = opt(None, "question-answering: questions are cut to this many tokens "
+                                                   "(default: the teacher's).", "--max-question-length")
+
+
+@dataclass
+class DistillConfig(Schema):
+    teacher: Optional[str] = opt(None, "Fine-tuned teacher model directory (e.g. a finetune-cls output).", "--teacher")
+    student: Optional[str] = opt(None, "Student model directory with the teacher's vocabulary (a bertkit or Hugging "
+                                       "Face model; a head for the teacher's labels is added when it has none).",
+                                 "--student")
+    student_layers: Optional[int] = opt(None, "Student = a copy of the teacher keeping N of its layers, spread evenly "
+                                              "and ending at the top one (6 -> 3 keeps 1, 3, 5); default: half the "
+                                              "teacher's layers when --student is not given.", "--student-layers")
+    output: Optional[str] = opt(None, "Output model directory (the student).", "--output")
+    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+    allow_pickle: bool = allow_pickle_field()
+    temperature: float = opt(2.0, "Softmax temperature of the soft targets (the soft loss is scaled by T^2).",
+                             "--temperature")
+    alpha: float = opt(0.5, "Weight of the soft-target loss; 1 - alpha weighs the hard labels (0: hard labels only, "
+                            "the student trained without the teacher).", "--alpha")
+    hidden_loss_weight: float = opt(0.0, "Weight of an added loss: the squared error between the student's hidden "
+                                         "states and the teacher's at mapped layers (each student layer and the "
+                                         "teacher layer --student-layers keeps for it), through a learnt linear map "
+                                         "when the hidden sizes differ; the teacher then runs beside the student at "
+                                         "every step.", "--hidden-loss-weight")
+    metric: Optional[str] = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
+    tune_threshold: bool = opt(False, "Multi-label: pick the student's threshold that maximises validation micro-F1 "
+                                      "(default: the teacher's).", "--tune-threshold")
+    class_weights: Optional[str] = opt(None, "Weights of the hard-label loss: 'auto' (inverse frequency) or "
+                                             "comma-separated weights per label id.", "--class-weights")
+    dropout: Optional[float] = opt(None, "Hidden and attention dropout of the student while training, in [0, 1) "
+                                         "(default: the model's).", "--dropout")
+    data: DistillDataConfig = section(DistillDataConfig)
+    train: FinetuneTrainConfig = section(FinetuneTrainConfig)
+
+    def problems(self) -> list[str]:
+        found = [] if self.teacher else ["--teacher is required: a fine-tuned model directory"]
+        if not self.output:
+            found.append("--output is required: the directory to write the student to")
+        if self.student and self.student_layers is not None:
+            found.append("--student and --student-layers: give one (a model dir, or a layer count to copy from the "
+                         "teacher)")
+        found += at_least(self.student_layers, 1, "--student-layers") + in_unit_interval(self.dropout, "--dropout")
+        if not self.hidden_loss_weight >= 0:
+            found.append(f"--hidden-loss-weight {self.hidden_loss_weight}: must be 0 or more")
+        if not self.temperature > 0:
+            found.append(f"--temperature {self.temperature}: must be positive")
+        if self.alpha == 0 and self.data.unlabeled:
+            found.append("--unlabeled with --alpha 0: its texts have only soft targets, which --alpha 0 leaves out")
+        return found + in_unit_interval(self.alpha, "--alpha", closed_top=True)

@@ -70,8 +70,9 @@ def read_split(path: str, flag: str, cfg: FinetuneConfig):
     return ds
 
 
-def load_splits(cfg: FinetuneConfig, tok) -> ClsData:
-    """Read, label and encode the splits (a tenth of train held out when there is no --validation)."""
+def load_splits(cfg: FinetuneConfig, tok, space: LabelSpace | None = None) -> ClsData:
+    """Read, label and encode the splits (a tenth of train held out when there is no --validation);
+    ``space``: the labels to encode with (distill: the teacher's), by default the training labels'."""
     d = cfg.data
     train = read_split(d.train, "--train", cfg)
     if d.validation:
@@ -84,12 +85,15 @@ def load_splits(cfg: FinetuneConfig, tok) -> ClsData:
         log.info(f"No --validation: holding out {len(val):,} training rows for evaluation")
     test = read_split(d.test, "--test", cfg) if d.test else None
 
-    space = LabelSpace.from_values(train[d.label_column], cfg.problem, cfg.labels, column=d.label_column)
-    space.threshold = cfg.threshold
+    named = space is not None  # names from the teacher or a --labels file: labels without examples are expected
+    if space is None:
+        space = LabelSpace.from_values(train[d.label_column], cfg.problem, cfg.labels, column=d.label_column)
+        space.threshold = cfg.threshold
+        named = bool(cfg.labels)
     raw = {"train": space.attach(train, d.label_column, d.train),
            "validation": space.attach(val, d.label_column, d.validation or d.train),
            "test": space.attach(test, d.label_column, d.test) if test is not None else None}
-    if space.problem == "single" and not cfg.labels:
+    if space.problem == "single" and not named:
         present = set(raw["train"]["labels"])
         absent = [space.names[i] for i in range(space.num_labels) if i not in present]
         if absent:
@@ -135,7 +139,9 @@ def load_classifier(cfg: FinetuneConfig, base: Checkpoint, data: ClsData):
 
 
 def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: frozenset[str] = frozenset(),
-                  callbacks=()) -> ClsTrainer:
+                  callbacks=(), trainer_cls: type[ClsTrainer] = ClsTrainer, title: str | None = None,
+                  **trainer_kwargs) -> ClsTrainer:
+    """The Trainer (``trainer_cls``, given ``trainer_kwargs``: distill's); ``title`` opens the log line."""
     from transformers import DataCollatorWithPadding
 
     train = cfg.train
@@ -148,16 +154,16 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
         else:
             log.info(f"New head ({', '.join(sorted(head))}) trains at --head-lr {train.head_lr:g}")
     space = data.space
-    trainer = ClsTrainer(
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         compute_metrics=ClassificationScorer(space.problem, space.num_labels, space.threshold, data.windowed,
                                              data.validation),
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],
         compute_loss_func=weighted_loss(space.problem, data.weights), head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None)
+        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
     kind = "regression" if space.problem == "regression" else f"{space.problem}-label classification"
-    log.info(f"Fine-tuning {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) for {kind}: "
+    log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for {kind}: "
              f"{len(data.raw['train']):,} train, {len(data.raw['validation']):,} validation examples"
              + (f" ({len(data.train):,} and {len(data.validation):,} windows)" if data.windowed else "")
              + (f", labels {', '.join(space.names[:10])}" if space.names else ""))

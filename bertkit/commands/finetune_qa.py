@@ -126,18 +126,21 @@ def load_qa_model(cfg: FinetuneQAConfig, base: Checkpoint):
 
 
 def build_trainer(cfg: FinetuneQAConfig, out, model, tok, data: QASplits, head: frozenset[str] = frozenset(),
-                  callbacks=()) -> QATrainer:
+                  callbacks=(), trainer_cls: type[QATrainer] = QATrainer, title: str | None = None,
+                  **trainer_kwargs) -> QATrainer:
+    """The Trainer (``trainer_cls``, given ``trainer_kwargs``: distill's); ``title`` opens the log line."""
     from transformers import DataCollatorWithPadding
 
     train = cfg.train
     args, extra = finetune_arguments(train, out, cfg.metric)
-    trainer = QATrainer(
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=data.train_windows, eval_dataset=data.eval.dataset,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks], qa_eval=data.eval,
         head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None)
-    log.info(f"Fine-tuning {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) for question answering: "
+        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
+    log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for question "
+             "answering: "
              f"{len(data.train):,} train questions ({len(data.train_windows):,} windows), {len(data.validation):,} "
              f"validation ({len(data.eval.windows):,} windows); metric convention {data.language}")
     return trainer
