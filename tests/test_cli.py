@@ -21,7 +21,6 @@ KEY_FLAGS = {
     ("predict",): ["--model", "--input", "--output", "--task", "--top-k", "--backend", "--batch-size",
                    "--words-column"],
     ("evaluate",): ["--model", "--data", "--output", "--task", "--batch-size"],
-    ("serve",): ["--model", "--host", "--port", "--max-batch-tokens", "--max-queue"],
     ("export",): ["--model", "--output", "--quantize"],
     ("serve",): ["--model", "--host", "--port", "--port-file", "--backend", "--threads", "--max-batch-tokens",
                  "--max-queue", "--max-request-rows", "--max-body-bytes"],
