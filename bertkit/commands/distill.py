@@ -48,13 +48,13 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, teacher.path)
     student_dir = open_student(cfg, teacher)
     layers = layer_plan(cfg, teacher, student_dir)
-    out, resume_from = start_run(cfg, "distill")
-    data = kind.load_data(cfg, teacher)
-    # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
-    teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
-    student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
-    trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
-                                 **hidden_state_loss(cfg, teacher, student, layers))
+    with start_run(cfg, "distill") as (out, resume_from):
+        data = kind.load_data(cfg, teacher)
+        # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
+        teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
+        student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
+        trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
+                                     **hidden_state_loss(cfg, teacher, student, layers))
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
     trainer.drop_hidden_loss()
