@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: MLM evaluation memory stays flat as the evaluation set grows (issue #3).
+"""Benchmark: MLM evaluation memory stays flat as the evaluation set grows.
 
 bertkit scores MLM evaluation batch by batch (``batch_eval_metrics`` with a running counter of
 correct masked tokens; the sparse head returns only the masked positions' predictions), so no

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: bertkit finetune-cls against a plain transformers Trainer on small data (issue #16).
+"""Benchmark: bertkit finetune-cls against a plain transformers Trainer on small data.
 
 The peer is written here: AutoModelForSequenceClassification, DataCollatorWithPadding (dynamic
 padding), the Trainer's shuffled batches (RandomSampler), with bertkit's model, data, batch size,

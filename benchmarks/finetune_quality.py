@@ -16,8 +16,8 @@ Tasks (``--tasks``, comma-separated; default all but the two long ones):
 BERT-tiny (``--zh-preset``) with ``bertkit pretrain-mlm`` within ``--time-budget`` (default 30m), fine-tunes it on
 ChnSentiCorp, and fine-tunes the same architecture from random initialisation (the pretrained
 model's config and tokenizer, fresh weights, saved by this script) with the same command for comparison.
-Its "ok" is at that one command; random init may prefer another learning rate (README "Fine-tuning on
-real data" compares each at its better one).
+Its "ok" is at that one command; random init may prefer another learning rate (docs/benchmarks.md
+"Fine-tuning quality on real data" compares each at its better one).
 
     .venv/bin/python benchmarks/finetune_quality.py --tasks mrpc,stsb,cola
     .venv/bin/python benchmarks/finetune_quality.py --tasks all --smoke      # a few steps each, end to end
@@ -328,7 +328,7 @@ def main(argv=None) -> None:
     p.add_argument("--zh-lr", type=float, default=1e-3, help="chinese: pretraining peak learning rate")
     p.add_argument("--zh-dropout", type=float, default=0.1,
                    help="chinese: dropout while pretraining (0 with --zh-lr 2e-3 doubled the masked accuracy "
-                        "but did not fine-tune better; README)")
+                        "but did not fine-tune better; docs/benchmarks.md)")
     p.add_argument("--zh-mlm-probability", type=float, default=0.3, help="chinese: pretraining masking rate")
     p.add_argument("--zh-finetune-lr", type=float, default=3e-4, help="chinese: ChnSentiCorp learning rate")
     p.add_argument("--zh-finetune-head-lr", type=float, default=None,

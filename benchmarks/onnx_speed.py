@@ -15,7 +15,7 @@ pipeline.  On a shared machine the CPU-time ratio is the one to read (waiting fo
 program's cost; with one thread CPU time equals wall time on an idle machine).  Dev accuracy and the argmax
 agreement with the torch model are taken on the predictions themselves.
 
-Targets (issue #15): fp32 ONNX >= 2x the pipeline with the argmax equal on every row; int8 >= 3x, dev
+Targets: fp32 ONNX >= 2x the pipeline with the argmax equal on every row; int8 >= 3x, dev
 accuracy within 0.5 point of torch, model.onnx <= 40% of the fp32 size.
 
     nohup /work/heavy .venv/bin/python benchmarks/onnx_speed.py --threads 1 > onnx_speed.log 2>&1 &

@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--in-order", action="store_true",
                     help="replay the first --trials trials of one unpruned study in their own order, once")
     ap.add_argument("--judge-warm-up", action="store_true",
-                    help="let the pruners judge trials in their lr warm-up (bertkit did before the eighth session)")
+                    help="let the pruners judge trials in their lr warm-up (the rule before the warm-up rule)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.in_order and len(args.journals) > 1:

@@ -170,13 +170,13 @@ def worker_train_bertkit(a) -> dict:
     # the command's own stages (bertkit.commands.finetune_qa.run is this list), with a timer callback and
     # a counting hook on the model it loads
     cfg.validate()
-    out, _ = start_run(cfg, "finetune-qa")
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
-    data = fq.load_splits(cfg, base.tokenizer)
-    model, head = fq.load_qa_model(cfg, base)
-    model.register_forward_pre_hook(_count_hook(state), with_kwargs=True)
-    trainer = fq.build_trainer(cfg, out, model, base.tokenizer, data, head,
-                               callbacks=[step_timer(a.warmup_steps, a.steps, state)])
+    with start_run(cfg, "finetune-qa") as (out, _):
+        data = fq.load_splits(cfg, base.tokenizer)
+        model, head = fq.load_qa_model(cfg, base)
+        model.register_forward_pre_hook(_count_hook(state), with_kwargs=True)
+        trainer = fq.build_trainer(cfg, out, model, base.tokenizer, data, head,
+                                   callbacks=[step_timer(a.warmup_steps, a.steps, state)])
     result, seconds = train_with_signals(trainer, out, None)
     metrics = fq.final_metrics(cfg, trainer, data, result, seconds)
     res = _result(state)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: the README's Chinese comparison (pretrained against random-init BERT-tiny on ChnSentiCorp) as
+"""Benchmark: the Chinese comparison of docs/benchmarks.md (pretrained against random-init BERT-tiny on ChnSentiCorp) as
 two ``bertkit sweep`` commands, best against best.
 
 The pretrained model comes from ``pretrain-mlm --config pretrain-tiny-zhwiki`` (``--pretrained DIR``);

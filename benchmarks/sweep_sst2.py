@@ -11,7 +11,7 @@ evaluated on the full dev set (872), through the bertkit CLI (each run a subproc
 4. the same sweep without pruning (``--pruner none``; RUNS/unpruned), same seed.
 
 Prints each sweep's best trial's dev accuracy against the default recipe's, and the training steps each
-pruned sweep spent as a share of the unpruned one's (issue #14's targets: best >= default; share <= 60%)
+pruned sweep spent as a share of the unpruned one's (the targets: best >= default; share <= 60%)
 and of its own trials' unpruned cost (epochs x steps per epoch).
 Every run shares one recipe (batch 32, max length 64, evaluation every ``--eval-steps`` steps so a bad
 trial can be stopped inside its first epoch, the best checkpoint kept).  The sweeps resume: rerun the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmark: ``bertkit tokenize`` memory stays flat as the corpus grows, and --num-proc scales (issue #17).
+"""Benchmark: ``bertkit tokenize`` memory stays flat as the corpus grows, and --num-proc scales.
 
 Builds corpora by concatenating a text file (default: ../shared enwiki_sample.txt, 17 MB) 1x, 16x
 (266 MB) and 60x (~1 GB) in a temporary directory (deleted after), then runs

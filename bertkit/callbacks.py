@@ -49,7 +49,11 @@ class Progress(TrainerCallback):
         self.earlier: list[dict] = []  # a resumed run's records from before its checkpoint
         self.t0 = self.last_t = None
         self.start_step = 0
-        self.last_units = 0
+        self.last_units = self.start_units = 0
+        self.step_seconds = 0.0  # the training steps' own time (see on_step_end)
+        self._mark = 0.0
+        self._eval_s = 0.0
+        self._training = False
         self.bar = None
 
     def _units(self, state, args) -> int:
@@ -67,7 +71,9 @@ class Progress(TrainerCallback):
             self.earlier = [r for r in _read_log(self.log_path) if r.get("step", 0) <= state.global_step]
             if state.is_world_process_zero:
                 write_text(self.log_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.earlier))
-        self.last_units = self._units(state, args)
+        self.last_units = self.start_units = self._units(state, args)
+        self._mark = time.perf_counter()
+        self._training = True
         if state.is_world_process_zero and is_tty() and not quiet():
             from tqdm.auto import tqdm
 
@@ -75,12 +81,23 @@ class Progress(TrainerCallback):
                             dynamic_ncols=True, file=sys.stderr)
 
     def on_step_end(self, args, state, control, **kw):
+        # Each step counts from the end of whatever came before it (training start, the previous step, a
+        # log, an evaluation, a save), so throughput is of the steps alone, whatever else the run did.
+        now = time.perf_counter()
+        self.step_seconds += now - self._mark
+        self._mark = now
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
 
     def on_log(self, args, state, control, logs=None, **kw):
+        self._log(state, args, logs)
+        self._mark = time.perf_counter()
+
+    def _log(self, state, args, logs) -> None:
         if not logs or "train_loss" in logs:  # the end-of-training summary
             return
+        if self._training:
+            self._eval_s += logs.get("eval_runtime") or 0.0
         now = time.time()
         units = self._units(state, args)
         rec = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
@@ -100,6 +117,12 @@ class Progress(TrainerCallback):
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         self._print(rec, state)
+
+    def on_evaluate(self, args, state, control, **kw):
+        self._mark = time.perf_counter()
+
+    def on_save(self, args, state, control, **kw):
+        self._mark = time.perf_counter()
 
     def _print(self, rec: dict, state) -> None:
         if quiet():
@@ -122,6 +145,7 @@ class Progress(TrainerCallback):
             print(line, file=sys.stderr, flush=True)
 
     def on_train_end(self, args, state, control, **kw):
+        self._training = False
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -132,9 +156,9 @@ class Progress(TrainerCallback):
         return self.earlier + self.history
 
     def eval_seconds(self) -> float:
-        """Seconds spent in evaluations during training (the Trainer logs each one's ``eval_runtime``),
-        so throughput figures can leave them out."""
-        return float(sum(r.get("eval_runtime") or 0.0 for r in self.history))
+        """Seconds spent in evaluations during training (the Trainer logs each one's ``eval_runtime``);
+        the final evaluation a command runs after training is not one of them."""
+        return float(self._eval_s)
 
 
 class CollatorEpoch(TrainerCallback):

@@ -19,7 +19,7 @@ import typer
 
 from . import __version__
 from .config import iter_flag_fields, resolve
-from .errors import BertkitError, UsageError
+from .errors import BertkitError, UsageError, no_room
 
 # Nothing is ever fetched from the Hugging Face Hub: models, tokenizers, data and metrics are local.
 for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -28,8 +28,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 app = typer.Typer(
     name="bertkit",
-    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, sweep, evaluate, predict, "
-         "export. Offline; local paths only.",
+    help="Train BERT-style encoders: tokenize, pretrain-mlm, finetune-cls, finetune-qa, finetune-ner, distill, sweep, "
+         "evaluate, predict, serve, export. Offline; local paths only.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -143,8 +143,18 @@ def _default_text(field) -> str:
 
 
 def _register_all() -> None:
-    from .schemas import (EvaluateConfig, ExportConfig, FinetuneConfig, FinetuneQAConfig, PredictConfig,
-                          PretrainConfig, ServeConfig, TokenizeConfig)
+    from .schemas import (
+        DistillConfig,
+        EvaluateConfig,
+        ExportConfig,
+        FinetuneConfig,
+        FinetuneNERConfig,
+        FinetuneQAConfig,
+        PredictConfig,
+        PretrainConfig,
+        ServeConfig,
+        TokenizeConfig,
+    )
 
     _register("tokenize", TokenizeConfig, "tokenize",
               "Train or load a WordPiece tokenizer and turn raw data into a cached, packed datasets dataset.")
@@ -154,6 +164,12 @@ def _register_all() -> None:
               "Fine-tune a sequence classifier (single-label, multi-label, regression, pairs).")
     _register("finetune-qa", FinetuneQAConfig, "finetune_qa",
               "Fine-tune extractive question answering (SQuAD v1.1/v2.0 JSON or flat files; English and Chinese).")
+    _register("finetune-ner", FinetuneNERConfig, "finetune_ner",
+              "Fine-tune token classification (NER, POS, chunking): CoNLL-style or JSONL/CSV/Parquet word and tag "
+              "lists; IOB1/IOB2/BIOES/BMES; English and Chinese.")
+    _register("distill", DistillConfig, "distill",
+              "Distill a fine-tuned teacher into a smaller, faster student (a copy keeping some of its layers, or "
+              "--student DIR): soft targets mixed with the labels.")
     _register("evaluate", EvaluateConfig, "evaluate",
               "Compute a saved model's metrics on a labelled file (classification, QA) or on text (MLM), "
               "without training.")
@@ -170,7 +186,7 @@ def _register_all() -> None:
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep "
-                             "finetune-cls|finetune-qa (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
+                             "finetune-cls|finetune-qa|finetune-ner (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
                              "bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
@@ -182,12 +198,14 @@ def _sweep_root(ctx: typer.Context,
                     "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
-    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa [its flags] --param NAME=KIND:..."""
+    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags]
+    --param NAME=KIND:..."""
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
-        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep finetune-cls|finetune-qa ... "
-                           "--param lr=log:1e-5:3e-4) or give --report STORAGE; see bertkit sweep --help")
+        raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep "
+                         "finetune-cls|finetune-qa|finetune-ner ... --param lr=log:1e-5:3e-4) or give --report "
+                         "STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 
     sweep_report(report, study)
@@ -283,7 +301,10 @@ def main(argv: list[str] | None = None) -> None:
         if _STATE["debug"]:
             raise
         msg = str(e).splitlines()[0] if str(e) else ""
-        if "out of memory" in msg.lower():
+        if no_room(e):  # a write no command wrapped with its path (Python ignores SIGXFSZ: EFBIG arrives here)
+            print(f"bertkit: error: cannot write {getattr(e, 'filename', None) or 'a file'}: {no_room(e)}",
+                  file=sys.stderr)
+        elif "out of memory" in msg.lower():
             print("bertkit: error: the device ran out of memory; lower --batch-size or --max-seq-length, or use "
                   "--grad-accum (see README: Troubleshooting)", file=sys.stderr)
         else:

@@ -56,6 +56,24 @@ def detect_problem(values: list[Any]) -> str:
     return "single"
 
 
+def ambiguous_labels(seen: Iterable[str]) -> str | None:
+    """What makes a column's label values ambiguous, or None: ids mixed with names (``1``, ``pos``, ``0``,
+    ``neg``: is 1 pos?), or names that differ only by case or spacing (``pos``, ``Pos``, `` pos``): one label
+    or two?  Either way the data says one thing twice, and guessing would train on a split class."""
+    seen = sorted(set(seen))
+    ids, names = [s for s in seen if _is_int(s)], [s for s in seen if not _is_int(s)]
+    if ids and names:
+        return f"mixes integer ids ({', '.join(map(repr, ids[:10]))}) and names ({', '.join(map(repr, names[:10]))})"
+    groups: dict[str, list[str]] = {}
+    for s in names:
+        groups.setdefault("".join(s.lower().split()), []).append(s)
+    clashes = [g for g in groups.values() if len(g) > 1]
+    if clashes:
+        return "has labels that differ only by case or spacing: " + "; ".join(
+            " / ".join(map(repr, g)) for g in clashes[:5])
+    return None
+
+
 @dataclass
 class LabelSpace:
     problem: str  # single | multi | regression
@@ -90,6 +108,10 @@ class LabelSpace:
             seen = set()
             for v in values:
                 seen.update(_as_list(v) if problem == "multi" else [str(v).strip()])
+            # single labels as written: ' pos' beside 'pos' is one label written two ways
+            if (why := ambiguous_labels(seen if problem == "multi" else {str(v) for v in values})):
+                raise DataError(f"label column '{column}': {why}; fix the data, or pass --labels FILE naming each "
+                                "label (one per line; integer ids then stand for the line numbers from 0)")
             if all(_is_int(s) for s in seen):
                 ids = sorted(int(s) for s in seen)
                 # integer ids: keep them as ids when they are 0..n-1 (or a subset of that range)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from .distributed import is_main_process, wait_for_everyone
-from .errors import UsageError
+from .errors import UsageError, raise_no_room
 from .log import get_logger
 
 log = get_logger()
@@ -114,6 +114,9 @@ def write_final(output: Path, save_fn: Callable[[Path], None], extra_files: dict
             if dst.is_dir():
                 shutil.rmtree(dst)
             os.replace(tmp / name, dst)
+    except Exception as e:
+        raise_no_room(e, output)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -262,7 +265,12 @@ def write_text(path: Path, text: str) -> None:
     """Write a text file atomically: beside it first (named by the pid, so processes writing the same file
     do not share a temp file), then renamed: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+    except Exception as e:
+        tmp.unlink(missing_ok=True)
+        raise_no_room(e, path)
+        raise
     os.replace(tmp, path)
 
 
@@ -322,6 +330,9 @@ def write_records(records: Iterable[dict], out_path: str, flatten: Callable[[dic
                     fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
                     n += 1
         os.replace(tmp, path)
+    except Exception as e:
+        raise_no_room(e, path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return n
@@ -333,9 +344,43 @@ def append_jsonl(path: Path, records: Iterable[dict]) -> None:
             fh.write(json.dumps(r, ensure_ascii=False, default=_json_default) + "\n")
 
 
-def command_line() -> str:
-    """The command that started this process, as a user would retype it."""
+def command_line(drop: tuple[str, ...] = ()) -> str:
+    """The command that started this process, as a user would retype it, without the flags in ``drop``
+    (e.g. ``--overwrite``, which in a resume command would delete the checkpoint to resume from)."""
     argv = list(sys.argv)
     ours = not argv or argv[0].endswith(("bertkit", "__main__.py"))
     prog = "bertkit" if ours else argv[0]
-    return " ".join([prog] + [shlex.quote(a) for a in argv[1:]])
+    return " ".join([prog] + [shlex.quote(a) for a in argv[1:] if a not in drop])
+
+
+def check_writable(path: str | Path | None, flag: str, kind: str = "dir") -> list[str]:
+    """``[problem]`` when ``path`` cannot be written (``kind`` "dir": a directory a command creates and
+    fills; "file": one file, or a directory that will hold the file), else ``[]``; checked before any
+    work, so a command never runs for minutes and then fails to write.  The nearest existing ancestor must
+    be a writable directory: os.access answers for permissions, and a probe file created and removed
+    there answers for filesystems that refuse writes whatever the permissions say (/proc, read-only
+    mounts; and root, whom os.access always lets through)."""
+    import tempfile
+
+    if not path or str(path) == "-":
+        return []
+    p = Path(path).expanduser().absolute()
+    if p.exists():
+        if kind == "dir" and not p.is_dir():
+            return [f"{flag} {path}: a file, not a directory; choose another path"]
+        if p.is_file() and not os.access(p, os.W_OK):
+            return [f"{flag} {path}: the file is not writable"]
+    ancestor = p if p.is_dir() else p.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return [f"{flag} {path}: {ancestor} is a file, not a directory"]
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return [f"{flag} {path}: no permission to write in {ancestor}"]
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".bertkit-probe-", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return [f"{flag} {path}: {ancestor} does not accept new files ({e.strerror or e})"]
+    return []

@@ -42,6 +42,7 @@ class QAData:
     bad_answers: int = 0
     bad_ids: list[str] | None = None
     dropped: int = 0
+    marked_v2: bool = False  # the file says it is SQuAD v2.0 ("is_impossible" keys or "version": "v2.0")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -50,9 +51,17 @@ class QAData:
     def has_no_answer(self) -> bool:
         return any(not a["text"] for a in self.answers)
 
+    @property
+    def unanswered(self) -> int:
+        return sum(1 for a in self.answers if not a["text"])
+
     def select(self, idx: Sequence[int]) -> "QAData":
         return QAData([self.ids[i] for i in idx], [self.questions[i] for i in idx], [self.contexts[i] for i in idx],
-                      [self.answers[i] for i in idx])
+                      [self.answers[i] for i in idx], marked_v2=self.marked_v2)
+
+    def answered(self) -> QAData:
+        """The questions that have an answer."""
+        return self.select([i for i, a in enumerate(self.answers) if a["text"]])
 
     def to_dataset(self):
         import datasets
@@ -73,6 +82,7 @@ def _is_squad(obj: Any) -> bool:
 
 def _squad_rows(obj: dict, path: Path) -> list[dict]:
     rows = []
+    v2 = str(obj.get("version", "")).lstrip("v").startswith("2")
     for art in obj["data"]:
         for para in art.get("paragraphs") or []:
             ctx = para.get("context")
@@ -81,7 +91,7 @@ def _squad_rows(obj: dict, path: Path) -> list[dict]:
             for qa in para.get("qas") or []:
                 answers = [] if qa.get("is_impossible") else (qa.get("answers") or [])
                 rows.append({"id": str(qa.get("id", len(rows))), "question": qa.get("question") or "",
-                             "context": ctx, "answers": answers})
+                             "context": ctx, "answers": answers, "v2": v2 or "is_impossible" in qa})
     if not rows:
         raise DataError(f"{path}: a SQuAD-format file without questions (data[].paragraphs[].qas[] is empty)")
     return rows
@@ -192,7 +202,7 @@ def _flat_file_rows(p: Path, offset: int, question_column: str, context_column: 
 
 def _checked(rows: list[dict], path: str, flag: str) -> QAData:
     """Rows -> QAData with each answer checked against its context (bad ones counted and skipped)."""
-    data = QAData([], [], [], [], bad_ids=[])
+    data = QAData([], [], [], [], bad_ids=[], marked_v2=any(r.get("v2") for r in rows))
     for r in rows:
         ctx = "" if r["context"] is None else str(r["context"])
         q = "" if r["question"] is None else str(r["question"])
@@ -560,6 +570,13 @@ def inference_settings(config, max_len: int) -> dict:
             "n_best": get("n_best") or DEFAULTS["n_best"],
             "max_answer_length": get("max_answer_length") or DEFAULTS["max_answer_length"],
             "null_threshold": get("null_threshold")}
+
+
+def empty_context_rows(contexts: Sequence[str | None]) -> list[int]:
+    """Indices (from 0) of the rows whose context is empty or only whitespace: there is nothing to answer
+    from, and the model's best span over no context is "" with score 1.0, which reads as a confident
+    answer.  Inference reports these rows instead of answering them."""
+    return [i for i, c in enumerate(contexts) if c is None or not str(c).strip()]
 
 
 def read_questions(source: str, question_column: str, context_column: str) -> tuple[list[str], list[str]]:

@@ -2,7 +2,7 @@
 
 transformers' ``group_by_length`` (LengthGroupedSampler) sorts megabatches of 50 batches by length, so
 each batch holds examples of one length and consecutive batches run long to short.  On 4,000 SST-2 rows
-(MiniLM, 1 epoch) that cost about 2 points of accuracy against shuffled batches (issue #16; figures in
+(MiniLM, 1 epoch) that cost about 2 points of accuracy against shuffled batches (figures in
 ``--batching``'s help and benchmarks/finetune_parity.py).  ``windowed_order`` keeps most of the padding
 saving with far less structure: examples are shuffled, cut into windows of a few batches, sorted by
 length only inside each window, and the resulting batches are shuffled again -- so no run of batches

@@ -13,6 +13,7 @@ from typing import Literal, Optional
 from pathlib import Path
 
 from .config import Schema, at_least, duration_problems, in_unit_interval, opt, section
+from .outputs import check_writable
 from .tasks import names as task_names
 
 PRESETS: dict[str, dict[str, int]] = {
@@ -29,6 +30,11 @@ PRESETS: dict[str, dict[str, int]] = {
 def allow_pickle_field():
     return opt(False, "Allow loading pickle weights (pytorch_model.bin), which can run code: only for trusted files.",
                "--allow-pickle")
+
+
+def dropout_field():
+    return opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the checkpoint's).",
+               "--dropout")
 
 
 # ------------------------------------------------------------------------------------------
@@ -132,7 +138,7 @@ class TrainConfig(Schema):
                       "--resume")
     num_workers: int = opt(0, "DataLoader worker processes.", "--num-workers")
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
-    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see README Benchmarks; "
+    compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see docs/benchmarks.md; "
                                "worth trying on GPU).", "--compile/--no-compile")
     time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
                                      "--time-budget")
@@ -171,17 +177,17 @@ class FinetuneTrainConfig(TrainConfig):
     patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
     head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
                                          "checkpoint lacks); default --lr.", "--head-lr")
-    # benchmarks/finetune_parity.py (issue #16) measures accuracy and speed of each against a plain Trainer
+    # benchmarks/finetune_parity.py measures accuracy and speed of each against a plain Trainer
     batching: Literal["window", "length", "random"] = opt(
         "window", "Training batch order, measured against a plain Trainer with shuffled batches and dynamic padding "
-        "(benchmarks/finetune_parity.py, README; MiniLM, 3 seeds). window: shuffled examples sorted by length only "
-        "inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows +0.08 "
-        "points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
+        "(benchmarks/finetune_parity.py, docs/benchmarks.md; MiniLM, 3 seeds). window: shuffled examples sorted by "
+        "length only inside windows of --batching-window batches, then the batches shuffled (window 2: SST-2 4k rows "
+        "+0.08 points at 1.66x its examples/s, MRPC +0.81 F1 points at 1.44x; window 4: -0.31 at 2.18x, +0.04 at "
         "1.55x). length: transformers' group_by_length, batches of one length running long to short (-1.3 points "
         "on SST-2, fastest). random: the Trainer's own order (-0.46 points, 1.15x).",
         "--batching", choices=("window", "length", "random"))
-    # 2, not 4: windows of 4 were -0.31 points on SST-2 (issue #16's bound: -0.3), windows of 2 +0.08 and +0.81
-    # F1 on MRPC, at 1.66x and 1.44x the plain Trainer (README "Batch order, accuracy and speed")
+    # 2, not 4: windows of 4 were -0.31 points on SST-2 (the parity bound: -0.3), windows of 2 +0.08 and +0.81
+    # F1 on MRPC, at 1.66x and 1.44x the plain Trainer (docs/benchmarks.md, "Classification fine-tuning")
     batching_window: int = opt(2, "Batches per length-sorted window with --batching window (1: no grouping).",
                                "--batching-window")
 
@@ -217,6 +223,21 @@ class QAColumns(Schema):
 class QALabelledColumns(QAColumns):
     answer_column: str = opt("answers", "question-answering: column holding the answers (flat files; SQuAD-format "
                                         "JSON is read as is).", "--answer-column")
+
+
+@dataclass
+class WordColumns(Schema):
+    words_column: str = opt("tokens", "Token classification: column holding the list of words (.jsonl/.csv/.parquet; "
+                                      "predict reads the text column as raw text where it is absent).",
+                            "--words-column")
+
+
+@dataclass
+class TaggedColumns(WordColumns):
+    tags_column: str = opt("tags", "Token classification: column holding the list of tags (.jsonl/.csv/.parquet).",
+                           "--tags-column")
+    tag_column: Optional[int] = opt(None, "Token classification, CoNLL-style files: the column holding the tag, "
+                                          "0-based (the word is column 0; default: the last column).", "--tag-column")
 
 
 @dataclass
@@ -268,7 +289,9 @@ class ClsDataConfig(LabelledColumns):
     def problems(self) -> list[str]:
         found = [] if self.train else ["--train is required: the labelled training file"]
         found += at_least(self.max_seq_length, 8, "--max-seq-length")
-        if self.long_text == "sliding-window" and not 0 <= self.stride < self.max_seq_length // 2:
+        # (distill leaves the length, mode and stride unset until the teacher's are known)
+        if (self.long_text == "sliding-window" and self.max_seq_length is not None and self.stride is not None
+                and not 0 <= self.stride < self.max_seq_length // 2):
             found.append(f"--stride {self.stride}: must be in [0, {self.max_seq_length // 2}) for --max-seq-length "
                          f"{self.max_seq_length}")
         return found
@@ -288,7 +311,8 @@ class TokenizeConfig(Schema):
     tokenizer: TokenizerConfig = section(TokenizerConfig)
 
     def problems(self) -> list[str]:
-        found = [] if self.output else ["--output is required: the directory to write the dataset to"]
+        found = check_writable(self.output, "--output") if self.output else [
+            "--output is required: the directory to write the dataset to"]
         if not self.data.inputs:
             found.append("no input files: pass the files or globs to tokenize")
         return found
@@ -307,7 +331,10 @@ class PretrainConfig(Schema):
                             "--sparse-head/--dense-head")
 
     def problems(self) -> list[str]:
-        return [] if self.data.inputs else ["--data is required: a `bertkit tokenize` output dir or raw text files"]
+        found = check_writable(self.output, "--output")
+        if not self.data.inputs:
+            found.append("--data is required: a `bertkit tokenize` output dir or raw text files")
+        return found
 
 
 @dataclass
@@ -317,6 +344,9 @@ class FinetuneFields(ModelDirFields):
                                      "minilm-l6.", "--model")
     output: Optional[str] = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+
+    def problems(self) -> list[str]:
+        return super().problems() + check_writable(self.output, "--output")
 
 
 @dataclass
@@ -334,8 +364,7 @@ class FinetuneConfig(FinetuneFields):
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
                                  "log-odds per label, or the mean target) instead of 0.",
                            "--prior-init/--no-prior-init")
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
-                                         "checkpoint's).", "--dropout")
+    dropout: Optional[float] = dropout_field()
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
@@ -347,7 +376,7 @@ class FinetuneConfig(FinetuneFields):
 
 
 @dataclass
-class PredictConfig(InferenceFields, TextColumns, QAColumns):
+class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
     model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
     input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
@@ -364,6 +393,8 @@ class PredictConfig(InferenceFields, TextColumns, QAColumns):
             found.append(f"--output {self.output}: use a .jsonl, .csv or .tsv file, or - for stdout")
         elif self.output != "-" and Path(self.output).is_dir():
             found.append(f"--output {self.output}: a directory; give a file name")
+        else:
+            found += check_writable(self.output, "--output", kind="file")
         return found
 
 
@@ -399,7 +430,7 @@ class ServeConfig(InferenceFields):
 
 
 @dataclass
-class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
+class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")
     data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
@@ -413,13 +444,11 @@ class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns):
         found = super().problems()
         if not self.data:
             found.append("--data is required: the file to evaluate on")
-        if self.output and Path(self.output).exists() and not Path(self.output).is_dir():
-            found.append(f"--output {self.output}: a file, not a directory")
-        return found
+        return found + check_writable(self.output, "--output")
 
 
 @dataclass
-class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns):
+class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns, TaggedColumns):
     model: Optional[str] = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
     output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
@@ -445,7 +474,7 @@ class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns):
             self.threads, 1, "--threads")
         if not self.output:
             found.append("--output is required: the directory to write the exported model to")
-        return found
+        return found + check_writable(self.output, "--output")
 
 
 # ------------------------------------------------------------------------------------------
@@ -494,17 +523,148 @@ class FinetuneQAConfig(FinetuneFields):
                                           "--null-threshold")
     tune_null_threshold: bool = opt(False, "Pick the null threshold that maximises validation F1 (saved in the model).",
                                     "--tune-null-threshold")
+    version_2: Optional[bool] = opt(
+        None, "Questions without an answer (SQuAD v2.0 style): --version-2 trains the model to abstain (answer "
+              "empty) on them; --no-version-2 drops them and the model always answers. Default: abstaining when "
+              "there are any, with a warning counting them when the data does not say it is v2.0 (no "
+              "is_impossible keys, no version 2.0): in v1.1 data, an empty answers list is usually a mistake.",
+        "--version-2/--no-version-2")
     qa_language: Literal["auto", "en", "zh"] = opt(
         "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
                 "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout while fine-tuning, in [0, 1) (default: the "
-                                         "checkpoint's).", "--dropout")
+    dropout: Optional[float] = dropout_field()
     data: QADataConfig = section(QADataConfig)
     train: QATrainConfig = section(QATrainConfig)
 
     def problems(self) -> list[str]:
         found = super().problems() + in_unit_interval(self.dropout, "--dropout") + at_least(self.n_best, 1, "--n-best")
         found += at_least(self.max_answer_length, 1, "--max-answer-length")
+        if self.version_2 is False and (self.tune_null_threshold or self.null_threshold is not None):
+            found.append("--no-version-2: the model always answers; --null-threshold and --tune-null-threshold "
+                         "need --version-2")
         if self.metric.removeprefix("eval_") not in ("f1", "exact_match"):
             found.append(f"--metric {self.metric}: use one of f1, exact_match")
         return found
+
+
+# ------------------------------------------------------------------------------------------
+# Token classification (finetune-ner)
+# ------------------------------------------------------------------------------------------
+
+TAG_SCHEMES = ("auto", "IOB1", "IOB2", "BIOES", "BMES")
+
+
+@dataclass
+class NERDataConfig(TaggedColumns):
+    train: Optional[str] = opt(None, "Training file: CoNLL-style text (token<TAB>tag per line, a blank line between "
+                                     "sentences) or .jsonl/.csv/.parquet with a list of words and a list of tags.",
+                               "--train")
+    validation: Optional[str] = opt(None, "Validation file (same formats), scored with entity F1 at every evaluation "
+                                          "(default: a tenth of train held out).", "--validation")
+    test: Optional[str] = opt(None, "Test file, scored once with the best model.", "--test")
+    tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "BMES"] = opt(
+        "auto", "Tag scheme (auto: from the training tags: M- means BMES, E-/S- BIOES, else IOB2 or IOB1).",
+        "--tag-scheme", choices=TAG_SCHEMES)
+    label_all_subtokens: bool = opt(False, "Train on every sub-token of a word (later ones with B- turned into I-), "
+                                           "not only the first; predictions are always read at the first.",
+                                    "--label-all-subtokens/--first-subtoken-only")
+    max_seq_length: int = opt(128, "Tokens per window, [CLS] and [SEP] included; longer sentences are windowed, "
+                                   "never truncated.", "--max-seq-length")
+    stride: int = opt(32, "Sub-tokens shared by consecutive windows of a long sentence.", "--stride")
+
+    def problems(self) -> list[str]:
+        found = [] if self.train else ["--train is required: a CoNLL-style file (token<TAB>tag) or a .jsonl/.csv/"
+                                       ".parquet file with words and tags columns"]
+        found += at_least(self.max_seq_length, 8, "--max-seq-length")
+        if not 0 <= self.stride < (self.max_seq_length - 2) // 2:
+            found.append(f"--stride {self.stride}: must be in [0, {(self.max_seq_length - 2) // 2}) for "
+                         f"--max-seq-length {self.max_seq_length}")
+        return found
+
+
+NER_METRICS = ("f1", "precision", "recall", "accuracy", "loss")
+
+
+@dataclass
+class FinetuneNERConfig(FinetuneFields):
+    metric: str = opt("f1", "Metric that picks the best checkpoint: f1 (entity micro-F1), precision, recall, "
+                            "accuracy (token) or loss.", "--metric")
+    dropout: Optional[float] = dropout_field()
+    data: NERDataConfig = section(NERDataConfig)
+    train: FinetuneTrainConfig = section(FinetuneTrainConfig)
+
+    def problems(self) -> list[str]:
+        found = super().problems() + in_unit_interval(self.dropout, "--dropout")
+        if self.metric.removeprefix("eval_") not in NER_METRICS:
+            found.append(f"--metric {self.metric}: use one of {', '.join(NER_METRICS)}")
+        return found
+
+
+# ------------------------------------------------------------------------------------------
+# Distillation (distill)
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class DistillDataConfig(ClsDataConfig, QALabelledColumns):
+    train: Optional[str] = opt(None, "Labelled training file, read as the teacher's fine-tuning command reads it "
+                                     "(classification labels: the teacher's).", "--train")
+    unlabeled: Optional[str] = opt(None, "Texts without labels (the same text columns), labelled by the teacher and "
+                                         "appended to the training set: soft targets only.", "--unlabeled")
+    max_seq_length: Optional[int] = opt(None, "Maximum tokens per example (default: the teacher's).",
+                                        "--max-seq-length")
+    long_text: Optional[Literal["truncate", "head-tail", "sliding-window"]] = opt(
+        None, "How to fit texts longer than --max-seq-length (default: the teacher's).", "--long-text",
+        choices=("truncate", "head-tail", "sliding-window"))
+    stride: Optional[int] = opt(None, "Overlap in tokens between sliding windows (default: the teacher's).", "--stride")
+    doc_stride: Optional[int] = opt(None, "question-answering: tokens of context shared by consecutive windows "
+                                          "(default: the teacher's).", "--doc-stride")
+    max_question_length: Optional[int] = opt(None, "question-answering: questions are cut to this many tokens "
+                                                   "(default: the teacher's).", "--max-question-length")
+
+
+@dataclass
+class DistillConfig(Schema):
+    teacher: Optional[str] = opt(None, "Fine-tuned teacher model directory (e.g. a finetune-cls output).", "--teacher")
+    student: Optional[str] = opt(None, "Student model directory with the teacher's vocabulary (a bertkit or Hugging "
+                                       "Face model; a head for the teacher's labels is added when it has none).",
+                                 "--student")
+    student_layers: Optional[int] = opt(None, "Student = a copy of the teacher keeping N of its layers, spread evenly "
+                                              "and ending at the top one (6 -> 3 keeps 1, 3, 5); default: half the "
+                                              "teacher's layers when --student is not given.", "--student-layers")
+    output: Optional[str] = opt(None, "Output model directory (the student).", "--output")
+    overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
+    allow_pickle: bool = allow_pickle_field()
+    temperature: float = opt(2.0, "Softmax temperature of the soft targets (the soft loss is scaled by T^2).",
+                             "--temperature")
+    alpha: float = opt(0.5, "Weight of the soft-target loss; 1 - alpha weighs the hard labels (0: hard labels only, "
+                            "the student trained without the teacher).", "--alpha")
+    hidden_loss_weight: float = opt(0.0, "Weight of an added loss: the squared error between the student's hidden "
+                                         "states and the teacher's at mapped layers (each student layer and the "
+                                         "teacher layer --student-layers keeps for it), through a learnt linear map "
+                                         "when the hidden sizes differ; the teacher then runs beside the student at "
+                                         "every step.", "--hidden-loss-weight")
+    metric: Optional[str] = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
+    tune_threshold: bool = opt(False, "Multi-label: pick the student's threshold that maximises validation micro-F1 "
+                                      "(default: the teacher's).", "--tune-threshold")
+    class_weights: Optional[str] = opt(None, "Weights of the hard-label loss: 'auto' (inverse frequency) or "
+                                             "comma-separated weights per label id.", "--class-weights")
+    dropout: Optional[float] = opt(None, "Hidden and attention dropout of the student while training, in [0, 1) "
+                                         "(default: the model's).", "--dropout")
+    data: DistillDataConfig = section(DistillDataConfig)
+    train: FinetuneTrainConfig = section(FinetuneTrainConfig)
+
+    def problems(self) -> list[str]:
+        found = [] if self.teacher else ["--teacher is required: a fine-tuned model directory"]
+        if not self.output:
+            found.append("--output is required: the directory to write the student to")
+        if self.student and self.student_layers is not None:
+            found.append("--student and --student-layers: give one (a model dir, or a layer count to copy from the "
+                         "teacher)")
+        found += at_least(self.student_layers, 1, "--student-layers") + in_unit_interval(self.dropout, "--dropout")
+        if not self.hidden_loss_weight >= 0:
+            found.append(f"--hidden-loss-weight {self.hidden_loss_weight}: must be 0 or more")
+        if not self.temperature > 0:
+            found.append(f"--temperature {self.temperature}: must be positive")
+        if self.alpha == 0 and self.data.unlabeled:
+            found.append("--unlabeled with --alpha 0: its texts have only soft targets, which --alpha 0 leaves out")
+        return found + in_unit_interval(self.alpha, "--alpha", closed_top=True)

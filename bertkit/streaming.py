@@ -2,7 +2,7 @@
 
 ``bertkit tokenize --task mlm`` (and ``pretrain-mlm`` on raw files) used to read the whole corpus into
 one ``datasets.Dataset``, encode it into one in-memory table and pack that: peak RSS grew by ~13.5 MB
-per MB of text (0.96 GB for 17 MB, 4.33 GB for 266 MB; issue #17).  Here the inputs are cut into
+per MB of text (0.96 GB for 17 MB, 4.33 GB for 266 MB).  Here the inputs are cut into
 chunks (``.txt`` files: byte ranges ending at a line break; other formats: batches of rows of one
 file at a time), each chunk is decoded and encoded on its own (in ``num_proc`` worker processes),
 and the main process packs the chunks *in input order* with a :class:`Packer` that carries the
@@ -36,8 +36,11 @@ CHUNK_BYTES = 4 << 20
 # Lines encoded per call inside a chunk: tokenizers' Encoding objects hold tokens and offsets
 # (~100 bytes a token), so encoding a whole chunk at once would hold ~100 MB; 2,000 lines ~10 MB.
 ENCODE_LINES = 2000
-# Output shard size (bytes of token ids), as datasets' save_to_disk default (500 MB).
-SHARD_BYTES = 500 * 10 ** 6
+# A shard is closed at 64 MiB of token ids or after a minute, whichever comes first: each closed shard is
+# a point an interrupted run resumes from, so a killed run loses at most that much work.  (datasets'
+# save_to_disk makes 500 MB shards: a corpus under ~220 MB of text never reached one.)
+SHARD_BYTES = 64 << 20
+SHARD_SECONDS = 60.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,11 +327,12 @@ class ShardWriter:
     """Write ``input_ids`` blocks into ``data-XXXXX-of-YYYYY.arrow`` files plus ``state.json`` and
     ``dataset_info.json``: the layout of ``Dataset.save_to_disk``, so ``load_from_disk`` reads it
     memory-mapped.  Each shard is written with datasets' own ``ArrowWriter`` (the writer
-    save_to_disk uses); shards roll at ``shard_bytes`` so no file grows past what save_to_disk
-    would make.  (``Dataset.from_generator`` would write a cache file that save_to_disk then
+    save_to_disk uses); shards roll at ``shard_bytes`` or after ``shard_seconds``, each a point to
+    resume from.  (``Dataset.from_generator`` would write a cache file that save_to_disk then
     copies, reading it back memory-mapped: ~1 GB of file pages resident for a 1 GB corpus.)"""
 
-    def __init__(self, out_dir: Path, shard_bytes: int | None = None, resume_parts: list[str] | None = None):
+    def __init__(self, out_dir: Path, shard_bytes: int | None = None, resume_parts: list[str] | None = None,
+                 shard_seconds: float | None = None):
         """``resume_parts``: continue an interrupted run in ``out_dir``, keeping these finished shards
         (and deleting any other, unfinished ``part-*.arrow``)."""
         import datasets
@@ -336,6 +340,7 @@ class ShardWriter:
         self.dir = Path(out_dir)
         self.features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
         self.shard_bytes = shard_bytes or SHARD_BYTES
+        self.shard_seconds = SHARD_SECONDS if shard_seconds is None else shard_seconds
         self.parts: list[Path] = []
         if resume_parts is not None:
             self.parts = [self.dir / name for name in resume_parts]
@@ -355,6 +360,7 @@ class ShardWriter:
         self.parts.append(path)
         self.writer = ArrowWriter(features=self.features, path=str(path))
         self.written = 0
+        self.opened = time.monotonic()
 
     def write(self, flat: np.ndarray, lengths: np.ndarray) -> None:
         import pyarrow as pa
@@ -369,7 +375,7 @@ class ShardWriter:
         arr = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()))
         self.writer.write_table(pa.table({"input_ids": arr.cast(pa.list_(pa.int32()))}))
         self.written += flat.nbytes
-        if self.written >= self.shard_bytes:
+        if self.written >= self.shard_bytes or time.monotonic() - self.opened >= self.shard_seconds:
             self.writer.finalize()
             self.writer.close()
             self.writer = None

@@ -96,6 +96,11 @@ class ClsTrainer(BertkitTrainer):
     """Sequence classification (everything it needs is in :class:`BertkitTrainer`)."""
 
 
+class TokenClsTrainer(BertkitTrainer):
+    """Token classification: evaluation is the Trainer's own, with label ids argmax'd batch by batch
+    (``preprocess_logits_for_metrics``) and scored per word by :class:`bertkit.ner.WordScorer`."""
+
+
 class QATrainer(BertkitTrainer):
     """Extractive QA: evaluation predicts start/end logits on every validation window, post-processes
     them across the windows of each question into answers and scores EM/F1 (``eval_f1``,
@@ -157,3 +162,70 @@ class MLMTrainer(BertkitTrainer):
             logs["padding_share"] = round(1.0 - self.real_tokens / self.pad_slots, 4)
             self.pad_slots = self.real_tokens = 0
         super().log(logs, *args, **kwargs)
+
+
+class DistillMixin:
+    """A student learning from a teacher (mixed into a kind's trainer): the teacher's outputs ride along in
+    the training set as columns (``teacher_*``, computed once before training) with a ``hard_mask`` (0 for
+    texts only the teacher labelled); ``distill_loss`` (:data:`bertkit.distillation.DistillLoss`, the task
+    kind's) mixes the soft and hard losses.  Evaluation sets carry no teacher outputs: their loss is the
+    hard-label loss.  ``per_token``: the teacher's outputs have a sequence axis (padded per batch).
+    ``hidden_loss``: a :class:`~bertkit.distillation.HiddenStateLoss` weighted ``hidden_weight``, with the
+    teacher model run beside the student on every training batch; the loss module is held by the student
+    as ``distill_hidden_loss`` while it trains."""
+
+    # the loss is a mean over this batch: the Trainer divides it by the gradient accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, distill_loss=None, per_token: bool = False, hidden_loss=None, teacher_model=None,
+                 hidden_weight: float = 0.0, **kwargs):
+        from .distillation import TeacherCollator
+
+        if hidden_loss is not None:  # before the Trainer places the model and builds the optimizer
+            kwargs["model"].distill_hidden_loss = hidden_loss
+        super().__init__(*args, **kwargs)
+        self.distill_loss = distill_loss
+        self.data_collator = TeacherCollator(self.data_collator, per_token)
+        self.hidden_weight = hidden_weight
+        self.teacher_model = teacher_model.to(self.args.device).eval() if teacher_model is not None else None
+
+    def drop_hidden_loss(self) -> None:
+        """Take the hidden-state loss (and its projection) off the student, before it is saved."""
+        if hasattr(self.model, "distill_hidden_loss"):
+            del self.model.distill_hidden_loss
+        self.teacher_model = None
+
+    def _set_signature_columns_if_needed(self):
+        from .distillation import HARD_MASK, TEACHER_PREFIX
+
+        if self._signature_columns is None:
+            super()._set_signature_columns_if_needed()
+            columns = self.train_dataset.column_names if self.train_dataset is not None else []
+            self._signature_columns += [c for c in columns if c.startswith(TEACHER_PREFIX) or c == HARD_MASK]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        from .distillation import HARD_MASK, TEACHER_PREFIX
+
+        teacher = {k: inputs.pop(k) for k in list(inputs) if k.startswith(TEACHER_PREFIX)} or None
+        mask = inputs.pop(HARD_MASK, None)
+        labels = {k: inputs.pop(k) for k in self.label_names if k in inputs}
+        hidden = self.teacher_model is not None and model.training
+        outputs = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
+        loss = self.distill_loss(outputs, labels, teacher, mask)
+        if hidden:
+            import torch
+
+            with torch.no_grad():
+                taught = self.teacher_model(**inputs, output_hidden_states=True)
+            module = self.accelerator.unwrap_model(model).distill_hidden_loss
+            loss = loss + self.hidden_weight * module(outputs.hidden_states, taught.hidden_states,
+                                                      inputs["attention_mask"])
+        return (loss, outputs) if return_outputs else loss
+
+
+class DistillTrainer(DistillMixin, ClsTrainer):
+    """A sequence-classification student (see :class:`DistillMixin`)."""
+
+
+class QADistillTrainer(DistillMixin, QATrainer):
+    """An extractive-QA student (see :class:`DistillMixin`)."""

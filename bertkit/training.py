@@ -6,7 +6,9 @@ the run.  The ``Trainer`` and ``accelerate`` do the rest, so the same code runs 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import sys
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 from .callbacks import Progress, Stopper
 from .config import save_config
 from .distributed import has_accelerator, is_main_process, is_peer_failure, process_ids
-from .errors import PeerLost, UsageError
+from .errors import PeerLost, UsageError, raise_no_room
 from .outputs import (CHECKPOINTS, METRICS, command_line, find_checkpoint, pid_alive, prepare_output, write_final,
                       write_json)
 from .reporting import finish_run
@@ -102,15 +104,49 @@ def training_arguments(train, output: Path, *, eval_strategy: str, max_steps: in
         raise UsageError(f"invalid training settings: {str(e).splitlines()[0]}") from None
 
 
-def start_run(cfg, command: str) -> tuple[Path, str | None]:
-    """The stage that creates a training command's output: prepare the output dir (refuse, overwrite or
-    resume) and save the resolved config there.  Commands validate the config and open their inputs
-    first, so a bad flag or model leaves nothing behind.  Returns (output dir, checkpoint to resume
-    from or None)."""
+def finetune_arguments(train, output: Path, metric: str) -> tuple:
+    """A fine-tuning run's TrainingArguments (evaluation every epoch or every --eval-steps, the best
+    checkpoint by ``metric`` kept and loaded at the end, the --batching order) and its early-stopping
+    callbacks (--patience).  Returns (arguments, callbacks)."""
+    from transformers import EarlyStoppingCallback
+
+    from .metrics import greater_is_better
+
+    metric = metric.removeprefix("eval_")
+    args = training_arguments(
+        train, output, eval_strategy="steps" if train.eval_steps else "epoch",
+        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
+        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
+        include_num_input_tokens_seen="no")
+    return args, [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
+
+
+@contextlib.contextmanager
+def start_run(cfg, command: str):
+    """The stage that creates a training command's output, for the ``with`` block that prepares training
+    (reading the data, loading the model, building the trainer): prepare the output dir (refuse, overwrite
+    or resume) and save the resolved config there; yields (output dir, checkpoint to resume from or None).
+
+    Commands validate the config and open the model first, so a bad flag or model leaves nothing behind;
+    when the block fails (bad data), what this run put in the dir is removed again, and the dir itself if
+    the run created it: a failed run leaves no output that holds only its config.  A resumed run's dir and
+    whatever the user had there stay."""
+    out = Path(cfg.output) if cfg.output else None
+    existed = out is not None and out.is_dir()
+    before = {p.name for p in out.iterdir()} if existed and not cfg.overwrite else set()
     out, resume_from = prepare_output(cfg.output, cfg.overwrite, cfg.train.resume)
     if is_main_process():
         save_config(cfg, out, command)
-    return out, resume_from
+    try:
+        yield out, resume_from
+    except BaseException:
+        if resume_from is None and is_main_process():
+            for p in [p for p in out.iterdir() if p.name not in before] if existed else [out]:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+        raise
 
 
 def pad_multiple() -> int | None:
@@ -139,13 +175,15 @@ def train_with_signals(trainer, output: Path, resume_from: str | None):
     except Exception as e:
         if peers and is_peer_failure(e):
             raise PeerLost(peer_lost_message(output, peers)) from None
+        # a checkpoint being saved (one left without trainer_state.json is never resumed from)
+        raise_no_room(e, output / CHECKPOINTS)
         raise
     finally:
         stopper.uninstall()
     if stopper.signal is not None:
         if is_main_process():
-            print(f"bertkit: stopped; the checkpoint to resume from is {find_checkpoint(output)}. Resume with the "
-                  f"same command:\n  {command_line()}", file=sys.stderr, flush=True)
+            print(f"bertkit: stopped; the checkpoint to resume from is {find_checkpoint(output)}. Resume with:\n  "
+                  f"{command_line(drop=('--overwrite',))}", file=sys.stderr, flush=True)
         raise SystemExit(128 + int(stopper.signal))
     return result, time.time() - t0
 
@@ -170,16 +208,18 @@ def peer_lost_message(output: Path, peers: list[tuple[str, int]], wait_s: float 
 
 
 def run_metrics(trainer, result, train_time: float, unit: str, units: int) -> dict:
-    """What every training run reports: loss, steps, epochs, seconds, and ``unit``/s of training alone
-    (evaluations during training left out)."""
-    eval_s = trainer.progress.eval_seconds()
+    """What every training run reports: loss, steps, epochs, seconds, and ``unit``/s of the training
+    steps alone (counted by :class:`~bertkit.callbacks.Progress`: evaluations, logs and checkpoint saves
+    left out; units of this session only when the run resumed)."""
+    progress = trainer.progress
+    step_s = progress.step_seconds
     return {
         "train_loss": result.training_loss,
         "steps": trainer.state.global_step,
         "epochs": round(trainer.state.epoch or 0.0, 4),
         "train_seconds": round(train_time, 2),
-        "eval_seconds": round(eval_s, 2),
-        f"{unit}_per_second": round(units / max(train_time - eval_s, 1e-9), 2),
+        "eval_seconds": round(progress.eval_seconds(), 2),
+        f"{unit}_per_second": round((units - progress.start_units) / step_s, 2) if step_s > 0 else 0.0,
     }
 
 

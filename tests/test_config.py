@@ -8,11 +8,13 @@ import yaml
 from bertkit.config import coerce, parse_duration, resolve
 from bertkit.errors import UsageError
 from bertkit.recipe_files import find_recipe, list_recipes, recipe_files
-from bertkit.schemas import FinetuneConfig, FinetuneQAConfig, PredictConfig, PretrainConfig, TokenizeConfig
+from bertkit.schemas import (DistillConfig, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig, PredictConfig,
+                             PretrainConfig, TokenizeConfig)
 from conftest import run_cli
 
 SCHEMAS = {"tokenize": TokenizeConfig, "pretrain-mlm": PretrainConfig, "finetune-cls": FinetuneConfig,
-           "finetune-qa": FinetuneQAConfig, "predict": PredictConfig}
+           "finetune-qa": FinetuneQAConfig, "finetune-ner": FinetuneNERConfig, "predict": PredictConfig,
+           "distill": DistillConfig}
 
 
 def test_defaults():

@@ -244,7 +244,7 @@ print([cfg["id2label"][str(i)] for i in logits.argmax(-1)])
 
 
 def test_readme_snippet_runs_without_bertkit(tmp_path, classifier, cls_files, capsys):
-    """The README's plain onnxruntime + tokenizers lines give predict's labels (single texts, truncate)."""
+    """docs/guide.md's plain onnxruntime + tokenizers lines give predict's labels (single texts, truncate)."""
     _, dev = cls_files
     _export(classifier, tmp_path / "onnx")
     ref = _predict(tmp_path / "onnx", dev, tmp_path / "p.jsonl")

@@ -153,3 +153,12 @@ def test_write_text_is_atomic(tmp_path):
     write_text(path, "one")
     write_text(path, "two")
     assert path.read_text() == "two" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_the_resume_command_drops_overwrite(monkeypatch):
+    """Rerun as printed, a resume command with --overwrite would delete the checkpoint it resumes from."""
+    from bertkit.outputs import command_line
+
+    monkeypatch.setattr("sys.argv", ["/x/bin/bertkit", "finetune-cls", "--output", "runs/a b", "--overwrite"])
+    assert command_line() == "bertkit finetune-cls --output 'runs/a b' --overwrite"
+    assert command_line(drop=("--overwrite",)) == "bertkit finetune-cls --output 'runs/a b'"

@@ -112,3 +112,41 @@ def test_evaluate_and_export_validation_score_alike(kind, tmp_path, classifier, 
     assert numbers and validated["metric"] in numbers
     for k, v in numbers.items():
         assert evaluated[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+def _peak_rss_kb(*args) -> int:
+    """Peak resident memory (KiB) of `bertkit ARGS` run in a child of a fresh interpreter."""
+    import subprocess
+    import sys
+
+    code = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+            "sys.exit(p.stderr[-2000:]) if p.returncode else print(resource.getrusage(resource.RUSAGE_CHILDREN)"
+            ".ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "bertkit", *map(str, args)],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout.strip())
+
+
+def test_predict_memory_stays_flat_for_10x_the_rows(tmp_path, classifier, mlm_model):
+    """Rows are encoded, run and written a bounded chunk at a time: 10x the rows (or the windows of long QA
+    contexts) must not raise peak memory by more than 30%."""
+    import random
+
+    rng = random.Random(0)
+    words = "the food was great and the staff were friendly but the room was dirty 服务 太差 非常 好吃".split()
+
+    def text(n):
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    qa = _qa_model(mlm_model, tmp_path / "qa")
+    for name, model, make, n in (("cls", classifier, lambda: {"text": text(rng.randint(3, 40))}, 2_000),
+                                 ("qa", qa, lambda: {"question": "who was friendly?", "context": text(6_000)}, 4)):
+        peaks = []
+        for k in (n, 10 * n):
+            inp = tmp_path / f"{name}-{k}.jsonl"
+            inp.write_text("\n".join(json.dumps(make(), ensure_ascii=False) for _ in range(k)), encoding="utf-8")
+            peaks.append(_peak_rss_kb("predict", "--model", model, "--input", inp, "--output",
+                                      tmp_path / f"{name}-{k}-out.jsonl", "--threads", 1, "--quiet"))
+            assert len((tmp_path / f"{name}-{k}-out.jsonl").read_text().splitlines()) == k
+        assert peaks[1] <= 1.3 * peaks[0], (name, peaks)

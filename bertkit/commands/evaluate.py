@@ -11,8 +11,9 @@ import json
 import time
 from pathlib import Path
 
+from ..errors import UsageError
 from ..inference import RowProgress, open_model
-from ..outputs import write_json
+from ..outputs import check_writable, write_json
 from ..schemas import EvaluateConfig
 from ..summary import print_summary
 
@@ -22,6 +23,8 @@ def run(cfg: EvaluateConfig) -> dict:
     opened = open_model(cfg)
     task = opened.task
     out = Path(cfg.output) if cfg.output else opened.path / f"eval-{Path(cfg.data).stem}"
+    if problems := check_writable(out, "--output"):  # the default, in the model dir, is checked here
+        raise UsageError(problems[0])
     labelled = task.read_labelled(cfg.data, cfg)
     progress = RowProgress(len(labelled), "Evaluating")
     t0 = time.time()

@@ -15,7 +15,7 @@ from ..errors import DataError
 from ..labels import LabelSpace, class_weights
 from ..loading import load_model
 from ..log import get_logger
-from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics, greater_is_better
+from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics
 from ..modeling import (Checkpoint, cls_only_last_layer, count_parameters, dropout_overrides, init_head_at_prior,
                         new_parameters, open_checkpoint_for, weighted_loss)
 from ..sampling import token_lengths
@@ -23,8 +23,8 @@ from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification
 from ..trainers import ClsTrainer
-from ..training import (default_callbacks, examples_seen, pad_multiple, run_metrics, save_run, start_run,
-                        train_with_signals, training_arguments)
+from ..training import (default_callbacks, examples_seen, finetune_arguments, pad_multiple, run_metrics, save_run,
+                        start_run, train_with_signals)
 
 log = get_logger()
 
@@ -33,10 +33,10 @@ def run(cfg: FinetuneConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
     cfg.validate()
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
-    out, resume_from = start_run(cfg, "finetune-cls")
-    data = load_splits(cfg, base.tokenizer)
-    model, head = load_classifier(cfg, base, data)
-    trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
+    with start_run(cfg, "finetune-cls") as (out, resume_from):
+        data = load_splits(cfg, base.tokenizer)
+        model, head = load_classifier(cfg, base, data)
+        trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = final_metrics(cfg, trainer, data, result, train_time)
     stamp_inference_settings(trainer.model.config, cfg, data.space)
@@ -70,8 +70,9 @@ def read_split(path: str, flag: str, cfg: FinetuneConfig):
     return ds
 
 
-def load_splits(cfg: FinetuneConfig, tok) -> ClsData:
-    """Read, label and encode the splits (a tenth of train held out when there is no --validation)."""
+def load_splits(cfg: FinetuneConfig, tok, space: LabelSpace | None = None) -> ClsData:
+    """Read, label and encode the splits (a tenth of train held out when there is no --validation);
+    ``space``: the labels to encode with (distill: the teacher's), by default the training labels'."""
     d = cfg.data
     train = read_split(d.train, "--train", cfg)
     if d.validation:
@@ -84,12 +85,15 @@ def load_splits(cfg: FinetuneConfig, tok) -> ClsData:
         log.info(f"No --validation: holding out {len(val):,} training rows for evaluation")
     test = read_split(d.test, "--test", cfg) if d.test else None
 
-    space = LabelSpace.from_values(train[d.label_column], cfg.problem, cfg.labels, column=d.label_column)
-    space.threshold = cfg.threshold
+    named = space is not None  # names from the teacher or a --labels file: labels without examples are expected
+    if space is None:
+        space = LabelSpace.from_values(train[d.label_column], cfg.problem, cfg.labels, column=d.label_column)
+        space.threshold = cfg.threshold
+        named = bool(cfg.labels)
     raw = {"train": space.attach(train, d.label_column, d.train),
            "validation": space.attach(val, d.label_column, d.validation or d.train),
            "test": space.attach(test, d.label_column, d.test) if test is not None else None}
-    if space.problem == "single" and not cfg.labels:
+    if space.problem == "single" and not named:
         present = set(raw["train"]["labels"])
         absent = [space.names[i] for i in range(space.num_labels) if i not in present]
         if absent:
@@ -135,17 +139,14 @@ def load_classifier(cfg: FinetuneConfig, base: Checkpoint, data: ClsData):
 
 
 def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: frozenset[str] = frozenset(),
-                  callbacks=()) -> ClsTrainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+                  callbacks=(), trainer_cls: type[ClsTrainer] = ClsTrainer, title: str | None = None,
+                  **trainer_kwargs) -> ClsTrainer:
+    """The Trainer (``trainer_cls``, given ``trainer_kwargs``: distill's); ``title`` opens the log line."""
+    from transformers import DataCollatorWithPadding
 
     train = cfg.train
     metric = choose_metric(cfg.metric, data.space.problem)
-    args = training_arguments(
-        train, out, eval_strategy="steps" if train.eval_steps else "epoch",
-        load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
-        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
-        include_num_input_tokens_seen="no")
-    extra = [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
+    args, extra = finetune_arguments(train, out, metric)
     if train.head_lr is not None:
         if not head:
             log.warning("--head-lr: the model already has a classification head for these labels; all parameters "
@@ -153,16 +154,16 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
         else:
             log.info(f"New head ({', '.join(sorted(head))}) trains at --head-lr {train.head_lr:g}")
     space = data.space
-    trainer = ClsTrainer(
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         compute_metrics=ClassificationScorer(space.problem, space.num_labels, space.threshold, data.windowed,
                                              data.validation),
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],
         compute_loss_func=weighted_loss(space.problem, data.weights), head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None)
+        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
     kind = "regression" if space.problem == "regression" else f"{space.problem}-label classification"
-    log.info(f"Fine-tuning {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) for {kind}: "
+    log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for {kind}: "
              f"{len(data.raw['train']):,} train, {len(data.raw['validation']):,} validation examples"
              + (f" ({len(data.train):,} and {len(data.validation):,} windows)" if data.windowed else "")
              + (f", labels {', '.join(space.names[:10])}" if space.names else ""))

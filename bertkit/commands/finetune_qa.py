@@ -20,8 +20,8 @@ from ..modeling import Checkpoint, count_parameters, dropout_overrides, new_para
 from ..schemas import FinetuneQAConfig
 from ..summary import print_summary
 from ..trainers import QATrainer
-from ..training import (default_callbacks, examples_seen, pad_multiple, run_metrics, save_run, start_run,
-                        train_with_signals, training_arguments)
+from ..training import (default_callbacks, examples_seen, finetune_arguments, pad_multiple, run_metrics, save_run,
+                        start_run, train_with_signals)
 
 log = get_logger()
 
@@ -30,10 +30,10 @@ def run(cfg: FinetuneQAConfig, callbacks: list | tuple = ()) -> dict:
     """Fine-tune; ``callbacks`` are extra Trainer callbacks (a sweep's pruning, a benchmark's timer)."""
     cfg.validate()
     base = open_checkpoint_for(cfg.model, cfg.allow_pickle, cfg.data.max_seq_length)
-    out, resume_from = start_run(cfg, "finetune-qa")
-    data = load_splits(cfg, base.tokenizer)
-    model, head = load_qa_model(cfg, base)
-    trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
+    with start_run(cfg, "finetune-qa") as (out, resume_from):
+        data = load_splits(cfg, base.tokenizer)
+        model, head = load_qa_model(cfg, base)
+        trainer = build_trainer(cfg, out, model, base.tokenizer, data, head, callbacks)
     result, train_time = train_with_signals(trainer, out, resume_from)
     metrics = final_metrics(cfg, trainer, data, result, train_time)
     stamp_inference_settings(trainer.model.config, cfg, data.eval)
@@ -71,11 +71,31 @@ def read_splits(cfg: FinetuneQAConfig) -> tuple[qa.QAData, qa.QAData]:
     return train.select(sorted(perm[n_val:])), train.select(sorted(perm[:n_val]))
 
 
+def settle_unanswerable(cfg: FinetuneQAConfig, train: qa.QAData, val: qa.QAData) -> tuple[qa.QAData, qa.QAData]:
+    """Questions without an answer: kept for the model to learn to abstain (--version-2, or by default),
+    dropped with --no-version-2.  By default, data that does not say it is SQuAD v2.0 gets a warning: an
+    empty answers list in v1.1 data is more often a mistake than a question meant to have no answer."""
+    n = train.unanswered + val.unanswered
+    if not n:
+        return train, val
+    if cfg.version_2 is False:
+        log.warning(f"--no-version-2: {n:,} questions without an answer dropped ({train.unanswered:,} train, "
+                    f"{val.unanswered:,} validation)")
+        return train.answered(), val.answered()
+    if cfg.version_2 is None and not (train.marked_v2 or val.marked_v2):
+        log.warning(f"{n:,} of {len(train) + len(val):,} questions have no answer ({train.unanswered:,} train, "
+                    f"{val.unanswered:,} validation) though the data does not say it is SQuAD v2.0: the model "
+                    "will learn to abstain (answer empty); pass --version-2 to confirm, or --no-version-2 to "
+                    "drop them")
+    return train, val
+
+
 def null_threshold(cfg: FinetuneQAConfig, train: qa.QAData, val: qa.QAData) -> float | None:
-    """None (never answer empty) for SQuAD v1-style data; a threshold when any question is unanswerable."""
+    """None (never answer empty) for SQuAD v1-style data; a threshold when any question is unanswerable
+    or --version-2 says the model may abstain."""
     if cfg.null_threshold is not None:
         return cfg.null_threshold
-    if train.has_no_answer or val.has_no_answer or cfg.tune_null_threshold:
+    if cfg.version_2 or train.has_no_answer or val.has_no_answer or cfg.tune_null_threshold:
         return 0.0
     return None
 
@@ -85,7 +105,7 @@ def load_splits(cfg: FinetuneQAConfig, tok) -> QASplits:
     if tok.padding_side != "right":
         raise UsageError(f"--model {cfg.model}: the tokenizer pads on the left; "
                          "bertkit's QA windows need right padding")
-    train, val = read_splits(cfg)
+    train, val = settle_unanswerable(cfg, *read_splits(cfg))
     language = cfg.qa_language if cfg.qa_language != "auto" else qa.detect_language(val.contexts)
     with main_process_first():
         train_windows = qa.encode_train(train, tok, d.max_seq_length, d.doc_stride, d.max_question_length)
@@ -106,23 +126,21 @@ def load_qa_model(cfg: FinetuneQAConfig, base: Checkpoint):
 
 
 def build_trainer(cfg: FinetuneQAConfig, out, model, tok, data: QASplits, head: frozenset[str] = frozenset(),
-                  callbacks=()) -> QATrainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+                  callbacks=(), trainer_cls: type[QATrainer] = QATrainer, title: str | None = None,
+                  **trainer_kwargs) -> QATrainer:
+    """The Trainer (``trainer_cls``, given ``trainer_kwargs``: distill's); ``title`` opens the log line."""
+    from transformers import DataCollatorWithPadding
 
     train = cfg.train
-    args = training_arguments(
-        train, out, eval_strategy="steps" if train.eval_steps else "epoch",
-        load_best_model_at_end=True, metric_for_best_model=cfg.metric.removeprefix("eval_"), greater_is_better=True,
-        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
-        include_num_input_tokens_seen="no")
-    extra = [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
-    trainer = QATrainer(
+    args, extra = finetune_arguments(train, out, cfg.metric)
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=data.train_windows, eval_dataset=data.eval.dataset,
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks], qa_eval=data.eval,
         head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None)
-    log.info(f"Fine-tuning {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) for question answering: "
+        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
+    log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for question "
+             "answering: "
              f"{len(data.train):,} train questions ({len(data.train_windows):,} windows), {len(data.validation):,} "
              f"validation ({len(data.eval.windows):,} windows); metric convention {data.language}")
     return trainer

@@ -28,10 +28,10 @@ log = get_logger()
 
 def run(cfg: PretrainConfig, callbacks: list | tuple = ()) -> dict:
     cfg.validate()
-    out, resume_from = start_run(cfg, "pretrain-mlm")
-    data = load_data(cfg, out)
-    model, origin = load_or_create_model(cfg, data)
-    trainer = build_trainer(cfg, out, model, data, callbacks)
+    with start_run(cfg, "pretrain-mlm") as (out, resume_from):
+        data = load_data(cfg, out)
+        model, origin = load_or_create_model(cfg, data)
+        trainer = build_trainer(cfg, out, model, data, callbacks)
     log.info(f"Pretraining a {origin}: {count_parameters(model) / 1e6:.1f}M parameters, {len(data.train):,} training "
              f"blocks" + (f", {len(data.eval):,} eval blocks" if data.eval is not None else "")
              + f", mlm probability {cfg.mlm.probability}")

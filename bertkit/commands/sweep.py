@@ -80,6 +80,11 @@ def check(s: Sweep) -> None:
     s.total = cfg.sweep.trials
     if cfg.sweep.sampler == "grid":
         s.total = min(s.total, grid_size(s.params))
+    from ..outputs import check_writable  # --output is checked with the target's config; here the storage file
+
+    storage = (cfg.sweep.storage or "").removeprefix("sqlite:///")
+    if "://" not in storage and (problems := check_writable(storage, "--storage", kind="file")):
+        raise UsageError(problems[0])
     s.out.mkdir(parents=True, exist_ok=True)
     (s.out / "trials").mkdir(exist_ok=True)
 

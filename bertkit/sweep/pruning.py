@@ -50,7 +50,7 @@ class FromFirstEvaluation(optuna.pruners.BasePruner):
     Replayed on 37 recorded SST-2 curves (benchmarks/pruner_replay.py, 200 random orders of 12 trials):
     Hyperband with its first rung at one epoch, as before, spent 77% of the steps; at the first evaluation
     (half an epoch) 67%, and successive halving 47% (49% since trials are not judged in their warm-up).
-    In a real 12-trial TPE sweep halving spent 61.2% (README "Sweeps")."""
+    In a real 12-trial TPE sweep halving spent 61.2% (docs/benchmarks.md, "Sweeps and pruning")."""
 
     def __init__(self, make: Callable[[int], optuna.pruners.BasePruner]):
         self._make = make
@@ -79,9 +79,9 @@ def warming_up(args, state) -> bool:
     judged by its cost, not its benefit.  On SST-2 (4k rows, evaluation every quarter epoch), halving
     stopped five trials at the first evaluation, three of them still warming up, all at or near the
     majority-class accuracy (0.5092); the sweep's best was then 0.8417, below the default recipe's 0.8509
-    (README "Sweeps").  The trial still reports, so the others are compared with its value there; once
-    judged, halving enters it into the rungs it passed with its value then (Optuna's rule for a trial that
-    reports past a rung), a higher bar for the trials after it.  With this rule the half-epoch SST-2 sweep
+    (docs/benchmarks.md, "Sweeps and pruning").  The trial still reports, so the others are compared with its
+    value there; once judged, halving enters it into the rungs it passed with its value then (Optuna's rule for
+    a trial that reports past a rung), a higher bar for the trials after it.  With this rule the half-epoch SST-2 sweep
     spent 61.2% of the unpruned steps (70.5% before), with the same best trial."""
     return bool(state.max_steps) and state.global_step < args.get_warmup_steps(state.max_steps)
 

@@ -1,7 +1,8 @@
 """The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and a
-``sweep`` section, and :data:`TARGETS`, the commands a sweep can run (finetune-cls, finetune-qa) with their
-schemas, runners and metrics; the sweep's settings saved in its output and read back by ``--resume``.  The
-CLI imports every schema at start-up, so this module imports neither Optuna nor transformers."""
+``sweep`` section, and :data:`TARGETS`, the commands a sweep can run (finetune-cls, finetune-qa,
+finetune-ner) with their schemas, runners and metrics; the sweep's settings saved in its output and read back
+by ``--resume``.  The CLI imports every schema at start-up, so this module imports neither Optuna nor
+transformers."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import yaml
 from ..config import CONFIG_FILENAME, from_dict, opt, resolve, section, set_dotted, to_dict
 from ..errors import UsageError
 from ..outputs import write_text
-from ..schemas import FinetuneConfig, FinetuneQAConfig
+from ..schemas import NER_METRICS, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig
 
 
 @dataclass
@@ -78,6 +79,7 @@ def make_sweep_schema(name: str, command: str, target: type) -> type:
 
 SweepFinetuneConfig = make_sweep_schema("SweepFinetuneConfig", "finetune-cls", FinetuneConfig)
 SweepFinetuneQAConfig = make_sweep_schema("SweepFinetuneQAConfig", "finetune-qa", FinetuneQAConfig)
+SweepFinetuneNERConfig = make_sweep_schema("SweepFinetuneNERConfig", "finetune-ner", FinetuneNERConfig)
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ TARGETS: dict[str, Target] = {
     # QATrainer scores EM/F1 without labels in the evaluation windows: no eval loss to minimise
     "finetune-qa": Target("finetune-qa", FinetuneQAConfig, SweepFinetuneQAConfig, "finetune_qa",
                           metrics=("f1", "exact_match")),
+    "finetune-ner": Target("finetune-ner", FinetuneNERConfig, SweepFinetuneNERConfig, "finetune_ner",
+                           metrics=NER_METRICS),
 }
 
 

@@ -13,7 +13,7 @@ from ..errors import UsageError
 from .base import (ModelFn, Scored, Task, Windows, batches, pad_batch, predict_records, run_chunks, run_windows,
                    torch_model_fn, trim_freed_memory)
 
-MODULES = ("classification", "fill_mask", "question_answering")
+MODULES = ("classification", "fill_mask", "question_answering", "token_classification")
 
 __all__ = ["ModelFn", "Scored", "Task", "Windows", "batches", "pad_batch", "predict_records", "run_chunks",
            "run_windows", "torch_model_fn", "trim_freed_memory", "kinds", "names", "get", "detect"]

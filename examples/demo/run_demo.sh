@@ -19,7 +19,7 @@ step "2/5 bertkit tokenize: train a WordPiece tokenizer, pack the corpus into 64
 
 step "3/5 bertkit pretrain-mlm: a tiny BERT (2 layers, 128 hidden) from scratch"
 # no dropout: a short pretraining underfits, and dropout 0 leaves the unigram plateau (predicting
-# "the", "was", "and" everywhere) early (NOTES.md, fourth session)
+# "the", "was", "and" everywhere) early (docs/guide.md, Chinese)
 "$BK" pretrain-mlm --data "$OUT/tokenized" --output "$OUT/mlm" --preset tiny --max-steps 800 \
     --batch-size 32 --lr 2e-3 --mlm-probability 0.2 --logging-steps 100 --set model.dropout=0
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Benchmark: ``bertkit distill`` on SST-2: a 3-layer student of a MiniLM-L6 teacher against the same student
+trained without the teacher (``--alpha 0``), and what it buys at inference.
+
+Teacher: MiniLM-L6 (the minilm extra) fine-tuned by ``bertkit finetune-cls`` on the first ``--train-rows``
+rows of GLUE SST-2 train.tsv (``--epochs``, max length 64), unless ``--teacher`` names one.  Students: the
+teacher's layers 1, 3, 5 with its embeddings and head (``--student-layers 3``), trained on the same rows for
+the same epochs with soft targets (``--alpha``, ``--temperature``) and with ``--alpha 0`` (hard labels
+only: the baseline), for each of ``--seeds``.  Reported:
+
+* dev accuracy (SST-2 dev, 872 rows) of the teacher, the distilled students and the baselines (mean and
+  each seed);
+* predict rows/s of student and teacher, as ``bertkit distill`` measures them (the same loop, in process);
+* the int8 ONNX export of the first distilled student (``bertkit export --quantize int8``) run by
+  ``bertkit predict``, against ``transformers.pipeline("text-classification")`` on the teacher: each in its
+  own process with ``--threads`` threads, on SST-2 dev repeated to ``--rows`` rows (the workers of
+  ``benchmarks/onnx_speed.py``);
+* the cost of a distillation epoch (the teacher's pass over the training set plus training) against a
+  fine-tuning epoch of the teacher.
+
+    nohup .venv/bin/python benchmarks/distill_sst2.py --train-rows 20000 --seeds 0 1 > distill_sst2.log 2>&1 &
+
+A quick check that the script runs (minutes on 2 cores; the numbers mean nothing):
+
+    .venv/bin/python benchmarks/distill_sst2.py --train-rows 64 --dev-limit 64 --rows 64 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import bertkit_cmd, cpu_name  # noqa: E402
+from onnx_speed import measure, read_tsv, run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
+COLUMNS = ["--text-column", "sentence", "--label-column", "label"]
+
+
+def metrics(d: Path) -> dict:
+    return json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+
+
+def train_teacher(a, out: Path) -> None:
+    run(bertkit_cmd() + ["finetune-cls", "--model", "minilm-l6", "--train", str(a.train_file), "--validation",
+                         str(a.dev_file), *COLUMNS, "--output", str(out), "--epochs", str(a.epochs),
+                         "--batch-size", "32", "--max-seq-length", "64", "--overwrite", "--quiet"],
+        a.threads, "finetune-cls (teacher)")
+
+
+def distill(a, teacher: Path, out: Path, alpha: float, seed: int) -> dict:
+    run(bertkit_cmd() + ["distill", "--teacher", str(teacher), "--train", str(a.train_file), "--validation",
+                         str(a.dev_file), *COLUMNS, "--output", str(out), "--student-layers", "3", "--alpha",
+                         str(alpha), "--temperature", str(a.temperature), "--epochs", str(a.epochs), "--lr",
+                         str(a.lr), "--batch-size", "32", "--seed", str(seed), "--overwrite", "--quiet"],
+        a.threads, f"distill --alpha {alpha:g} --seed {seed}")
+    return metrics(out)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", help="a fine-tuned SST-2 classifier dir (default: fine-tune MiniLM-L6 into --workdir)")
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the shared data folder (holds glue/SST-2)")
+    p.add_argument("--train-rows", type=int, default=20000, help="first N rows of SST-2 train.tsv (teacher and "
+                                                                 "students)")
+    p.add_argument("--epochs", type=float, default=1.0, help="epochs of the teacher and of every student")
+    p.add_argument("--lr", type=float, default=1e-4, help="the students' peak learning rate")
+    p.add_argument("--alpha", type=float, default=0.5, help="the distilled students' --alpha")
+    p.add_argument("--temperature", type=float, default=2.0, help="the distilled students' --temperature")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="student seeds")
+    p.add_argument("--rows", type=int, default=5000, help="dev set repeated to at least this many rows (speed)")
+    p.add_argument("--threads", type=int, default=1, help="threads of every process")
+    p.add_argument("--dev-limit", type=int, help="only the first N dev rows (a quick check of the script)")
+    p.add_argument("--workdir", help="where models, exports and predictions go (default: a temp dir)")
+    a = p.parse_args(argv)
+
+    sst2 = Path(a.data_dir) / "glue" / "SST-2"
+    if not (sst2 / "dev.tsv").is_file():
+        raise SystemExit(f"SST-2 not found under {sst2}; pass --data-dir")
+    work = Path(a.workdir or tempfile.mkdtemp(prefix="bertkit-distill-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started, load0 = time.strftime("%Y-%m-%d %H:%M %Z"), " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = (sst2 / "train.tsv").read_text(encoding="utf-8").splitlines()
+    a.train_file = work / "sst2-train-head.tsv"
+    a.train_file.write_text("\n".join(lines[: a.train_rows + 1]) + "\n", encoding="utf-8")
+    dev_lines = (sst2 / "dev.tsv").read_text(encoding="utf-8").splitlines()
+    a.dev_file = work / "sst2-dev.tsv"
+    a.dev_file.write_text("\n".join(dev_lines[: (a.dev_limit or len(dev_lines)) + 1]) + "\n", encoding="utf-8")
+
+    teacher = Path(a.teacher) if a.teacher else work / "teacher"
+    if not (teacher / "config.json").is_file():
+        train_teacher(a, teacher)
+    runs = {(name, s): distill(a, teacher, work / f"{name}-seed{s}", alpha, s)
+            for s in a.seeds for name, alpha in (("distilled", a.alpha), ("baseline", 0.0))}
+    first = work / f"distilled-seed{a.seeds[0]}"
+    run(bertkit_cmd() + ["export", "--model", str(first), "--output", str(work / "student-int8"), "--quantize",
+                         "int8", "--validation", str(a.dev_file), "--text-column", "sentence", "--threads",
+                         str(a.threads), "--overwrite"], a.threads, "export --quantize int8")
+
+    dev = read_tsv(a.dev_file)
+    reps = -(-a.rows // len(dev))
+    inp = work / "dev-repeated.jsonl"
+    inp.write_text("".join(json.dumps({"text": t}) + "\n" for _ in range(reps) for t, _ in dev), encoding="utf-8")
+    gold = [y for _ in range(reps) for _, y in dev]
+    speed = {"teacher, pipeline": measure(a, "pipeline", teacher, inp, work / "pred-pipeline.jsonl"),
+             "teacher, bertkit predict (torch)": measure(a, "torch", teacher, inp, work / "pred-teacher.jsonl"),
+             "student, bertkit predict (torch)": measure(a, "torch", first, inp, work / "pred-student.jsonl"),
+             "student int8 ONNX, bertkit predict": measure(a, "onnx", work / "student-int8", inp,
+                                                           work / "pred-int8.jsonl")}
+
+    import torch
+    import transformers
+
+    t = metrics(teacher)
+    print(f"\n## bertkit distill on SST-2: MiniLM-L6 teacher -> 3-layer student ({a.train_rows:,} training rows, "
+          f"{a.epochs:g} epoch(s), seeds {', '.join(map(str, a.seeds))})\n")
+    print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, shared (load average at start {load0}, at end "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}); {a.threads} thread(s); torch {torch.__version__}, "
+          f"transformers {transformers.__version__}; {started}. Students: lr {a.lr:g}, distilled at alpha "
+          f"{a.alpha:g}, T {a.temperature:g}.\n")
+    print("| model | dev accuracy (mean) | per seed | parameters | predict rows/s (in distill) |")
+    print("|---|---:|---|---:|---:|")
+    comp = runs[("distilled", a.seeds[0])]["comparison"]
+    print(f"| teacher (6 layers) | {t['eval_accuracy'] * 100:.2f} | | {comp['teacher']['parameters'] / 1e6:.1f}M | "
+          f"{comp['teacher']['rows_per_second']:,.1f} |")
+    for name in ("distilled", "baseline"):
+        accs = [runs[(name, s)]["eval_accuracy"] * 100 for s in a.seeds]
+        rps = statistics.median(runs[(name, s)]["comparison"]["student"]["rows_per_second"] for s in a.seeds)
+        label = f"student, alpha {a.alpha:g}" if name == "distilled" else "student, alpha 0 (no teacher)"
+        print(f"| {label} | {statistics.mean(accs):.2f} | {', '.join(f'{x:.2f}' for x in accs)} | "
+              f"{comp['student']['parameters'] / 1e6:.1f}M | {rps:,.1f} |")
+
+    n = len(gold)
+    print(f"\n### Inference, each path in its own process (SST-2 dev x{reps} = {n:,} rows)\n")
+    print("| path | rows/s (wall) | rows per CPU-s | vs pipeline (CPU) | dev accuracy |")
+    print("|---|---:|---:|---:|---:|")
+    base = speed["teacher, pipeline"]["rows_per_cpu_s"]
+    for k, r in speed.items():
+        acc = sum(int(lab) == y for lab, y in zip(r["labels"], gold, strict=True)) / n
+        print(f"| {k} | {r['rows_per_s']:,.1f} | {r['rows_per_cpu_s']:,.1f} | {r['rows_per_cpu_s'] / base:.2f}x | "
+              f"{acc * 100:.2f} |")
+
+    print("\n### Training cost per epoch\n")
+    ft_epoch = t["train_seconds"] / max(t["epochs"], 1e-9)
+    print(f"- fine-tuning the teacher: {ft_epoch:.1f}s per epoch")
+    for name in ("distilled", "baseline"):
+        m = [runs[(name, s)] for s in a.seeds]
+        epoch = statistics.median((x["train_seconds"] + x["teacher_seconds"]) / max(x["epochs"], 1e-9) for x in m)
+        teach = statistics.median(x["teacher_seconds"] for x in m)
+        print(f"- {name} student: {epoch:.1f}s per epoch (teacher pass {teach:.1f}s, once per run), "
+              f"{epoch / ft_epoch:.2f}x the teacher's fine-tuning epoch")
+    (work / "results.json").write_text(json.dumps({"teacher": t, "runs": {f"{k[0]}-seed{k[1]}": v
+                                                                          for k, v in runs.items()},
+                                                   "speed": {k: {x: v[x] for x in ("rows_per_s", "rows_per_cpu_s")}
+                                                             for k, v in speed.items()}}, indent=2, default=str))
+    print(f"\nresults: {work / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

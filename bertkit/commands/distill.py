@@ -1,0 +1,478 @@
+"""bertkit distill: a smaller, faster student trained on a fine-tuned teacher's outputs.
+
+``run`` is the list of stages (the same seams as finetune-cls: config, output dir, resume, signals,
+budgets, curves, model card, DDP through :mod:`bertkit.training`).  What depends on the task kind (how
+its training data is read and encoded, the student's head, the loss, what is stamped in the output's
+config) is a :class:`KindDistiller`, found in :data:`DISTILLERS` by the teacher's kind; a kind opts in by
+adding one there.  The teacher runs once over the training windows with its kind's batched loop
+(:func:`bertkit.tasks.run_windows`); its outputs become dataset columns the
+:class:`~bertkit.trainers.DistillTrainer` reads at every epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from .. import tasks
+from ..distillation import (HARD_MASK, HiddenStateLoss, check_same_vocabulary, classification_loss, kept_layers, shrink,
+                            span_loss, teacher_columns)
+from ..distributed import is_main_process
+from ..errors import UsageError
+from ..inference import RowProgress, inference_length
+from ..loading import load_model, open_checkpoint
+from ..log import get_logger
+from ..modeling import check_compatible, count_parameters, dropout_overrides, init_head_at_prior, new_parameters
+from ..schemas import DistillConfig
+from ..summary import print_summary
+from ..trainers import DistillTrainer, QADistillTrainer
+from ..training import save_run, start_run, train_with_signals
+from . import finetune_cls, finetune_qa
+
+log = get_logger()
+
+
+def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
+    """Distill; ``callbacks`` are extra Trainer callbacks (a benchmark's timer)."""
+    cfg.validate()
+    teacher = open_teacher(cfg)
+    kind = distiller_for(teacher.task_class)
+    cfg = kind.with_teacher_settings(cfg, teacher.config)
+    cfg.validate()
+    check_compatible(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, "--teacher")
+    teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, teacher.path)
+    student_dir = open_student(cfg, teacher)
+    layers = layer_plan(cfg, teacher, student_dir)
+    with start_run(cfg, "distill") as (out, resume_from):
+        data = kind.load_data(cfg, teacher)
+        # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
+        teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
+        student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
+        trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
+                                     **hidden_state_loss(cfg, teacher, student, layers))
+    result, train_time = train_with_signals(trainer, out, resume_from)
+    metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
+    trainer.drop_hidden_loss()
+    stamp_settings(trainer.model.config, teacher.config)
+    kind.stamp(trainer.model.config, cfg, data)
+    metrics.update(distill_metrics(cfg, teacher, layers if student_dir is None else None),
+                   teacher_seconds=round(teacher_seconds, 2))
+    if is_main_process():
+        metrics.update(compare(kind, cfg, teacher, trainer.model, data))
+    # the training data was encoded with the teacher's tokenizer (a --student's has the same vocabulary)
+    save_run(trainer, teacher.tokenizer, out, "distill", cfg, metrics, kind.model_card(cfg, data))
+    print_summary("distill", summary_rows(cfg, teacher, metrics, out))
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Stages
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class Teacher:
+    """The teacher's dir, config, tokenizer and task kind (with the model's settings)."""
+
+    path: Any
+    config: Any
+    tokenizer: Any
+    task_class: type[tasks.Task]
+    task: tasks.Task | None = None  # set once the inference length is known
+
+    def load(self, device):
+        """The teacher's torch model on ``device``, with its kind's inference-only speed-ups."""
+        return self.task.prepare_torch(self.task.load_torch(self.path, flag="--teacher").to(device))
+
+
+def open_teacher(cfg: DistillConfig) -> Teacher:
+    path, config, tok = open_checkpoint(cfg.teacher, cfg.allow_pickle, flag="--teacher")
+    kind = tasks.detect(config)
+    return Teacher(path, config, tok, kind)
+
+
+def distiller_for(kind: type[tasks.Task]) -> "KindDistiller":
+    found = DISTILLERS.get(kind.name)
+    if found is None:
+        raise UsageError(f"--teacher: a {kind.name} model; distill trains students of "
+                         f"{', '.join(DISTILLERS)} teachers")
+    return found()
+
+
+def open_student(cfg: DistillConfig, teacher: Teacher):
+    """A --student's (dir, config), refused (one line, exit 2) unless its vocabulary is the teacher's and it
+    takes inputs of the length trained on; None without --student."""
+    if not cfg.student:
+        return None
+    path, config, tok = open_checkpoint(cfg.student, cfg.allow_pickle, flag="--student")
+    check_same_vocabulary(teacher.tokenizer, tok, cfg.student)
+    check_compatible(config, teacher.tokenizer, cfg.data.max_seq_length, "--student")
+    return path, config
+
+
+def device():
+    """This process's device (the one the Trainer trains on)."""
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_size: int) -> float:
+    """Run the teacher once over the training windows (exactly those the student sees) with its kind's
+    loop, and add its outputs as ``teacher_*`` columns; returns the seconds it took.  Every process
+    computes them whole (the same values), so no process waits on a file another writes; a resumed run
+    computes them again (one forward pass of the teacher, less than an epoch's forward and backward)."""
+    ds = kind.training_set(data)
+    windows = tasks.Windows({k: ds[k] for k in tasks.base.FEATURES if k in ds.column_names},
+                            np.arange(len(ds)))
+    t0 = time.time()
+    model_fn = tasks.torch_model_fn(teacher.load(device()))
+    progress = RowProgress(len(windows), "Teacher")
+    results: list = []
+    for lo in range(0, len(windows), tasks.base.CHUNK_ROWS):
+        part = windows.reorder(range(lo, min(lo + tasks.base.CHUNK_ROWS, len(windows))))
+        results += tasks.run_windows(teacher.task, model_fn, part, batch_size)
+        progress.update(len(part))
+    progress.close()
+    for name, values in teacher_columns(results, teacher.task.outputs, teacher.task.per_token).items():
+        ds = ds.add_column(name, values)
+    kind.set_training_set(data, ds)
+    seconds = time.time() - t0
+    log.info(f"Teacher outputs for {len(ds):,} training examples in {seconds:.1f}s")
+    return seconds
+
+
+def layer_plan(cfg: DistillConfig, teacher: Teacher, student_dir) -> list[int] | None:
+    """The teacher layers the student's layers are copied from (--student-layers, default half the
+    teacher's) or learn from (--student with --hidden-loss-weight), checked before anything is written."""
+    t_layers = teacher.config.num_hidden_layers
+    if student_dir is None:
+        return kept_layers(t_layers, cfg.student_layers or max(1, t_layers // 2))
+    if not cfg.hidden_loss_weight:
+        return None
+    s_layers = student_dir[1].num_hidden_layers
+    if s_layers > t_layers:
+        raise UsageError(f"--hidden-loss-weight: the student has {s_layers} layers, the teacher {t_layers}; a "
+                         "student layer needs a teacher layer to learn from")
+    return kept_layers(t_layers, s_layers)
+
+
+def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, student_dir,
+                 layers: list[int] | None, data):
+    """The student: a copy of the teacher keeping ``layers`` (:func:`layer_plan`), or the --student model
+    with a head for the teacher's outputs.  Returns (model, the new head's parameter names)."""
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
+    if student_dir is not None:
+        path, config = student_dir
+        model, loading = load_model(kind.auto_model(teacher), path, "distillation", flag="--student",
+                                    ignore_mismatched_sizes=True, output_loading_info=True,
+                                    **kind.student_config(teacher), **dropout_overrides(config, cfg.dropout))
+        head = frozenset(new_parameters(loading))
+        kind.init_head(model, head, data)
+    else:
+        full = teacher.task.load_torch(teacher.path, flag="--teacher",
+                                       **dropout_overrides(teacher.config, cfg.dropout))
+        model, _ = shrink(full, len(layers))
+        del full
+        head = frozenset()
+        log.info(f"Student: the teacher's embeddings, head and layers {', '.join(map(str, layers))} of "
+                 f"{teacher.config.num_hidden_layers}")
+    return kind.prepare_student(model.train()), head
+
+
+def hidden_state_loss(cfg: DistillConfig, teacher: Teacher, student, layers: list[int] | None) -> dict:
+    """The DistillTrainer's hidden-state loss arguments for --hidden-loss-weight (none without it): student
+    layer i against teacher layer ``layers[i]`` (:func:`layer_plan`)."""
+    if not cfg.hidden_loss_weight:
+        return {}
+    loss = HiddenStateLoss(layers, student.config.hidden_size, teacher.config.hidden_size)
+    log.info(f"Hidden-state loss (weight {cfg.hidden_loss_weight:g}): student layers 0-{len(layers) - 1} against "
+             f"teacher layers {', '.join(map(str, layers))}" + (", through a learnt projection"
+                                                                if loss.project is not None else ""))
+    return {"hidden_loss": loss, "teacher_model": teacher.load("cpu"), "hidden_weight": cfg.hidden_loss_weight}
+
+
+def stamp_settings(config, teacher_config) -> None:
+    """The output predicts as the teacher does: its ``bertkit_*`` inference settings are copied (the kind
+    stamps the student's own over them)."""
+    for k, v in teacher_config.to_dict().items():
+        if k.startswith("bertkit_"):
+            setattr(config, k, v)
+
+
+def distill_metrics(cfg: DistillConfig, teacher: Teacher, keep: list[int] | None) -> dict:
+    return {"teacher": str(teacher.path), "teacher_layers": teacher.config.num_hidden_layers,
+            "student_layers_kept": keep, "alpha": cfg.alpha, "temperature": cfg.temperature,
+            "hidden_loss_weight": cfg.hidden_loss_weight}
+
+
+def compare(kind: "KindDistiller", cfg: DistillConfig, teacher: Teacher, student, data) -> dict:
+    """Teacher and student on the validation set through the same loop (the one predict and evaluate run,
+    on this process's device): metric, rows/s, parameters."""
+    labelled = kind.labelled_validation(cfg, data)
+    opts = SimpleNamespace(batch_size=64)
+    found = {}
+    for who, task, model in (("teacher", teacher.task, teacher.load(device())),
+                             ("student", kind.task_for(student.config, teacher), student.eval())):
+        model_fn = tasks.torch_model_fn(model)
+        warm = task.encode(task.sample_rows(["a first call: its one-off costs are not speed"]))
+        model_fn(tasks.pad_batch(warm.inputs, range(len(warm)), teacher.tokenizer.pad_token_id))
+        t0 = time.time()
+        scored = task.score(model_fn, labelled, opts)
+        seconds = time.time() - t0
+        found[who] = {"metric": scored.key, "value": scored.score, "parameters": count_parameters(model),
+                      "rows_per_second": round(len(labelled) / max(seconds, 1e-9), 2)}
+    t, s = found["teacher"], found["student"]
+    return {"comparison": found, "speedup": round(s["rows_per_second"] / max(t["rows_per_second"], 1e-9), 3),
+            "size_ratio": round(s["parameters"] / t["parameters"], 4)}
+
+
+def summary_rows(cfg: DistillConfig, teacher: Teacher, metrics: dict, out) -> list[tuple[str, str]]:
+    rows = [("teacher", f"{teacher.path} ({teacher.config.num_hidden_layers} layers)")]
+    comp = metrics.get("comparison")
+    if comp:
+        for who in ("teacher", "student"):
+            c = comp[who]
+            rows.append((who + " vs validation", f"{c['metric']} {c['value']:.4f}, {c['parameters'] / 1e6:.2f}M "
+                                                 f"parameters, {c['rows_per_second']:,.1f} rows/s"))
+        rows.append(("student / teacher", f"{metrics['size_ratio']:.2f}x the parameters, {metrics['speedup']:.2f}x "
+                                          "the rows/s"))
+    keep = metrics.get("student_layers_kept")
+    rows += [
+        ("student", f"the teacher's layers {', '.join(map(str, keep))}" if keep else str(cfg.student)),
+        ("loss", f"alpha {cfg.alpha:g} x soft targets (T {cfg.temperature:g}) + {1 - cfg.alpha:g} x hard labels"
+                 + (f" + {cfg.hidden_loss_weight:g} x hidden states" if cfg.hidden_loss_weight else "")),
+        ("steps", f"{metrics['steps']:,} ({metrics['epochs']} epochs)"),
+        ("time", f"{metrics['train_seconds']:.1f}s ({metrics['examples_per_second']:,.1f} examples/s)"),
+        ("model dir", str(out)),
+    ]
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Task kinds
+# ----------------------------------------------------------------------------------------------
+
+class KindDistiller:
+    """What distilling a task kind needs; a kind opts in with a subclass in :data:`DISTILLERS`."""
+
+    def with_teacher_settings(self, cfg: DistillConfig, teacher_config) -> DistillConfig:
+        """``cfg`` with the settings it leaves unset taken from the teacher's config."""
+        raise NotImplementedError
+
+    def load_data(self, cfg: DistillConfig, teacher: Teacher):
+        """The encoded splits, the training set with a ``hard_mask`` column."""
+        raise NotImplementedError
+
+    def training_set(self, data):
+        """The encoded training windows of the splits ``load_data`` returns."""
+        return data.train
+
+    def set_training_set(self, data, ds) -> None:
+        data.train = ds
+
+    def auto_model(self, teacher: Teacher):
+        import transformers
+
+        return getattr(transformers, teacher.task_class.auto_model)
+
+    def student_config(self, teacher: Teacher) -> dict:
+        """Config overrides a --student model loads with (the teacher's outputs)."""
+        return {}
+
+    def init_head(self, model, head: frozenset[str], data) -> None:
+        """Initialise a --student's new head."""
+
+    def prepare_student(self, model):
+        return model
+
+    def task_for(self, config, teacher: Teacher) -> tasks.Task:
+        """The kind's task for a model config (scoring the student as predict will)."""
+        return teacher.task_class(config, teacher.tokenizer, teacher.task.max_len)
+
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill) -> DistillTrainer:
+        """The kind's distillation Trainer; ``distill``: the hidden-state loss's arguments, when any."""
+        raise NotImplementedError
+
+    def final_metrics(self, cfg, trainer, data, result, train_time) -> dict:
+        raise NotImplementedError
+
+    def stamp(self, config, cfg, data) -> None:
+        """The student's own inference settings."""
+
+    def model_card(self, cfg, data) -> dict:
+        return {}
+
+    def labelled_validation(self, cfg, data):
+        """The validation rows and labels as the kind's ``Task.score`` reads them."""
+        raise NotImplementedError
+
+
+class ClassificationDistiller(KindDistiller):
+    """Sequence classification: finetune-cls's stages with the teacher's labels and settings; single-label,
+    pairs, multi-label and regression (see :func:`bertkit.distillation.classification_loss`)."""
+
+    def with_teacher_settings(self, cfg, teacher_config):
+        d = cfg.data
+        stride = getattr(teacher_config, "bertkit_stride", None)
+        data = dataclasses.replace(
+            d, max_seq_length=inference_length(teacher_config, d.max_seq_length),
+            long_text=d.long_text or getattr(teacher_config, "bertkit_long_text", None) or "truncate",
+            stride=d.stride if d.stride is not None else stride if stride is not None else 32)
+        return dataclasses.replace(cfg, data=data)
+
+    def load_data(self, cfg, teacher):
+        import datasets
+
+        from ..labels import LabelSpace
+
+        space = LabelSpace.from_model_config(teacher.config)
+        data = finetune_cls.load_splits(cfg, teacher.tokenizer, space)
+        train = data.train.add_column(HARD_MASK, [1] * len(data.train))
+        if cfg.data.unlabeled:
+            extra = self.unlabeled(cfg, teacher.tokenizer, space, train.features)
+            log.info(f"--unlabeled: {len(extra):,} texts labelled by the teacher (soft targets only)")
+            train = datasets.concatenate_datasets([train, extra])
+        data.train = train
+        return data
+
+    def unlabeled(self, cfg, tok, space, features):
+        from ..data import load_inputs, split_columns
+        from ..errors import DataError
+        from ..tokenization import encode_for_classification
+
+        d = cfg.data
+        ds, _ = load_inputs([d.unlabeled], "--unlabeled", {"--text-column": d.text_column,
+                                                             "--text-pair-column": d.text_pair_column},
+                            text_mode="lines")
+        if len(ds) == 0:
+            raise DataError(f"--unlabeled {d.unlabeled}: no rows")
+        enc = encode_for_classification(ds, tok, split_columns(d.text_column), d.text_pair_column, d.max_seq_length,
+                                        d.long_text, d.stride)
+        blank = 0.0 if space.problem == "regression" else [0.0] * space.num_labels if space.problem == "multi" else 0
+        enc = enc.add_column("labels", [blank] * len(enc)).add_column(HARD_MASK, [0] * len(enc))
+        return enc.select_columns(list(features)).cast(features)
+
+    def student_config(self, teacher):
+        from ..labels import LabelSpace
+
+        return LabelSpace.from_model_config(teacher.config).model_config_kwargs()
+
+    def init_head(self, model, head, data):
+        labelled = [y for y, m in zip(data.train["labels"], data.train[HARD_MASK], strict=True) if m]
+        if name := init_head_at_prior(model, set(head), data.space.prior_bias(labelled)):
+            log.info(f"New head: {name} starts at the training labels' prior")
+
+    def prepare_student(self, model):
+        from ..modeling import cls_only_last_layer
+
+        cls_only_last_layer(model)  # the same logits and gradients, less work (see the function)
+        return model
+
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill):
+        space = data.space
+        loss = classification_loss(space.problem, cfg.alpha, cfg.temperature, data.weights)
+        return finetune_cls.build_trainer(cfg, out, model, tok, data, head, callbacks, trainer_cls=DistillTrainer,
+                                          title=f"Distilling {cfg.teacher} into a student", distill_loss=loss,
+                                          per_token=False, **distill)
+
+    def final_metrics(self, cfg, trainer, data, result, train_time):
+        metrics = finetune_cls.final_metrics(cfg, trainer, data, result, train_time)
+        metrics["unlabeled_examples"] = int(len(data.train) - sum(data.train[HARD_MASK]))
+        return metrics
+
+    def stamp(self, config, cfg, data):
+        finetune_cls.stamp_inference_settings(config, cfg, data.space)
+
+    def model_card(self, cfg, data):
+        extra = finetune_cls.model_card_extra(cfg, data)
+        extra["purpose"] = (f"a text classifier distilled from `{cfg.teacher}`: use it with "
+                            "`pipeline(\"text-classification\")` or `bertkit predict --model DIR`")
+        return extra
+
+    def labelled_validation(self, cfg, data):
+        from ..data import join_text, split_columns
+        from ..tasks.classification import Labelled, rows_of
+
+        d, raw = cfg.data, data.raw["validation"]
+        texts = join_text(raw.to_dict(), split_columns(d.text_column), len(raw))
+        pairs = [str(x) for x in raw[d.text_pair_column]] if d.text_pair_column else None
+        return Labelled(rows_of(texts, pairs), np.asarray(raw["labels"]))
+
+
+class QuestionAnsweringDistiller(KindDistiller):
+    """Extractive QA: finetune-qa's stages with the teacher's window, answer and metric settings; the soft
+    targets are the teacher's start and end distributions over every training window's tokens."""
+
+    qa_cfg: Any = None  # the finetune-qa config these settings make (finetune-qa's stages read it)
+
+    def with_teacher_settings(self, cfg, teacher_config):
+        from .. import qa
+        from ..schemas import FinetuneQAConfig, QADataConfig, QATrainConfig
+
+        if cfg.data.unlabeled or cfg.data.test:
+            raise UsageError(f"{'--unlabeled' if cfg.data.unlabeled else '--test'}: for classification students; a "
+                             "question-answering student learns from --train and is scored on --validation")
+        d = cfg.data
+        s = qa.inference_settings(teacher_config, inference_length(teacher_config, d.max_seq_length))
+        data = dataclasses.replace(d, max_seq_length=s["max_seq_length"],
+                                   doc_stride=d.doc_stride if d.doc_stride is not None else s["doc_stride"],
+                                   max_question_length=d.max_question_length if d.max_question_length is not None
+                                   else s["max_question_length"])
+        cfg = dataclasses.replace(cfg, data=data)
+        self.qa_cfg = FinetuneQAConfig(
+            model=cfg.teacher, output=cfg.output, overwrite=cfg.overwrite, allow_pickle=cfg.allow_pickle,
+            metric=cfg.metric or "f1", n_best=s["n_best"], max_answer_length=s["max_answer_length"],
+            null_threshold=s["null_threshold"],
+            qa_language=getattr(teacher_config, "bertkit_qa_language", None) or "auto", dropout=cfg.dropout,
+            data=QADataConfig(train=data.train, validation=data.validation, question_column=data.question_column,
+                              context_column=data.context_column, answer_column=data.answer_column,
+                              max_seq_length=data.max_seq_length, doc_stride=data.doc_stride,
+                              max_question_length=data.max_question_length),
+            train=QATrainConfig(**dataclasses.asdict(cfg.train)))
+        self.qa_cfg.validate()
+        return cfg
+
+    def load_data(self, cfg, teacher):
+        data = finetune_qa.load_splits(self.qa_cfg, teacher.tokenizer)
+        data.train_windows = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
+        return data
+
+    def training_set(self, data):
+        return data.train_windows
+
+    def set_training_set(self, data, ds) -> None:
+        data.train_windows = ds
+
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill):
+        return finetune_qa.build_trainer(self.qa_cfg, out, model, tok, data, head, callbacks,
+                                         trainer_cls=QADistillTrainer,
+                                         title=f"Distilling {cfg.teacher} into a student",
+                                         distill_loss=span_loss(cfg.alpha, cfg.temperature), per_token=True,
+                                         **distill)
+
+    def final_metrics(self, cfg, trainer, data, result, train_time):
+        return finetune_qa.final_metrics(self.qa_cfg, trainer, data, result, train_time)
+
+    def stamp(self, config, cfg, data):
+        finetune_qa.stamp_inference_settings(config, self.qa_cfg, data.eval)
+
+    def model_card(self, cfg, data):
+        extra = finetune_qa.model_card_extra(self.qa_cfg, data)
+        extra["purpose"] = (f"an extractive question-answering model distilled from `{cfg.teacher}`: use it with "
+                            "`pipeline(\"question-answering\")` or `bertkit predict --model DIR`")
+        return extra
+
+    def labelled_validation(self, cfg, data):
+        return data.validation
+
+
+# The task kinds distill trains students of, by the kind's name (bertkit.tasks); a kind opts in here.
+DISTILLERS: dict[str, type[KindDistiller]] = {"classification": ClassificationDistiller,
+                                               "question-answering": QuestionAnsweringDistiller}
