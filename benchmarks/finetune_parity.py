@@ -112,8 +112,14 @@ def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: in
     import numpy as np
     import torch
     from datasets import Dataset
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     torch.set_num_threads(1)
     spec = TASKS[task]

@@ -101,8 +101,14 @@ def _result(state, a) -> dict:
 def worker_train_peer(a) -> dict:
     set_threads(a.threads)
     import datasets
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments,
-                              default_data_collator, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
 
     work = Path(a.workdir)
     mdir = str(minilm_dir())

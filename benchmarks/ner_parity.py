@@ -79,8 +79,14 @@ def peer_run(seed: int, out_json: str, max_steps: int) -> None:
     import numpy as np
     import torch
     from datasets import Dataset
-    from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
-                              Trainer, TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from bertkit import ner
     from bertkit.loading import packaged_model

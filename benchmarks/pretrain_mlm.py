@@ -155,8 +155,14 @@ def worker_train(a) -> dict:
 
     set_threads(a.threads)
     import datasets
-    from transformers import (AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoTokenizer,
+        BertForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     from bertkit.modeling import preset_config
     from bertkit.schemas import PretrainConfig

@@ -110,8 +110,8 @@ def main() -> None:
 
     import optuna
 
-    from bertkit.sweep.pruning import make_pruner
     from bertkit.errors import UsageError
+    from bertkit.sweep.pruning import make_pruner
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     kinds = args.pruners.split(",")

@@ -96,8 +96,14 @@ def _result(state) -> dict:
 def worker_train_peer(a) -> dict:
     set_threads(a.threads)
     import datasets
-    from transformers import (AutoModelForQuestionAnswering, AutoTokenizer, Trainer, TrainingArguments,
-                              default_data_collator, set_seed)
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoTokenizer,
+        Trainer,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
 
     work = Path(a.workdir)
     rows = json.loads((work / "train.json").read_text())
@@ -245,9 +251,9 @@ def worker_predict_peer(a) -> dict:
 
 def worker_predict_bertkit(a) -> dict:
     set_threads(a.threads)
-    import torch
     from types import SimpleNamespace
 
+    import torch
     from transformers import AutoConfig, AutoModelForQuestionAnswering, AutoTokenizer
 
     from bertkit import qa

@@ -12,7 +12,8 @@ import inspect
 import os
 import sys
 import typing
-from typing import Annotated, Any, Callable, Literal, Optional
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import click
 import typer
@@ -47,7 +48,7 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ):
     """bertkit: the BERT training toolkit."""
@@ -77,10 +78,10 @@ def _cli_type(tp: Any, decl: str | None, choices) -> tuple[Any, dict]:
 
 
 _COMMON = [
-    ("config", Annotated[Optional[str], typer.Option("--config", "-c",
+    ("config", Annotated[str | None, typer.Option("--config", "-c",
                                                      help="Recipe YAML file (flags and --set override it).",
                                                      rich_help_panel="Configuration")]),
-    ("sets", Annotated[Optional[list[str]], typer.Option("--set", help="Override any config key: "
+    ("sets", Annotated[list[str] | None, typer.Option("--set", help="Override any config key: "
                                                          "--set train.lr=2e-5 (repeatable).",
                                                          rich_help_panel="Configuration")]),
     ("quiet", Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors.",
@@ -194,10 +195,10 @@ app.add_typer(sweep_app, name="sweep")
 
 @sweep_app.callback(invoke_without_command=True)
 def _sweep_root(ctx: typer.Context,
-                report: Annotated[Optional[str], typer.Option(
+                report: Annotated[str | None, typer.Option(
                     "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
                                      "output dir or a storage URL.")] = None,
-                study: Annotated[Optional[str], typer.Option("--study", help="Study name (with --report).")] = None):
+                study: Annotated[str | None, typer.Option("--study", help="Study name (with --report).")] = None):
     """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags]
     --param NAME=KIND:..."""
     if ctx.invoked_subcommand is not None:
@@ -233,7 +234,7 @@ def env_command():
 
 @app.command("recipes")
 def recipes_command(
-    name: Annotated[Optional[str], typer.Argument(help="A recipe name: print that recipe (with --path: its file).",
+    name: Annotated[str | None, typer.Argument(help="A recipe name: print that recipe (with --path: its file).",
                                                   show_default=False)] = None,
     path: Annotated[bool, typer.Option("--path", help="Print the recipe's file path (e.g. for accelerate's "
                                                       "--config_file).")] = False,

@@ -12,8 +12,8 @@ import glob
 import io
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .errors import DataError, UsageError
 

@@ -10,7 +10,7 @@ it), regression students its output (squared error).
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

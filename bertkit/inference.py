@@ -17,6 +17,7 @@ from .loading import open_checkpoint
 from .log import is_tty, quiet
 from .modeling import check_compatible
 
+
 def pick_device(name: str, backend: str = "torch"):
     import torch
 

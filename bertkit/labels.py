@@ -7,9 +7,10 @@ Labels may be names or integer ids; multi-label values are lists or comma-separa
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class LabelSpace:
 
     @classmethod
     def from_values(cls, values: Iterable[Any], problem: str = "auto", labels_file: str | None = None,
-                    column: str = "label") -> "LabelSpace":
+                    column: str = "label") -> LabelSpace:
         values = list(values)
         if any(v is None or (isinstance(v, str) and not v.strip()) for v in values):
             i = next(i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip()))
@@ -169,7 +170,7 @@ class LabelSpace:
             ds = ds.remove_columns(column)
         return ds.add_column("labels", labels)
 
-    def prior_bias(self, labels, weights: "list[float] | None" = None) -> list[float]:
+    def prior_bias(self, labels, weights: list[float] | None = None) -> list[float]:
         """The output bias under which a new head predicts the training labels' prior (the best constant
         predictor under the loss used), instead of transformers' 0.
 
@@ -200,7 +201,7 @@ class LabelSpace:
                 "id2label": dict(enumerate(self.names)), "label2id": self.index()}
 
     @classmethod
-    def from_model_config(cls, config) -> "LabelSpace":
+    def from_model_config(cls, config) -> LabelSpace:
         pt = getattr(config, "problem_type", None)
         if pt == "regression":
             return cls("regression", [])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ METRICS_BY_PROBLEM = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str, config_name: str | None = None):
     """Load a shipped metric module (never the Hub).  A unique experiment id keeps concurrent
     processes of a distributed run from sharing evaluate's cache files."""

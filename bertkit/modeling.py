@@ -21,8 +21,8 @@ from transformers import BertConfig, BertForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
 from .errors import UsageError
-from .schemas import PRESETS
 from .loading import load_model, open_checkpoint
+from .schemas import PRESETS
 
 
 def preset_config(model_cfg, vocab_size: int, pad_token_id: int) -> BertConfig:

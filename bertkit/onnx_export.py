@@ -21,8 +21,8 @@ import importlib.util
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch  # a dependency of bertkit; this module is imported by `bertkit export` only

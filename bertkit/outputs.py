@@ -21,8 +21,9 @@ import shutil
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .distributed import is_main_process, wait_for_everyone
 from .errors import UsageError, raise_no_room

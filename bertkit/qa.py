@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class QAData:
     def unanswered(self) -> int:
         return sum(1 for a in self.answers if not a["text"])
 
-    def select(self, idx: Sequence[int]) -> "QAData":
+    def select(self, idx: Sequence[int]) -> QAData:
         return QAData([self.ids[i] for i in idx], [self.questions[i] for i in idx], [self.contexts[i] for i in idx],
                       [self.answers[i] for i in idx], marked_v2=self.marked_v2)
 
@@ -525,7 +526,7 @@ class QAEvalSet:
     length) and what it does not (questions, gold answers, each window's question and offsets)."""
 
     data: QAData
-    windows: "Windows"
+    windows: Windows
     language: str
     n_best: int = 20
     max_answer_length: int = 30
@@ -537,7 +538,7 @@ class QAEvalSet:
 
     @classmethod
     def build(cls, data: QAData, tok, max_seq_length: int, doc_stride: int, max_question_length: int,
-              **kw) -> "QAEvalSet":
+              **kw) -> QAEvalSet:
         win = encode_windows(tok, data.questions, data.contexts, max_seq_length, doc_stride, max_question_length)
         # sorted by length: batches pad little; the QA trainer reads evaluation sets in order
         return cls(data, win.reorder(np.argsort(win.lengths(), kind="stable")), **kw)

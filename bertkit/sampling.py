@@ -11,7 +11,7 @@ is ordered by length and each batch still mixes lengths from a quarter/eighth/..
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

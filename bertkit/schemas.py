@@ -8,9 +8,8 @@ CLI flags and their help texts live here too (see :func:`bertkit.config.opt`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
-
 from pathlib import Path
+from typing import Literal
 
 from .config import Schema, at_least, duration_problems, in_unit_interval, opt, section
 from .outputs import check_writable
@@ -43,7 +42,7 @@ def dropout_field():
 
 @dataclass
 class TokenizerConfig(Schema):
-    path: Optional[str] = opt(None, "Local tokenizer or model directory to tokenize with.", "--tokenizer")
+    path: str | None = opt(None, "Local tokenizer or model directory to tokenize with.", "--tokenizer")
     train: bool = opt(False, "Train a new WordPiece tokenizer on the input text.", "--train-tokenizer")
     vocab_size: int = opt(30522, "Vocabulary size of a trained tokenizer.", "--vocab-size")
     lowercase: bool = opt(True, "Lowercase (and strip accents) in a trained tokenizer.", "--lowercase/--no-lowercase")
@@ -58,8 +57,8 @@ class DataConfig(Schema):
     inputs: list[str] = opt(None, "Input files or globs (.txt .csv .tsv .json .jsonl .parquet) "
                                   "or a saved datasets dir.", argument=True, factory=list)
     text_column: str = opt("text", "Column holding the text (plain .txt files: one example per line).", "--text-column")
-    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
-    label_column: Optional[str] = opt(None, "Column holding the label (with --task cls).", "--label-column")
+    text_pair_column: str | None = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
+    label_column: str | None = opt(None, "Column holding the label (with --task cls).", "--label-column")
     max_seq_length: int = opt(128, "Tokens per example/block, [CLS] and [SEP] included.", "--max-seq-length")
     packing: Literal["docs", "lines"] = opt(
         "docs", "mlm: 'docs' concatenates documents (joined with [SEP]) into full blocks; "
@@ -104,11 +103,11 @@ class MaskingConfig(Schema):
 class ModelConfig(Schema):
     preset: str = opt("tiny", "Size of a new model: tiny, mini, small, medium, base, large.", "--preset",
                       choices=tuple(PRESETS))
-    path: Optional[str] = opt(None, "Local checkpoint directory to continue pretraining from.", "--model")
-    hidden_size: Optional[int] = opt(None, "Override the preset's hidden size.")
-    num_layers: Optional[int] = opt(None, "Override the preset's number of layers.")
-    num_heads: Optional[int] = opt(None, "Override the preset's attention heads (default hidden/64).")
-    intermediate_size: Optional[int] = opt(None, "Override the preset's feed-forward size (default 4*hidden).")
+    path: str | None = opt(None, "Local checkpoint directory to continue pretraining from.", "--model")
+    hidden_size: int | None = opt(None, "Override the preset's hidden size.")
+    num_layers: int | None = opt(None, "Override the preset's number of layers.")
+    num_heads: int | None = opt(None, "Override the preset's attention heads (default hidden/64).")
+    intermediate_size: int | None = opt(None, "Override the preset's feed-forward size (default 4*hidden).")
     max_position_embeddings: int = opt(512, "Positions of a new model.")
     dropout: float = opt(0.1, "Hidden and attention dropout of a new model.")
     allow_pickle: bool = allow_pickle_field()
@@ -117,7 +116,7 @@ class ModelConfig(Schema):
 @dataclass
 class TrainConfig(Schema):
     epochs: float = opt(1.0, "Training epochs (ignored when --max-steps is set).", "--epochs")
-    max_steps: Optional[int] = opt(None, "Optimizer steps to train for (overrides --epochs).", "--max-steps")
+    max_steps: int | None = opt(None, "Optimizer steps to train for (overrides --epochs).", "--max-steps")
     batch_size: int = opt(32, "Examples per device per step.", "--batch-size")
     grad_accum: int = opt(1, "Gradient accumulation steps.", "--grad-accum")
     lr: float = opt(5e-5, "Peak learning rate.", "--lr")
@@ -129,9 +128,9 @@ class TrainConfig(Schema):
         "auto", "Mixed precision: auto (bf16/fp16 on a GPU that has it, else fp32), no, bf16, fp16.", "--precision",
         choices=("auto", "no", "bf16", "fp16"))
     logging_steps: int = opt(50, "Log every N steps.", "--logging-steps")
-    eval_steps: Optional[int] = opt(None, "Evaluate every N steps (default: once per epoch / at the end).",
+    eval_steps: int | None = opt(None, "Evaluate every N steps (default: once per epoch / at the end).",
                                     "--eval-steps")
-    save_steps: Optional[int] = opt(None, "Save a checkpoint every N steps (default: with each evaluation).",
+    save_steps: int | None = opt(None, "Save a checkpoint every N steps (default: with each evaluation).",
                                     "--save-steps")
     save_total_limit: int = opt(2, "Checkpoints to keep.", "--save-total-limit")
     resume: str = opt("auto", "auto: continue from the newest checkpoint in --output; no; or a checkpoint dir.",
@@ -140,7 +139,7 @@ class TrainConfig(Schema):
     report_to: str = opt("none", "Where to report metrics besides the output dir: none or tensorboard.", "--report-to")
     compile: bool = opt(False, "torch.compile the model (off by default: slower on CPU, see docs/benchmarks.md; "
                                "worth trying on GPU).", "--compile/--no-compile")
-    time_budget: Optional[str] = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
+    time_budget: str | None = opt(None, "Stop after this wall time, e.g. 30m or 2h (the schedule is fitted to it).",
                                      "--time-budget")
 
     def problems(self) -> list[str]:
@@ -163,7 +162,7 @@ class TrainConfig(Schema):
 class PretrainTrainConfig(TrainConfig):
     batch_size: int = opt(64, "Blocks per device per step.", "--batch-size")
     lr: float = opt(5e-4, "Peak learning rate.", "--lr")
-    max_tokens: Optional[int] = opt(None, "Stop after this many training tokens (the schedule is fitted to it).",
+    max_tokens: int | None = opt(None, "Stop after this many training tokens (the schedule is fitted to it).",
                                     "--max-tokens")
 
     def problems(self) -> list[str]:
@@ -174,8 +173,8 @@ class PretrainTrainConfig(TrainConfig):
 class FinetuneTrainConfig(TrainConfig):
     epochs: float = opt(3.0, "Training epochs (ignored when --max-steps is set).", "--epochs")
     lr: float = opt(5e-5, "Peak learning rate.", "--lr")
-    patience: Optional[int] = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
-    head_lr: Optional[float] = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
+    patience: int | None = opt(None, "Stop after N evaluations without improvement of --metric.", "--patience")
+    head_lr: float | None = opt(None, "Peak learning rate of the new head (the classifier, and a pooler the "
                                          "checkpoint lacks); default --lr.", "--head-lr")
     # benchmarks/finetune_parity.py measures accuracy and speed of each against a plain Trainer
     batching: Literal["window", "length", "random"] = opt(
@@ -204,7 +203,7 @@ class FinetuneTrainConfig(TrainConfig):
 @dataclass
 class TextColumns(Schema):
     text_column: str = opt("text", "Column holding the text.", "--text-column")
-    text_pair_column: Optional[str] = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
+    text_pair_column: str | None = opt(None, "Column holding the second text of a pair.", "--text-pair-column")
 
 
 @dataclass
@@ -236,13 +235,13 @@ class WordColumns(Schema):
 class TaggedColumns(WordColumns):
     tags_column: str = opt("tags", "Token classification: column holding the list of tags (.jsonl/.csv/.parquet).",
                            "--tags-column")
-    tag_column: Optional[int] = opt(None, "Token classification, CoNLL-style files: the column holding the tag, "
+    tag_column: int | None = opt(None, "Token classification, CoNLL-style files: the column holding the tag, "
                                           "0-based (the word is column 0; default: the last column).", "--tag-column")
 
 
 @dataclass
 class ModelDirFields(Schema):
-    model: Optional[str] = opt(None, "Local model directory.", "--model")
+    model: str | None = opt(None, "Local model directory.", "--model")
     allow_pickle: bool = allow_pickle_field()
 
     def problems(self) -> list[str]:
@@ -253,7 +252,7 @@ class ModelDirFields(Schema):
 class InferenceFields(ModelDirFields):
     batch_size: int = opt(64, "Rows per forward pass (rows are sorted by length first, so batches pad little).",
                           "--batch-size")
-    max_seq_length: Optional[int] = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
+    max_seq_length: int | None = opt(None, "Truncate inputs to this many tokens (default: the length the model was "
                                               "fine-tuned with, else its limit, 512 at most).", "--max-seq-length")
     device: str = opt("auto", "auto, cpu, cuda or cuda:N.", "--device")
     task: str = opt("auto", "The task kind: " + ", ".join(task_names()) + "; auto picks it from the model's "
@@ -261,7 +260,7 @@ class InferenceFields(ModelDirFields):
     backend: Literal["auto", "torch", "onnx"] = opt(
         "auto", "auto: ONNX Runtime when --model holds a model.onnx (a `bertkit export` dir), else torch.", "--backend",
         choices=("auto", "torch", "onnx"))
-    threads: Optional[int] = opt(None, "CPU threads for inference (default: the machine's cores, or OMP_NUM_THREADS).",
+    threads: int | None = opt(None, "CPU threads for inference (default: the machine's cores, or OMP_NUM_THREADS).",
                                  "--threads")
 
     def problems(self) -> list[str]:
@@ -274,10 +273,10 @@ class InferenceFields(ModelDirFields):
 
 @dataclass
 class ClsDataConfig(LabelledColumns):
-    train: Optional[str] = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).",
+    train: str | None = opt(None, "Training file (.csv .tsv .json .jsonl .parquet .txt or a datasets dir).",
                                "--train")
-    validation: Optional[str] = opt(None, "Validation file, evaluated every epoch.", "--validation")
-    test: Optional[str] = opt(None, "Test file, evaluated once with the best model.", "--test")
+    validation: str | None = opt(None, "Validation file, evaluated every epoch.", "--validation")
+    test: str | None = opt(None, "Test file, evaluated once with the best model.", "--test")
     text_column: str = opt("text", "Column holding the text (several: comma-separated, joined with a space).",
                            "--text-column")
     max_seq_length: int = opt(128, "Maximum tokens per example (pairs included).", "--max-seq-length")
@@ -303,7 +302,7 @@ class ClsDataConfig(LabelledColumns):
 
 @dataclass
 class TokenizeConfig(Schema):
-    output: Optional[str] = opt(None, "Output directory (dataset, tokenizer, manifest.json).", "--output")
+    output: str | None = opt(None, "Output directory (dataset, tokenizer, manifest.json).", "--output")
     task: Literal["mlm", "cls"] = opt("mlm", "mlm: pack text into blocks; cls: one example per row with its label.",
                                       "--task", choices=("mlm", "cls"))
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
@@ -320,7 +319,7 @@ class TokenizeConfig(Schema):
 
 @dataclass
 class PretrainConfig(Schema):
-    output: Optional[str] = opt(None, "Output model directory.", "--output")
+    output: str | None = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     data: PretrainDataConfig = section(PretrainDataConfig)
     tokenizer: TokenizerConfig = section(TokenizerConfig)
@@ -340,9 +339,9 @@ class PretrainConfig(Schema):
 @dataclass
 class FinetuneFields(ModelDirFields):
     """What every fine-tuning command starts from and writes: the base model and the output model dir."""
-    model: Optional[str] = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir), or "
+    model: str | None = opt(None, "Local model directory (a bertkit pretrain-mlm output or any BERT dir), or "
                                      "minilm-l6.", "--model")
-    output: Optional[str] = opt(None, "Output model directory.", "--output")
+    output: str | None = opt(None, "Output model directory.", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
 
     def problems(self) -> list[str]:
@@ -354,17 +353,17 @@ class FinetuneConfig(FinetuneFields):
     problem: Literal["auto", "single", "multi", "regression"] = opt(
         "auto", "single-label, multi-label or regression (auto: from the label column).", "--problem",
         choices=("auto", "single", "multi", "regression"))
-    labels: Optional[str] = opt(None, "File with one label name per line (index = id).", "--labels")
-    metric: Optional[str] = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
+    labels: str | None = opt(None, "File with one label name per line (index = id).", "--labels")
+    metric: str | None = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
     threshold: float = opt(0.5, "Multi-label decision threshold.", "--threshold")
     tune_threshold: bool = opt(False, "Multi-label: pick the threshold that maximises micro-F1 on validation.",
                                "--tune-threshold")
-    class_weights: Optional[str] = opt(None, "'auto' (inverse frequency) or comma-separated weights per label id.",
+    class_weights: str | None = opt(None, "'auto' (inverse frequency) or comma-separated weights per label id.",
                                        "--class-weights")
     prior_init: bool = opt(True, "A new head starts at the training labels' prior (bias = log class frequency, "
                                  "log-odds per label, or the mean target) instead of 0.",
                            "--prior-init/--no-prior-init")
-    dropout: Optional[float] = dropout_field()
+    dropout: float | None = dropout_field()
     data: ClsDataConfig = section(ClsDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
@@ -377,9 +376,9 @@ class FinetuneConfig(FinetuneFields):
 
 @dataclass
 class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
-    model: Optional[str] = opt(None, "Local model directory (fill-mask, classification or question answering; a "
+    model: str | None = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
-    input: Optional[str] = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
+    input: str | None = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
                                      "question<TAB>context).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
     top_k: int = opt(5, "fill-mask: candidates per [MASK]; question-answering: alternative answers (1: none).",
@@ -400,12 +399,12 @@ class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
 
 @dataclass
 class ServeConfig(InferenceFields):
-    model: Optional[str] = opt(None, "Local model directory to serve (any task kind bertkit makes; a `bertkit export` "
+    model: str | None = opt(None, "Local model directory to serve (any task kind bertkit makes; a `bertkit export` "
                                      "dir runs on ONNX Runtime).", "--model")
     host: str = opt("127.0.0.1", "Address to listen on (0.0.0.0: every interface; put a reverse proxy in front).",
                     "--host")
     port: int = opt(8080, "Port to listen on; 0 picks a free one (printed, and written to --port-file).", "--port")
-    port_file: Optional[str] = opt(None, "Write the port listened on to this file once the server is bound.",
+    port_file: str | None = opt(None, "Write the port listened on to this file once the server is bound.",
                                    "--port-file")
     batch_size: int = opt(32, "Rows per forward pass (rows of a batch are sorted by length first).", "--batch-size")
     max_batch_tokens: int = opt(8192, "Tokens the batcher takes from the queue for one round of the model "
@@ -431,12 +430,12 @@ class ServeConfig(InferenceFields):
 
 @dataclass
 class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns, TaggedColumns):
-    model: Optional[str] = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
+    model: str | None = opt(None, "Local model directory (a classifier, a masked-LM or a QA model; a `bertkit "
                                      "export` dir runs on ONNX Runtime).", "--model")
-    data: Optional[str] = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
+    data: str | None = opt(None, "Labelled file (classification), text / `bertkit tokenize` output (MLM), or "
                                     "questions with answers (QA: SQuAD-format JSON or flat files).", "--data")
-    output: Optional[str] = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
-    max_seq_length: Optional[int] = opt(None, "Truncate to this many tokens (default: the length a classifier was "
+    output: str | None = opt(None, "Directory for the report (default: MODEL/eval-<data name>).", "--output")
+    max_seq_length: int | None = opt(None, "Truncate to this many tokens (default: the length a classifier was "
                                               "fine-tuned with; MLM blocks: 128).", "--max-seq-length")
     seed: int = opt(1234, "Seed of the fixed 15% evaluation masking (MLM).", "--seed")
 
@@ -449,23 +448,23 @@ class EvaluateConfig(InferenceFields, LabelledColumns, QALabelledColumns, Tagged
 
 @dataclass
 class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns, TaggedColumns):
-    model: Optional[str] = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
-    output: Optional[str] = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
+    model: str | None = opt(None, "Local model directory to export (any task kind bertkit makes).", "--model")
+    output: str | None = opt(None, "Output directory (model.onnx, tokenizer, config.json, export.json).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     quantize: Literal["none", "int8"] = opt(
         "none", "int8: ONNX Runtime dynamic quantization (about 4x smaller; checked against --validation).",
         "--quantize", choices=("none", "int8"))
     max_drop: float = opt(1.0, "int8: refuse the model when its validation metric is more than this many points "
                                "below the torch model's.", "--max-drop")
-    validation: Optional[str] = opt(None, "Labelled file, read as `bertkit evaluate --data` reads it for the model's "
+    validation: str | None = opt(None, "Labelled file, read as `bertkit evaluate --data` reads it for the model's "
                                           "kind: both models' metrics and their agreement go into export.json, and "
                                           "int8 is chosen and checked on it.", "--validation")
     text_column: str = opt("text", "Column holding the text (several: comma-separated).", "--text-column")
     label_column: str = opt("label", "Column holding the label (classifier validation).", "--label-column")
     batch_size: int = opt(64, "Rows per forward pass while validating.", "--batch-size")
-    max_seq_length: Optional[int] = opt(None, "Tokens per input while validating (default: the model's setting).",
+    max_seq_length: int | None = opt(None, "Tokens per input while validating (default: the model's setting).",
                                         "--max-seq-length")
-    threads: Optional[int] = opt(None, "ONNX Runtime / torch threads while validating (default: the machine's cores).",
+    threads: int | None = opt(None, "ONNX Runtime / torch threads while validating (default: the machine's cores).",
                                  "--threads")
     seed: int = opt(1234, "Seed of the fixed 15% masking of masked-LM validation.", "--seed")
 
@@ -492,9 +491,9 @@ class QATrainConfig(FinetuneTrainConfig):
 
 @dataclass
 class QADataConfig(Schema):
-    train: Optional[str] = opt(None, "Training file: SQuAD-format .json (v1.1/v2.0) or .jsonl/.csv/.parquet with "
+    train: str | None = opt(None, "Training file: SQuAD-format .json (v1.1/v2.0) or .jsonl/.csv/.parquet with "
                                      "question, context and answers columns.", "--train")
-    validation: Optional[str] = opt(None, "Validation file (same formats), scored with EM/F1 at every evaluation.",
+    validation: str | None = opt(None, "Validation file (same formats), scored with EM/F1 at every evaluation.",
                                     "--validation")
     question_column: str = opt("question", "Column holding the question (flat files).", "--question-column")
     context_column: str = opt("context", "Column holding the context (flat files).", "--context-column")
@@ -517,13 +516,13 @@ class FinetuneQAConfig(FinetuneFields):
     metric: str = opt("f1", "Metric that picks the best checkpoint: f1 or exact_match.", "--metric")
     n_best: int = opt(20, "Start and end candidates per window in post-processing.", "--n-best")
     max_answer_length: int = opt(30, "Longest answer, in tokens.", "--max-answer-length")
-    null_threshold: Optional[float] = opt(None, "Unanswerable questions (SQuAD v2): answer empty when the null score "
+    null_threshold: float | None = opt(None, "Unanswerable questions (SQuAD v2): answer empty when the null score "
                                                 "exceeds the best span's by more than this (default 0.0 when the "
                                                 "data has unanswerable questions, else never empty).",
                                           "--null-threshold")
     tune_null_threshold: bool = opt(False, "Pick the null threshold that maximises validation F1 (saved in the model).",
                                     "--tune-null-threshold")
-    version_2: Optional[bool] = opt(
+    version_2: bool | None = opt(
         None, "Questions without an answer (SQuAD v2.0 style): --version-2 trains the model to abstain (answer "
               "empty) on them; --no-version-2 drops them and the model always answers. Default: abstaining when "
               "there are any, with a warning counting them when the data does not say it is v2.0 (no "
@@ -532,7 +531,7 @@ class FinetuneQAConfig(FinetuneFields):
     qa_language: Literal["auto", "en", "zh"] = opt(
         "auto", "Metric convention: en (SQuAD word F1) or zh (CMRC2018 character F1); auto: from the share of CJK "
                 "characters in the contexts.", "--qa-language", choices=("auto", "en", "zh"))
-    dropout: Optional[float] = dropout_field()
+    dropout: float | None = dropout_field()
     data: QADataConfig = section(QADataConfig)
     train: QATrainConfig = section(QATrainConfig)
 
@@ -556,12 +555,12 @@ TAG_SCHEMES = ("auto", "IOB1", "IOB2", "BIOES", "BMES")
 
 @dataclass
 class NERDataConfig(TaggedColumns):
-    train: Optional[str] = opt(None, "Training file: CoNLL-style text (token<TAB>tag per line, a blank line between "
+    train: str | None = opt(None, "Training file: CoNLL-style text (token<TAB>tag per line, a blank line between "
                                      "sentences) or .jsonl/.csv/.parquet with a list of words and a list of tags.",
                                "--train")
-    validation: Optional[str] = opt(None, "Validation file (same formats), scored with entity F1 at every evaluation "
+    validation: str | None = opt(None, "Validation file (same formats), scored with entity F1 at every evaluation "
                                           "(default: a tenth of train held out).", "--validation")
-    test: Optional[str] = opt(None, "Test file, scored once with the best model.", "--test")
+    test: str | None = opt(None, "Test file, scored once with the best model.", "--test")
     tag_scheme: Literal["auto", "IOB1", "IOB2", "BIOES", "BMES"] = opt(
         "auto", "Tag scheme (auto: from the training tags: M- means BMES, E-/S- BIOES, else IOB2 or IOB1).",
         "--tag-scheme", choices=TAG_SCHEMES)
@@ -589,7 +588,7 @@ NER_METRICS = ("f1", "precision", "recall", "accuracy", "loss")
 class FinetuneNERConfig(FinetuneFields):
     metric: str = opt("f1", "Metric that picks the best checkpoint: f1 (entity micro-F1), precision, recall, "
                             "accuracy (token) or loss.", "--metric")
-    dropout: Optional[float] = dropout_field()
+    dropout: float | None = dropout_field()
     data: NERDataConfig = section(NERDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)
 
@@ -606,32 +605,32 @@ class FinetuneNERConfig(FinetuneFields):
 
 @dataclass
 class DistillDataConfig(ClsDataConfig, QALabelledColumns):
-    train: Optional[str] = opt(None, "Labelled training file, read as the teacher's fine-tuning command reads it "
+    train: str | None = opt(None, "Labelled training file, read as the teacher's fine-tuning command reads it "
                                      "(classification labels: the teacher's).", "--train")
-    unlabeled: Optional[str] = opt(None, "Texts without labels (the same text columns), labelled by the teacher and "
+    unlabeled: str | None = opt(None, "Texts without labels (the same text columns), labelled by the teacher and "
                                          "appended to the training set: soft targets only.", "--unlabeled")
-    max_seq_length: Optional[int] = opt(None, "Maximum tokens per example (default: the teacher's).",
+    max_seq_length: int | None = opt(None, "Maximum tokens per example (default: the teacher's).",
                                         "--max-seq-length")
-    long_text: Optional[Literal["truncate", "head-tail", "sliding-window"]] = opt(
+    long_text: Literal["truncate", "head-tail", "sliding-window"] | None = opt(
         None, "How to fit texts longer than --max-seq-length (default: the teacher's).", "--long-text",
         choices=("truncate", "head-tail", "sliding-window"))
-    stride: Optional[int] = opt(None, "Overlap in tokens between sliding windows (default: the teacher's).", "--stride")
-    doc_stride: Optional[int] = opt(None, "question-answering: tokens of context shared by consecutive windows "
+    stride: int | None = opt(None, "Overlap in tokens between sliding windows (default: the teacher's).", "--stride")
+    doc_stride: int | None = opt(None, "question-answering: tokens of context shared by consecutive windows "
                                           "(default: the teacher's).", "--doc-stride")
-    max_question_length: Optional[int] = opt(None, "question-answering: questions are cut to this many tokens "
+    max_question_length: int | None = opt(None, "question-answering: questions are cut to this many tokens "
                                                    "(default: the teacher's).", "--max-question-length")
 
 
 @dataclass
 class DistillConfig(Schema):
-    teacher: Optional[str] = opt(None, "Fine-tuned teacher model directory (e.g. a finetune-cls output).", "--teacher")
-    student: Optional[str] = opt(None, "Student model directory with the teacher's vocabulary (a bertkit or Hugging "
+    teacher: str | None = opt(None, "Fine-tuned teacher model directory (e.g. a finetune-cls output).", "--teacher")
+    student: str | None = opt(None, "Student model directory with the teacher's vocabulary (a bertkit or Hugging "
                                        "Face model; a head for the teacher's labels is added when it has none).",
                                  "--student")
-    student_layers: Optional[int] = opt(None, "Student = a copy of the teacher keeping N of its layers, spread evenly "
+    student_layers: int | None = opt(None, "Student = a copy of the teacher keeping N of its layers, spread evenly "
                                               "and ending at the top one (6 -> 3 keeps 1, 3, 5); default: half the "
                                               "teacher's layers when --student is not given.", "--student-layers")
-    output: Optional[str] = opt(None, "Output model directory (the student).", "--output")
+    output: str | None = opt(None, "Output model directory (the student).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     allow_pickle: bool = allow_pickle_field()
     temperature: float = opt(2.0, "Softmax temperature of the soft targets (the soft loss is scaled by T^2).",
@@ -643,12 +642,12 @@ class DistillConfig(Schema):
                                          "teacher layer --student-layers keeps for it), through a learnt linear map "
                                          "when the hidden sizes differ; the teacher then runs beside the student at "
                                          "every step.", "--hidden-loss-weight")
-    metric: Optional[str] = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
+    metric: str | None = opt(None, "Metric that picks the best checkpoint (default per problem).", "--metric")
     tune_threshold: bool = opt(False, "Multi-label: pick the student's threshold that maximises validation micro-F1 "
                                       "(default: the teacher's).", "--tune-threshold")
-    class_weights: Optional[str] = opt(None, "Weights of the hard-label loss: 'auto' (inverse frequency) or "
+    class_weights: str | None = opt(None, "Weights of the hard-label loss: 'auto' (inverse frequency) or "
                                              "comma-separated weights per label id.", "--class-weights")
-    dropout: Optional[float] = opt(None, "Hidden and attention dropout of the student while training, in [0, 1) "
+    dropout: float | None = opt(None, "Hidden and attention dropout of the student while training, in [0, 1) "
                                          "(default: the model's).", "--dropout")
     data: DistillDataConfig = section(DistillDataConfig)
     train: FinetuneTrainConfig = section(FinetuneTrainConfig)

@@ -12,16 +12,17 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from . import __version__
 from .data import DOC_START, expand_inputs, join_text, load_inputs, split_columns
-from .errors import DataError, UsageError
 from .distributed import is_main_process, main_process_first
+from .errors import DataError, UsageError
 from .loading import DATASET_DIR, MANIFEST, TOKENIZER_DIR, load_tokenizer
 from .log import get_logger
 from .outputs import StagedDir, write_json

@@ -10,8 +10,8 @@ import time
 
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
-from transformers.trainer_utils import speed_metrics
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import speed_metrics
 
 from .callbacks import CollatorEpoch, Progress, Stopper
 from .distributed import wait_for_everyone

@@ -18,8 +18,16 @@ from .callbacks import Progress, Stopper
 from .config import save_config
 from .distributed import has_accelerator, is_main_process, is_peer_failure, process_ids
 from .errors import PeerLost, UsageError, raise_no_room
-from .outputs import (CHECKPOINTS, METRICS, command_line, find_checkpoint, pid_alive, prepare_output, write_final,
-                      write_json)
+from .outputs import (
+    CHECKPOINTS,
+    METRICS,
+    command_line,
+    find_checkpoint,
+    pid_alive,
+    prepare_output,
+    write_final,
+    write_json,
+)
 from .reporting import finish_run
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import typer
+from conftest import cli
 
 from bertkit.cli import app
-from conftest import cli
 
 # command path -> flags its help must name
 KEY_FLAGS = {

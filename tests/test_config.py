@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import run_cli
 
 from bertkit.config import coerce, parse_duration, resolve
 from bertkit.errors import UsageError
 from bertkit.recipe_files import find_recipe, list_recipes, recipe_files
-from bertkit.schemas import (DistillConfig, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig, PredictConfig,
-                             PretrainConfig, TokenizeConfig)
-from conftest import run_cli
+from bertkit.schemas import (
+    DistillConfig,
+    FinetuneConfig,
+    FinetuneNERConfig,
+    FinetuneQAConfig,
+    PredictConfig,
+    PretrainConfig,
+    TokenizeConfig,
+)
 
 SCHEMAS = {"tokenize": TokenizeConfig, "pretrain-mlm": PretrainConfig, "finetune-cls": FinetuneConfig,
            "finetune-qa": FinetuneQAConfig, "finetune-ner": FinetuneNERConfig, "predict": PredictConfig,

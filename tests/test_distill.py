@@ -8,11 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import cli, read_jsonl
 
-from bertkit.distillation import (HARD_MASK, classification_loss, hard_label_loss, kept_layers, shrink,
-                                  soft_target_loss)
+from bertkit.distillation import HARD_MASK, classification_loss, hard_label_loss, kept_layers, shrink, soft_target_loss
 from bertkit.errors import UsageError
 
 FAST = ["--epochs", 1, "--batch-size", 16, "--lr", "1e-3", "--quiet"]
@@ -95,11 +93,11 @@ def student_dir(workdir, classifier, cls_files, tmp_path_factory):
 
 def test_cached_teacher_outputs_are_the_teachers_predictions(classifier, cls_files):
     """The teacher's outputs stored per training window equal what predict computes for those rows."""
+    from bertkit import tasks
     from bertkit.commands import distill
     from bertkit.config import resolve
     from bertkit.schemas import DistillConfig
     from bertkit.tasks.classification import rows_of
-    from bertkit import tasks
 
     train, _ = cls_files
     cfg = resolve(DistillConfig, flags={"teacher": str(classifier), "output": "unused", "data.train": str(train),
@@ -212,9 +210,8 @@ def test_qa_alpha_0_is_plain_fine_tuning_loss():
 def test_distill_question_answering(mlm_model, tmp_path):
     """A QA teacher: per-token soft targets (start/end over each window), the student predicts with the
     teacher's window settings."""
-    from transformers import AutoTokenizer, BertForQuestionAnswering
-
     from test_qa import synthetic_squad
+    from transformers import AutoTokenizer, BertForQuestionAnswering
 
     teacher = tmp_path / "qa-teacher"
     BertForQuestionAnswering.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))

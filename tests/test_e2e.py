@@ -7,7 +7,6 @@ import json
 
 import pytest
 import yaml
-
 from conftest import TINY, cli, minilm_dir, read_jsonl, run_cli, write_cls
 
 

@@ -4,8 +4,8 @@ nothing half-written."""
 from __future__ import annotations
 
 import json
-import pytest
 
+import pytest
 from conftest import cli, run_cli
 
 
@@ -57,7 +57,7 @@ def test_missing_text_column_lists_found(capsys, tmp_path):
 
 def test_non_utf8_names_line(capsys, tmp_path):
     f = tmp_path / "gbk.txt"
-    f.write_bytes("first line\nsecond\n".encode() + "第三行".encode("gbk") + b"\n")
+    f.write_bytes(b"first line\nsecond\n" + "第三行".encode("gbk") + b"\n")
     check(capsys, ["tokenize", f, "--output", tmp_path / "o", "--train-tokenizer"], 1, "gbk.txt", "line 3", "UTF-8")
 
 

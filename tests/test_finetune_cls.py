@@ -8,7 +8,6 @@ import json
 import random
 
 import yaml
-
 from conftest import cli, read_jsonl, run_cli
 
 WORDS = ["sun", "rain", "snow", "wind", "cloud", "storm", "fog", "heat"]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, cli, dead_pid, read_jsonl
 
 pytest.importorskip("onnxruntime")

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import dead_pid
 
 from bertkit.errors import UsageError

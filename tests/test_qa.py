@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED, cli, needs_shared, read_jsonl
 
 from bertkit import qa
 from bertkit.errors import UsageError
-
-from conftest import SHARED, cli, needs_shared, read_jsonl
 
 CJK = "北京是中国的首都巴黎法国位于欧洲城市人口多少哪里什么"
 

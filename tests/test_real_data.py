@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-
 from conftest import SHARED, cli, minilm_dir, read_jsonl, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent")]

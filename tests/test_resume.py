@@ -14,7 +14,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 from conftest import TINY, cli, dead_pid, read_jsonl
 from test_qa import synthetic_squad
 

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, TINY, read_jsonl, run_cli
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from conftest import cli
 
 from bertkit.sampling import WindowedLengthSampler, padded_tokens, windowed_order
-from conftest import cli
 
 
 def _lengths(n: int, seed: int = 0) -> np.ndarray:

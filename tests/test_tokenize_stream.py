@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-
 from conftest import EN, ZH, cli, write_corpus
 
 CLS, SEP = 2, 3

@@ -20,8 +20,16 @@ from typing import Any
 import numpy as np
 
 from .. import tasks
-from ..distillation import (HARD_MASK, HiddenStateLoss, check_same_vocabulary, classification_loss, kept_layers, shrink,
-                            span_loss, teacher_columns)
+from ..distillation import (
+    HARD_MASK,
+    HiddenStateLoss,
+    check_same_vocabulary,
+    classification_loss,
+    kept_layers,
+    shrink,
+    span_loss,
+    teacher_columns,
+)
 from ..distributed import is_main_process
 from ..errors import UsageError
 from ..inference import RowProgress, inference_length
@@ -95,7 +103,7 @@ def open_teacher(cfg: DistillConfig) -> Teacher:
     return Teacher(path, config, tok, kind)
 
 
-def distiller_for(kind: type[tasks.Task]) -> "KindDistiller":
+def distiller_for(kind: type[tasks.Task]) -> KindDistiller:
     found = DISTILLERS.get(kind.name)
     if found is None:
         raise UsageError(f"--teacher: a {kind.name} model; distill trains students of "
@@ -121,7 +129,7 @@ def device():
     return PartialState().device
 
 
-def add_teacher_outputs(kind: "KindDistiller", data, teacher: Teacher, batch_size: int) -> float:
+def add_teacher_outputs(kind: KindDistiller, data, teacher: Teacher, batch_size: int) -> float:
     """Run the teacher once over the training windows (exactly those the student sees) with its kind's
     loop, and add its outputs as ``teacher_*`` columns; returns the seconds it took.  Every process
     computes them whole (the same values), so no process waits on a file another writes; a resumed run
@@ -161,7 +169,7 @@ def layer_plan(cfg: DistillConfig, teacher: Teacher, student_dir) -> list[int] |
     return kept_layers(t_layers, s_layers)
 
 
-def make_student(cfg: DistillConfig, kind: "KindDistiller", teacher: Teacher, student_dir,
+def make_student(cfg: DistillConfig, kind: KindDistiller, teacher: Teacher, student_dir,
                  layers: list[int] | None, data):
     """The student: a copy of the teacher keeping ``layers`` (:func:`layer_plan`), or the --student model
     with a head for the teacher's outputs.  Returns (model, the new head's parameter names)."""
@@ -212,7 +220,7 @@ def distill_metrics(cfg: DistillConfig, teacher: Teacher, keep: list[int] | None
             "hidden_loss_weight": cfg.hidden_loss_weight}
 
 
-def compare(kind: "KindDistiller", cfg: DistillConfig, teacher: Teacher, student, data) -> dict:
+def compare(kind: KindDistiller, cfg: DistillConfig, teacher: Teacher, student, data) -> dict:
     """Teacher and student on the validation set through the same loop (the one predict and evaluate run,
     on this process's device): metric, rows/s, parameters."""
     labelled = kind.labelled_validation(cfg, data)

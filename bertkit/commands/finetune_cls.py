@@ -16,15 +16,31 @@ from ..labels import LabelSpace, class_weights
 from ..loading import load_model
 from ..log import get_logger
 from ..metrics import ClassificationScorer, best_threshold, choose_metric, classification_metrics
-from ..modeling import (Checkpoint, cls_only_last_layer, count_parameters, dropout_overrides, init_head_at_prior,
-                        new_parameters, open_checkpoint_for, weighted_loss)
+from ..modeling import (
+    Checkpoint,
+    cls_only_last_layer,
+    count_parameters,
+    dropout_overrides,
+    init_head_at_prior,
+    new_parameters,
+    open_checkpoint_for,
+    weighted_loss,
+)
 from ..sampling import token_lengths
 from ..schemas import FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification
 from ..trainers import ClsTrainer
-from ..training import (default_callbacks, examples_seen, finetune_arguments, pad_multiple, run_metrics, save_run,
-                        start_run, train_with_signals)
+from ..training import (
+    default_callbacks,
+    examples_seen,
+    finetune_arguments,
+    pad_multiple,
+    run_metrics,
+    save_run,
+    start_run,
+    train_with_signals,
+)
 
 log = get_logger()
 

@@ -20,8 +20,16 @@ from ..modeling import Checkpoint, count_parameters, dropout_overrides, new_para
 from ..schemas import FinetuneQAConfig
 from ..summary import print_summary
 from ..trainers import QATrainer
-from ..training import (default_callbacks, examples_seen, finetune_arguments, pad_multiple, run_metrics, save_run,
-                        start_run, train_with_signals)
+from ..training import (
+    default_callbacks,
+    examples_seen,
+    finetune_arguments,
+    pad_multiple,
+    run_metrics,
+    save_run,
+    start_run,
+    train_with_signals,
+)
 
 log = get_logger()
 

@@ -20,8 +20,7 @@ from ..outputs import OutputLock
 from ..summary import print_summary
 from ..sweep import require_optuna
 from ..sweep.pruning import make_pruner
-from ..sweep.results import (fmt_params, keep_best, plot, progress_line, report_lines, steps_line,
-                             write_results)
+from ..sweep.results import fmt_params, keep_best, plot, progress_line, report_lines, steps_line, write_results
 from ..sweep.schema import SweepFields, Target, resumed_config, save_sweep_config, target_config, target_of
 from ..sweep.space import Param, grid_size, make_sampler, search_space
 from ..sweep.study import SharedStudy, config_fingerprint, default_study_name, direction

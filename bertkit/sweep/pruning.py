@@ -5,7 +5,7 @@ its learning rate warms up)."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from transformers import TrainerCallback
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, make_dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, Optional
+from typing import ClassVar, Literal
 
 import yaml
 
@@ -26,7 +26,7 @@ class SweepSection:
                             "--param", factory=list)
     trials: int = opt(20, "Trials in the whole study, shared by every worker (failed trials are not counted).",
                       "--trials")
-    timeout: Optional[str] = opt(None, "This worker starts no new trial after this wall time, e.g. 2h.", "--timeout")
+    timeout: str | None = opt(None, "This worker starts no new trial after this wall time, e.g. 2h.", "--timeout")
     sampler: Literal["tpe", "random", "grid"] = opt(
         "tpe", "tpe (Optuna's default), random, or grid (choice and int params only; stops when the grid is done).",
         "--sampler", choices=("tpe", "random", "grid"))
@@ -36,14 +36,14 @@ class SweepSection:
                   "fewest steps), hyperband (halving in several brackets), none. No trial is judged at its "
                   "last evaluation or while its lr warms up.", "--pruner",
         choices=("median", "halving", "hyperband", "none"))
-    storage: Optional[str] = opt(None, "Where the study lives: a journal file path (default OUTPUT/study.journal), "
+    storage: str | None = opt(None, "Where the study lives: a journal file path (default OUTPUT/study.journal), "
                                        "sqlite:///FILE.db or any RDB URL; workers sharing it share the study.",
                                  "--storage")
-    study: Optional[str] = opt(None, "Study name in the storage (default: the --output directory's name).", "--study")
+    study: str | None = opt(None, "Study name in the storage (default: the --output directory's name).", "--study")
     keep_best: bool = opt(True, "Keep the best trial's model as OUTPUT/best/.", "--keep-best/--no-keep-best")
     resume: bool = opt(False, "Continue the sweep in --output with the settings it was started with "
                               "(rerunning the same command continues it too).", "--resume")
-    threads: Optional[int] = opt(None, "Torch threads per worker (default: CPU cores / workers running on this host).",
+    threads: int | None = opt(None, "Torch threads per worker (default: CPU cores / workers running on this host).",
                                  "--threads")
 
 
@@ -61,7 +61,7 @@ class SweepFields:
     command: ClassVar[str]  # the target command: TARGETS[command]
     # the sweep owns --output (trials go to OUTPUT/trials/<n>) and never overwrites a study
     overwrite: bool = opt(False, "Not used by sweeps: trials write to new directories.")
-    search: Optional[dict] = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; "
+    search: dict | None = opt(None, "Search space in a recipe: {name: 'log:1e-5:3e-4' | [choices]}; "
                                        "--param adds to it.")
     sweep: SweepSection = section(SweepSection)
 
@@ -91,7 +91,7 @@ class Target:
     module: str             # finetune_qa
     # the --metric values it evaluates (the objective; direction from metrics.greater_is_better); None:
     # finetune-cls's, every metric of metrics.METRICS_BY_PROBLEM and loss (kept out of here: it imports numpy)
-    metrics: Optional[tuple[str, ...]] = None
+    metrics: tuple[str, ...] | None = None
 
 
 # Another command becomes sweepable by one entry here (its schema's sweep schema made by make_sweep_schema):

@@ -6,12 +6,23 @@ the sweeps find it here (by name, or from a model dir's architectures) and never
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import import_module
 
 from ..errors import UsageError
-from .base import (ModelFn, Scored, Task, Windows, batches, pad_batch, predict_records, run_chunks, run_windows,
-                   torch_model_fn, trim_freed_memory)
+from .base import (
+    ModelFn,
+    Scored,
+    Task,
+    Windows,
+    batches,
+    pad_batch,
+    predict_records,
+    run_chunks,
+    run_windows,
+    torch_model_fn,
+    trim_freed_memory,
+)
 
 MODULES = ("classification", "fill_mask", "question_answering", "token_classification")
 
@@ -19,7 +30,7 @@ __all__ = ["ModelFn", "Scored", "Task", "Windows", "batches", "pad_batch", "pred
            "run_windows", "torch_model_fn", "trim_freed_memory", "kinds", "names", "get", "detect"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def kinds() -> dict[str, type[Task]]:
     """Every task kind by name, in ``MODULES`` order."""
     found = [import_module(f"{__name__}.{m}").TASK for m in MODULES]

@@ -21,10 +21,11 @@ tokenizer makes them) and returns the model's outputs as numpy arrays by name; :
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -54,7 +55,7 @@ class Windows:
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.inputs["input_ids"]), dtype=np.int64, count=len(self))
 
-    def reorder(self, order: Sequence[int]) -> "Windows":
+    def reorder(self, order: Sequence[int]) -> Windows:
         """The same windows in ``order`` (``meta`` values with one entry per window follow)."""
         n = len(self)
         pick = np.asarray(order, dtype=np.int64)
@@ -241,7 +242,7 @@ def pad_batch(inputs: dict[str, list[list[int]]], idx: Sequence[int], pad_id: in
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _malloc_trim():
     import ctypes
     import ctypes.util

@@ -6,8 +6,8 @@ head + tail, or sliding windows whose logits are averaged per text.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -123,7 +123,7 @@ class ClassificationTask(Task):
 
     # -- scoring ------------------------------------------------------------------------------
 
-    def read_labelled(self, path: str, cfg, flag: str = "--data") -> "Labelled":
+    def read_labelled(self, path: str, cfg, flag: str = "--data") -> Labelled:
         from ..data import join_text, load_inputs, split_columns
         from ..errors import DataError
 
@@ -143,7 +143,7 @@ class ClassificationTask(Task):
                  for part, w, res in run_chunks(self, model_fn, rows, batch_size, progress)]
         return np.concatenate(parts) if parts else np.zeros((0, max(self.space.num_labels, 1)), dtype=np.float32)
 
-    def score(self, model_fn: ModelFn, labelled: "Labelled", cfg, progress=None) -> Scored:
+    def score(self, model_fn: ModelFn, labelled: Labelled, cfg, progress=None) -> Scored:
         from ..metrics import DEFAULT_METRIC, classification_metrics, confusion_matrix
 
         sp = self.space

@@ -6,7 +6,7 @@ stamped in its config).  Reading, windows, post-processing and metrics live in :
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
