@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -382,3 +383,32 @@ def test_shards_close_at_64_mib_or_a_minute():
     from bertkit import streaming
 
     assert streaming.SHARD_BYTES <= 64 << 20 and streaming.SHARD_SECONDS <= 60
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """The process has installed a SIGTERM handler (its SigCgt mask, /proc/PID/status)."""
+    import signal
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (int(signal.SIGTERM) - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+def test_predict_stopped_by_sigterm_says_so(tmp_path, classifier):
+    """SIGTERM while predict waits for its input: one line saying nothing was written, exit 143, no file."""
+    import signal
+
+    out = tmp_path / "p.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "bertkit", "predict", "--model", str(classifier), "--input", "-",
+                             "--output", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(3000):  # bounded: until its handler is in place (the CLI's start-up on a loaded machine)
+        if proc.poll() is not None or _handles_sigterm(proc.pid):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert f"bertkit predict: interrupted (SIGTERM); {out} was not written" in err
+    assert not out.exists() and not list(tmp_path.glob(".p.jsonl*"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..inference import RowProgress, open_model
-from ..outputs import check_writable, write_json
+from ..outputs import check_writable, exit_on_signal, write_json
 from ..schemas import EvaluateConfig
 from ..summary import print_summary
 
@@ -25,12 +25,13 @@ def run(cfg: EvaluateConfig) -> dict:
     out = Path(cfg.output) if cfg.output else opened.path / f"eval-{Path(cfg.data).stem}"
     if problems := check_writable(out, "--output"):  # the default, in the model dir, is checked here
         raise UsageError(problems[0])
-    labelled = task.read_labelled(cfg.data, cfg)
-    progress = RowProgress(len(labelled), "Evaluating")
-    t0 = time.time()
-    scored = task.score(opened.model_fn(), labelled, cfg, progress)
-    elapsed = time.time() - t0
-    progress.close()
+    with exit_on_signal(lambda sig: f"bertkit evaluate: interrupted ({sig}); nothing was written to {out}"):
+        labelled = task.read_labelled(cfg.data, cfg)
+        progress = RowProgress(len(labelled), "Evaluating")
+        t0 = time.time()
+        scored = task.score(opened.model_fn(), labelled, cfg, progress)
+        elapsed = time.time() - t0
+        progress.close()
     report = {"task": task.name, "examples": len(labelled), **scored.metrics,
               f"{task.unit}_per_second": round(len(labelled) / max(elapsed, 1e-9), 2)}
     out.mkdir(parents=True, exist_ok=True)

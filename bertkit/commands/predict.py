@@ -12,22 +12,24 @@ import time
 
 from ..inference import RowProgress, open_model
 from ..log import quiet
-from ..outputs import write_records
+from ..outputs import exit_on_signal, write_records
 from ..schemas import PredictConfig
 from ..tasks import predict_records
 
 
 def run(cfg: PredictConfig) -> dict:
     cfg.validate()
-    opened = open_model(cfg)
-    task = opened.task
-    rows = task.read_inputs(cfg)
-    model_fn = opened.model_fn()
-    t0 = time.time()
-    progress = RowProgress(len(rows))
-    records = predict_records(task, model_fn, rows, cfg.batch_size, cfg, progress)
-    n = write_records(records, cfg.output, flatten=task.flatten)
-    progress.close()
+    target = "nothing was written" if cfg.output == "-" else f"{cfg.output} was not written"
+    with exit_on_signal(lambda sig: f"bertkit predict: interrupted ({sig}); {target}"):
+        opened = open_model(cfg)
+        task = opened.task
+        rows = task.read_inputs(cfg)
+        model_fn = opened.model_fn()
+        t0 = time.time()
+        progress = RowProgress(len(rows))
+        records = predict_records(task, model_fn, rows, cfg.batch_size, cfg, progress)
+        n = write_records(records, cfg.output, flatten=task.flatten)
+        progress.close()
     elapsed = time.time() - t0
     rate = n / max(elapsed, 1e-9)
     if not quiet():
