@@ -76,9 +76,9 @@ def speedups(rows: list[tuple[str, float, str]], out: Path) -> None:
 STAGES = [  # (label, what it writes)
     ("tokenize", "tokenizer/\npacked dataset/"),
     ("pretrain-mlm", "masked-LM\nmodel dir"),
-    ("finetune-cls\nfinetune-qa", "classifier or\nQA model dir"),
-    ("export", "model.onnx\n(fp32 / int8)"),
-    ("predict\nevaluate", "predictions.jsonl\nmetrics.json"),
+    ("finetune-cls\n-qa / -ner", "classifier, QA or\ntagger model dir"),
+    ("distill\nexport", "smaller student;\nmodel.onnx fp32/int8"),
+    ("predict\nserve", "predictions.jsonl,\nHTTP /predict"),
 ]
 
 
@@ -102,7 +102,8 @@ def pipeline(out: Path) -> None:
     ax.annotate("or a local pretrained model\n(--model minilm-l6, any BERT dir)", xy=(xs[2] + width / 2, 1.98),
                 xytext=(xs[1] + width / 2, 2.65), ha="center", va="top", fontsize=8, color="#444444",
                 arrowprops={"arrowstyle": "-|>", "color": "#999999", "connectionstyle": "arc3,rad=-0.25"})
-    ax.text(5, 0.08, "sweep: runs finetune-cls / finetune-qa as trials    ·    every model dir loads in transformers",
+    ax.text(5, 0.08, "sweep: runs finetune-cls / -qa / -ner as trials    ·    evaluate scores any model dir    ·    "
+            "every model dir loads in transformers",
             ha="center", fontsize=8.5, color="#444444")
     fig.savefig(out, **SAVE)
     plt.close(fig)
