@@ -18,7 +18,7 @@ agreement with the torch model are taken on the predictions themselves.
 Targets: fp32 ONNX >= 2x the pipeline with the argmax equal on every row; int8 >= 3x, dev
 accuracy within 0.5 point of torch, model.onnx <= 40% of the fp32 size.
 
-    nohup /work/heavy .venv/bin/python benchmarks/onnx_speed.py --threads 1 > onnx_speed.log 2>&1 &
+    nohup .venv/bin/python benchmarks/onnx_speed.py --threads 1 > onnx_speed.log 2>&1 &
 """
 
 from __future__ import annotations

@@ -218,7 +218,7 @@ def peer_lost_message(output: Path, peers: list[tuple[str, int]], wait_s: float 
 def run_metrics(trainer, result, train_time: float, unit: str, units: int) -> dict:
     """What every training run reports: loss, steps, epochs, seconds, and ``unit``/s of the training
     steps alone (counted by :class:`~bertkit.callbacks.Progress`: evaluations, logs and checkpoint saves
-    left out; units of this session only when the run resumed)."""
+    left out; units of this process only when the run resumed)."""
     progress = trainer.progress
     step_s = progress.step_seconds
     return {

@@ -25,7 +25,7 @@ def test_steps_that_fit_from_measured_step_time():
     assert steps_that_fit(global_step=10, steps_done=10, elapsed=20.0, budget=100.0, max_steps=None) == 50
     assert steps_that_fit(10, 10, 20.0, 100.0, max_steps=30) == 30  # never beyond --max-steps
     assert steps_that_fit(10, 10, 99.9, 100.0, None) == 11  # at least one more step
-    # resumed at step 100: only the steps of this session measure the pace
+    # resumed at step 100: only the steps of this process measure the pace
     assert steps_that_fit(110, 10, 20.0, 100.0, None) == 150
 
 
