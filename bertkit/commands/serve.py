@@ -46,7 +46,7 @@ def run(cfg: ServeConfig) -> dict:
     url = f"http://{cfg.host if ':' not in cfg.host else f'[{cfg.host}]'}:{port}"
     if cfg.port_file:
         write_text(Path(cfg.port_file), f"{port}\n")
-    threads = threads_of(opened, cfg)
+    threads = threads_of(cfg)
     _say(f"serve: {url} ({opened.task.name}, {opened.backend}, {threads} threads) -- POST {url}/predict; "
          f"loading {opened.path}")
     stats = serve(cfg, opened, sock, threads)
@@ -69,7 +69,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def threads_of(opened, cfg: ServeConfig) -> int:
+def threads_of(cfg: ServeConfig) -> int:
+    """The model's intra-op threads: --threads, else what torch and ONNX Runtime pick by themselves."""
     from ..onnx_runtime import default_threads
 
     return cfg.threads or default_threads()
@@ -81,7 +82,6 @@ def serve(cfg: ServeConfig, opened, sock: socket.socket, threads: int) -> dict:
 
     from ..serving import Batcher, Metrics, build_app, run_server, watch_loading
 
-    cfg.threads = threads
     metrics = Metrics()
     batcher = Batcher(opened, cfg.batch_size, cfg.max_batch_tokens, cfg.max_queue, metrics)
     limits = {"max_request_rows": cfg.max_request_rows, "max_body_bytes": cfg.max_body_bytes,
