@@ -119,17 +119,22 @@ def export(a, model: Path, out: Path, *extra: str) -> dict:
     return json.loads((out / "export.json").read_text(encoding="utf-8"))
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model and data flags of the benchmarks that fine-tune and export an SST-2 classifier."""
     p.add_argument("--model", help="a fine-tuned SST-2 classifier dir (default: train one into --workdir)")
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the shared data folder (holds glue/SST-2)")
     p.add_argument("--train-rows", type=int, default=4000, help="first N rows of SST-2 train.tsv to fine-tune on")
+    p.add_argument("--reuse", action="store_true", help="reuse exports already in --workdir")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
     p.add_argument("--rows", type=int, default=5000, help="dev set repeated to at least this many rows")
     p.add_argument("--threads", type=int, default=1, help="threads of every path (one count for all)")
     p.add_argument("--workdir", help="where the model, exports and predictions go (default: a temp dir)")
     p.add_argument("--rounds", type=int, default=2, help="rounds of the four paths, alternating")
     p.add_argument("--dev-limit", type=int, help="only the first N dev rows (a quick check of the script)")
-    p.add_argument("--reuse", action="store_true", help="reuse exports already in --workdir")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
     p.add_argument("--output", help=argparse.SUPPRESS)

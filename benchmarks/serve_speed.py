@@ -63,7 +63,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import bertkit_cmd, cpu_name  # noqa: E402
-from onnx_speed import DEFAULT_DATA_DIR, child_env, export, read_tsv, run, train  # noqa: E402  (same model, exports)
+from onnx_speed import add_model_args, child_env, export, read_tsv, run, train  # noqa: E402  (same model, exports)
 
 SAT_TARGET, P99_TARGET, GOODPUT_TARGET, HEALTH_P99_MS, RSS_MB, INT8_AGREE = 0.75, 3.0, 0.8, 50.0, 30.0, 0.99
 HOST = "127.0.0.1"
@@ -638,13 +638,10 @@ def report(a, res: dict, peer_res: dict, framework: str, meta: dict) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="a fine-tuned SST-2 classifier dir (default: train one into --workdir)")
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="the shared data folder (holds glue/SST-2)")
-    p.add_argument("--train-rows", type=int, default=4000, help="first N rows of SST-2 train.tsv to fine-tune on")
+    add_model_args(p)
     p.add_argument("--threads", type=int, default=1, help="threads of every process (one count for all)")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (serve and predict)")
     p.add_argument("--workdir", help="where the model, exports, predictions and server logs go (default: temp)")
-    p.add_argument("--reuse", action="store_true", help="reuse exports already in --workdir")
     p.add_argument("--quick", action="store_true", help="a smoke run: few hundred requests, short phases")
     p.add_argument("--predict-rows", type=int, default=5000, help="offline predict: dev repeated to this many rows")
     p.add_argument("--dev-limit", type=int, help="only the first N dev sentences (default: all; --quick: 200)")

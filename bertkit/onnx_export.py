@@ -207,76 +207,88 @@ def choose_int8(fp32: Path, work: Path, ref: ModelFn, windows: Windows, task: Ta
     torch's 79.93 (benchmarks/onnx_speed.py).
     ``ref`` is the fp32 ONNX model the sample differences are taken against.
     """
-    import os
-
-    tried: list[dict] = []
-
     def trial(per_channel: bool, embeddings: bool) -> dict:
-        path = work / f"int8-{'pc' if per_channel else 'pt'}-{'emb' if embeddings else 'noemb'}.onnx"
-        t0 = time.time()
-        quantize(fp32, path, per_channel, embeddings)
-        model = OnnxModel(path, threads=threads)
-        rec = {"per_channel": per_channel, "embeddings": embeddings, "bytes": os.path.getsize(path),
-               **output_difference(task, ref, model, windows)}
-        if scorer is not None:
-            v = scorer(model)
-            rec["metrics"] = v.metrics
-            rec["score"] = v.score
-            rec["agreement_with_torch"] = task.agreement(reference, v)
-            rec["_validation"] = v
-        rec["seconds"] = round(time.time() - t0, 1)
-        rec["_path"] = path
-        tried.append(rec)
-        log(f"export: int8 {'per-channel' if per_channel else 'per-tensor'}"
-            f"{' + embeddings' if embeddings else ''}: {rec['bytes'] / 1e6:.1f} MB"
-            + (f", {reference.key} {rec['score']:.4f}" if scorer is not None else "")
-            + f", mean |logit diff| vs fp32 {rec['mean_abs_logit_difference']:.4g}")
-        return rec
-
-    def key(r: dict):  # higher is better: the metric first, then closeness to the fp32 graph
-        return (round(r.get("score", 0.0), 6), -r["mean_abs_logit_difference"])
+        return try_int8(fp32, work, ref, windows, task, scorer, reference, threads, per_channel, embeddings, log)
 
     if scorer is None:
         chosen = trial(True, False)
         report = {"checked_on_validation": False, "per_channel": True, "embeddings": False,
                   "embeddings_choice": "no --validation: the conservative variant (per-channel weights, fp32 "
                                        "embeddings); its accuracy was not measured",
-                  "candidates": [{k: v for k, v in chosen.items() if not k.startswith("_")}], "_validation": None}
+                  "candidates": [public(chosen)], "_validation": None}
         return chosen["_path"], report
     pt, pc = trial(False, False), trial(True, False)
-    linear = max((pt, pc), key=key)
+    linear = max((pt, pc), key=rank)
     emb = trial(linear["per_channel"], True)
+    tried = [pt, pc, emb]
+    chosen, why = pick_validated(linear, emb, tried, reference, max_drop)
+    report = {
+        "checked_on_validation": True,
+        "per_channel": chosen["per_channel"] if chosen else None,
+        "embeddings": chosen["embeddings"] if chosen else None,
+        "embeddings_choice": why,
+        "embedding_bytes_saved": linear["bytes"] - emb["bytes"],
+        "candidates": [public(r) for r in tried],
+    }
+    if chosen is None:
+        best = max(tried, key=rank)
+        raise QuantizationRefused(
+            f"the int8 model is refused: validation {reference.key} {best['score']:.4f} against "
+            f"{reference.score:.4f} for the torch model ({(best['score'] - reference.score) * reference.scale:+.2f} "
+            f"points; --max-drop {max_drop:g}); nothing was written. Export without --quantize, or pass a larger "
+            "--max-drop", report)
+    report["_validation"] = chosen.get("_validation")
+    return chosen["_path"], report
+
+
+def try_int8(fp32: Path, work: Path, ref: ModelFn, windows: Windows, task: Task, scorer: Scorer | None,
+             reference: Scored | None, threads: int | None, per_channel: bool, embeddings: bool, log) -> dict:
+    """One int8 variant: its file, size, output difference from the fp32 graph and (with a scorer) its
+    validation score and agreement with torch; keys starting with ``_`` stay out of export.json."""
+    path = work / f"int8-{'pc' if per_channel else 'pt'}-{'emb' if embeddings else 'noemb'}.onnx"
+    t0 = time.time()
+    quantize(fp32, path, per_channel, embeddings)
+    model = OnnxModel(path, threads=threads)
+    rec = {"per_channel": per_channel, "embeddings": embeddings, "bytes": path.stat().st_size,
+           **output_difference(task, ref, model, windows)}
+    if scorer is not None:
+        v = scorer(model)
+        rec.update(metrics=v.metrics, score=v.score, agreement_with_torch=task.agreement(reference, v), _validation=v)
+    rec["seconds"] = round(time.time() - t0, 1)
+    rec["_path"] = path
+    log(f"export: int8 {'per-channel' if per_channel else 'per-tensor'}{' + embeddings' if embeddings else ''}: "
+        f"{rec['bytes'] / 1e6:.1f} MB" + (f", {reference.key} {rec['score']:.4f}" if scorer is not None else "")
+        + f", mean |logit diff| vs fp32 {rec['mean_abs_logit_difference']:.4g}")
+    return rec
+
+
+def rank(r: dict):
+    """Higher is better: the validation metric first, then closeness to the fp32 graph."""
+    return (round(r.get("score", 0.0), 6), -r["mean_abs_logit_difference"])
+
+
+def public(r: dict) -> dict:
+    return {k: v for k, v in r.items() if not k.startswith("_")}
+
+
+def pick_validated(linear: dict, emb: dict, tried: list[dict], reference: Scored, max_drop: float
+                   ) -> tuple[dict | None, str]:
+    """(the variant to keep, or None when every one is more than ``max_drop`` points below ``reference``; why
+    the embeddings were or were not quantized)."""
     keep_emb = emb["score"] >= linear["score"] - EMBEDDINGS_TOLERANCE / reference.scale
     why = (f"validation {reference.key} {emb['score']:.4f} with quantized embeddings vs {linear['score']:.4f} "
            f"without (kept when the loss is at most {EMBEDDINGS_TOLERANCE} point)")
     if emb["bytes"] >= linear["bytes"]:
         keep_emb, why = False, "quantizing the embeddings did not make the file smaller"
     chosen = emb if keep_emb else linear
-    refused = None
     floor = reference.score - max_drop / reference.scale
     if chosen["score"] < floor:
         passing = [r for r in tried if r["score"] >= floor]
         if not passing:
-            best = max(tried, key=key)
-            refused = (f"the int8 model is refused: validation {reference.key} {best['score']:.4f} against "
-                       f"{reference.score:.4f} for the torch model "
-                       f"({(best['score'] - reference.score) * reference.scale:+.2f} points; --max-drop "
-                       f"{max_drop:g}); nothing was written. Export without --quantize, or pass a larger --max-drop")
-        else:
-            chosen = max(passing, key=key)
-            why += f"; the best variant within --max-drop {max_drop:g} kept"
-    report = {
-        "checked_on_validation": True,
-        "per_channel": chosen["per_channel"] if not refused else None,
-        "embeddings": chosen["embeddings"] if not refused else None,
-        "embeddings_choice": why,
-        "embedding_bytes_saved": linear["bytes"] - emb["bytes"],
-        "candidates": [{k: v for k, v in r.items() if not k.startswith("_")} for r in tried],
-    }
-    if refused:
-        raise QuantizationRefused(refused, report)
-    report["_validation"] = chosen.get("_validation")
-    return chosen["_path"], report
+            return None, why
+        chosen = max(passing, key=rank)
+        why += f"; the best variant within --max-drop {max_drop:g} kept"
+    return chosen, why
 
 
 class QuantizationRefused(DataError):

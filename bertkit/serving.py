@@ -24,6 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import uvicorn  # the serve extra: this module is imported only once `bertkit serve` has checked it is installed
 
 from .tasks import Windows, run_windows, trim_freed_memory
 
@@ -411,3 +412,16 @@ def run_server(server, sock) -> None:
     finally:
         for sig, handler in ignore.items():
             signal.signal(sig, handler)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that, on SIGTERM / Ctrl-C, marks ``state.draining`` (new requests get 503) before
+    its own graceful shutdown finishes the admitted ones."""
+
+    def __init__(self, config, state: SimpleNamespace):
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig, frame):
+        self.state.draining = True
+        super().handle_exit(sig, frame)

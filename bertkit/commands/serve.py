@@ -80,7 +80,7 @@ def serve(cfg: ServeConfig, opened, sock: socket.socket, threads: int) -> dict:
     """Run the server until a signal; returns the figures of the summary."""
     import uvicorn
 
-    from ..serving import Batcher, Metrics, build_app, run_server, watch_loading
+    from ..serving import Batcher, DrainingServer, Metrics, build_app, run_server, watch_loading
 
     metrics = Metrics()
     batcher = Batcher(opened, cfg.batch_size, cfg.max_batch_tokens, cfg.max_queue, metrics)
@@ -93,15 +93,9 @@ def serve(cfg: ServeConfig, opened, sock: socket.socket, threads: int) -> dict:
             "max_length": opened.max_len, "backend": opened.backend, "device": str(opened.device),
             "threads": threads, "limits": limits}
     state = SimpleNamespace(draining=False)
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):  # SIGTERM / Ctrl-C: answer 503 to new requests, finish admitted ones
-            state.draining = True
-            super().handle_exit(sig, frame)
-
     config = uvicorn.Config(build_app(batcher, info, limits, state), log_level="warning", access_log=False,
                             lifespan="off", timeout_graceful_shutdown=None)
-    server = Server(config)
+    server = DrainingServer(config, state)
     batcher.start()
     t0 = time.time()
     watch_loading(batcher, server, lambda: _say(f"serve: ready ({opened.task.name} model loaded)"))
