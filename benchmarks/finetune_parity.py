@@ -24,6 +24,7 @@ script, with its defaults and the flags below.
     PYTHONPATH=. .venv/bin/python benchmarks/finetune_parity.py --tasks sst2 --seeds 1,2,3 \\
         --batching length,window,random
     ... --batching window:8        # --batching window --batching-window 8
+    ... --lrs 5e-5,1e-4,2e-4       # the learning rates a sweep explores (default: the task's lr)
     ... --no-peer / --peer-only    # split the runs over two jobs sharing one --runs-dir
     ... --report                   # only print the table of what --runs-dir holds
 
@@ -55,6 +56,10 @@ TASKS = {
                  epochs=2, lr=5e-5),
 }
 BATCH, MAX_LEN, WARMUP, WEIGHT_DECAY = 32, 128, 0.06, 0.01
+# setting suffixes (window:2+noprior) that turn a bertkit default off: the prior-initialised head (a config
+# key), the classifier's last layer computed for [CLS] alone (no flag: the full layer, same logits and
+# gradients, another draw of dropout masks)
+MODS = {"noprior": "prior_init", "fulllast": None}
 SMOKE_STEPS = 3
 
 
@@ -108,7 +113,7 @@ def env1() -> dict:
 # The peer: a plain Trainer (run in a subprocess of this script: --peer-run)
 # --------------------------------------------------------------------------------------------
 
-def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: int = -1) -> None:
+def peer_run(task: str, seed: int, lr: float, train_path: str, out_json: str, max_steps: int = -1) -> None:
     import numpy as np
     import torch
     from datasets import Dataset
@@ -149,7 +154,7 @@ def peer_run(task: str, seed: int, train_path: str, out_json: str, max_steps: in
     model = AutoModelForSequenceClassification.from_pretrained(mdir, num_labels=2)
     args = TrainingArguments(
         output_dir=str(Path(out_json).parent / "peer-checkpoints"), per_device_train_batch_size=BATCH,
-        per_device_eval_batch_size=2 * BATCH, learning_rate=spec["lr"], num_train_epochs=spec["epochs"],
+        per_device_eval_batch_size=2 * BATCH, learning_rate=lr, num_train_epochs=spec["epochs"],
         max_steps=max_steps, lr_scheduler_type="linear", warmup_steps=WARMUP, weight_decay=WEIGHT_DECAY, seed=seed,
         eval_strategy="epoch", save_strategy="no", logging_steps=50, report_to=[], disable_tqdm=True, use_cpu=True)
     clock: dict = {}
@@ -170,7 +175,7 @@ def write_result(out_json: str, accuracy: float, f1: float, steps: int, clock: d
     Path(out_json).write_text(json.dumps(result), encoding="utf-8")
 
 
-def bertkit_run(task: str, seed: int, setting: str, train_path: str, out_dir: str, out_json: str,
+def bertkit_run(task: str, seed: int, lr: float, setting: str, train_path: str, out_dir: str, out_json: str,
                 max_steps: int = -1) -> None:
     """bertkit finetune-cls with its defaults and these flags, in this process (``finetune_cls.run``, the
     command's own stages) so the training clock can ride along as an extra callback."""
@@ -182,15 +187,18 @@ def bertkit_run(task: str, seed: int, setting: str, train_path: str, out_dir: st
 
     torch.set_num_threads(1)
     spec = TASKS[task]
-    kind, _, window = setting.partition(":")
+    base, *mods = setting.split("+")
+    kind, _, window = base.partition(":")
     flags = {"model": "minilm-l6", "output": out_dir, "overwrite": True, "metric": spec["metric"],
              "data.train": train_path, "data.validation": str(DATA / spec["folder"] / "dev.tsv"),
              "data.text_column": spec["text"][0], "data.text_pair_column": spec["text"][1] if len(spec["text"]) > 1
              else None, "data.label_column": spec["label"], "data.max_seq_length": MAX_LEN,
-             "train.batch_size": BATCH, "train.epochs": spec["epochs"], "train.lr": spec["lr"],
+             "train.batch_size": BATCH, "train.epochs": spec["epochs"], "train.lr": lr,
              "train.warmup_ratio": WARMUP, "train.weight_decay": WEIGHT_DECAY, "train.seed": seed,
              "train.batching": kind, "train.batching_window": int(window) if window else None,
-             "train.max_steps": max_steps if max_steps > 0 else None}
+             "train.max_steps": max_steps if max_steps > 0 else None, **{MODS[m]: False for m in mods if MODS[m]}}
+    if "fulllast" in mods:
+        finetune_cls.cls_only_last_layer = lambda model: False
     clock: dict = {}
     m = finetune_cls.run(resolve(FinetuneConfig, flags=flags), callbacks=[train_clock(clock)])
     write_result(out_json, m["eval_accuracy"], m["eval_f1"], m["steps"], clock)
@@ -200,12 +208,17 @@ def bertkit_run(task: str, seed: int, setting: str, train_path: str, out_dir: st
 # Runs
 # --------------------------------------------------------------------------------------------
 
-def run_bertkit(task: str, seed: int, setting: str, runs: Path, smoke: bool = False) -> dict:
-    out = runs / f"{task}-bertkit-{setting.replace(':', '')}-s{seed}"
+def lr_tag(task: str, lr: float) -> str:
+    """Run names carry the lr when it is not the task's own (so runs made before --lrs keep their names)."""
+    return "" if lr == TASKS[task]["lr"] else f"-lr{lr:g}"
+
+
+def run_bertkit(task: str, seed: int, lr: float, setting: str, runs: Path, smoke: bool = False) -> dict:
+    out = runs / f"{task}-bertkit-{setting.replace(':', '').replace('+', '-')}{lr_tag(task, lr)}-s{seed}"
     log = runs / "logs" / f"{out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     result = runs / f"{out.name}.json"
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--bertkit-run", task, str(seed), setting,
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--bertkit-run", task, str(seed), repr(lr), setting,
            str(train_file(task, runs)), str(out), str(result), str(SMOKE_STEPS if smoke else -1)]
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env1())
@@ -214,12 +227,12 @@ def run_bertkit(task: str, seed: int, setting: str, runs: Path, smoke: bool = Fa
     return json.loads(result.read_text(encoding="utf-8"))
 
 
-def run_peer(task: str, seed: int, runs: Path, smoke: bool = False) -> dict:
-    out = runs / f"{task}-peer-s{seed}"
+def run_peer(task: str, seed: int, lr: float, runs: Path, smoke: bool = False) -> dict:
+    out = runs / f"{task}-peer{lr_tag(task, lr)}-s{seed}"
     out.mkdir(parents=True, exist_ok=True)
     log = runs / "logs" / f"{out.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--peer-run", task, str(seed),
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--peer-run", task, str(seed), repr(lr),
            str(train_file(task, runs)), str(out / "result.json"), str(SMOKE_STEPS if smoke else -1)]
     with open(log, "w", encoding="utf-8") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env1())
@@ -240,35 +253,37 @@ def report(runs: Path, tasks: list[str]) -> None:
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             r = json.loads(line)
-            rows[(r["task"], r["who"], r["seed"])] = r  # the latest run of each wins
+            r.setdefault("lr", TASKS[r["task"]]["lr"])  # rows recorded before --lrs ran at the task's lr
+            rows[(r["task"], r["lr"], r["who"], r["seed"])] = r  # the latest run of each wins
     for task in tasks:
         metric = TASKS[task]["metric"]
-        peer = {s: r for (t, w, s), r in rows.items() if t == task and w == "peer"}
-        settings = sorted({w for (t, w, _) in rows if t == task and w != "peer"})
-        if not peer:
-            continue
-        print(f"\n### {task} (dev {metric}; training examples per second of wall time and per CPU-second of "
-              "the training steps; peer = plain Trainer, shuffled batches, dynamic padding)\n")
-        print(f"| bertkit --batching | seed | bertkit {metric} | peer {metric} | difference (points) "
-              "| bertkit ex/s | peer ex/s | ratio (wall) | ratio (CPU) |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for w in settings:
-            seeds = sorted(s for (t, ww, s) in rows if t == task and ww == w and s in peer)
-            if not seeds:
+        for lr in sorted({lr for (t, lr, _, _) in rows if t == task}):
+            peer = {s: r for (t, rl, w, s), r in rows.items() if t == task and rl == lr and w == "peer"}
+            settings = sorted({w for (t, rl, w, _) in rows if t == task and rl == lr and w != "peer"})
+            if not peer:
                 continue
-            b = [rows[(task, w, s)] for s in seeds]
-            p = [peer[s] for s in seeds]
-            name = w[len("bertkit-"):]
-            for s, rb, rp in zip(seeds, b, p, strict=True):
-                print(f"| {name} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | {100 * (rb[metric] - rp[metric]):+.2f} "
-                      f"| {rb['examples_per_second']:.1f} | {rp['examples_per_second']:.1f} | "
-                      f"{speed_ratio([rb], [rp], 'examples_per_second')} | "
-                      f"{speed_ratio([rb], [rp], 'examples_per_cpu_second')} |")
-            mb, mp = mean(b, metric), mean(p, metric)
-            print(f"| **{name}** | mean of {len(seeds)} | **{mb:.4f}** | **{mp:.4f}** | **{100 * (mb - mp):+.2f}** | "
-                  f"{mean(b, 'examples_per_second'):.1f} | {mean(p, 'examples_per_second'):.1f} | "
-                  f"**{speed_ratio(b, p, 'examples_per_second')}** | "
-                  f"**{speed_ratio(b, p, 'examples_per_cpu_second')}** |")
+            print(f"\n### {task}, lr {lr:g} (dev {metric}; training examples per second of wall time and per "
+                  "CPU-second of the training steps; peer = plain Trainer, shuffled batches, dynamic padding)\n")
+            print(f"| bertkit --batching | seed | bertkit {metric} | peer {metric} | difference (points) "
+                  "| bertkit ex/s | peer ex/s | ratio (wall) | ratio (CPU) |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+            for w in settings:
+                seeds = sorted(s for (t, rl, ww, s) in rows if t == task and rl == lr and ww == w and s in peer)
+                if not seeds:
+                    continue
+                b = [rows[(task, lr, w, s)] for s in seeds]
+                p = [peer[s] for s in seeds]
+                name = w[len("bertkit-"):]
+                for s, rb, rp in zip(seeds, b, p, strict=True):
+                    print(f"| {name} | {s} | {rb[metric]:.4f} | {rp[metric]:.4f} | "
+                          f"{100 * (rb[metric] - rp[metric]):+.2f} | {rb['examples_per_second']:.1f} | "
+                          f"{rp['examples_per_second']:.1f} | {speed_ratio([rb], [rp], 'examples_per_second')} | "
+                          f"{speed_ratio([rb], [rp], 'examples_per_cpu_second')} |")
+                mb, mp = mean(b, metric), mean(p, metric)
+                print(f"| **{name}** | mean of {len(seeds)} | **{mb:.4f}** | **{mp:.4f}** | **{100 * (mb - mp):+.2f}** "
+                      f"| {mean(b, 'examples_per_second'):.1f} | {mean(p, 'examples_per_second'):.1f} | "
+                      f"**{speed_ratio(b, p, 'examples_per_second')}** | "
+                      f"**{speed_ratio(b, p, 'examples_per_cpu_second')}** |")
 
 
 def mean(rows: list[dict], key: str) -> float:
@@ -285,18 +300,21 @@ def speed_ratio(b: list[dict], p: list[dict], key: str) -> str:
 def main() -> None:
     global DATA
     if len(sys.argv) > 1 and sys.argv[1] == "--peer-run":
-        task, seed, train_path, out_json, max_steps = sys.argv[2:7]
-        peer_run(task, int(seed), train_path, out_json, int(max_steps))
+        task, seed, lr, train_path, out_json, max_steps = sys.argv[2:8]
+        peer_run(task, int(seed), float(lr), train_path, out_json, int(max_steps))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--bertkit-run":
-        task, seed, setting, train_path, out_dir, out_json, max_steps = sys.argv[2:9]
-        bertkit_run(task, int(seed), setting, train_path, out_dir, out_json, int(max_steps))
+        task, seed, lr, setting, train_path, out_dir, out_json, max_steps = sys.argv[2:10]
+        bertkit_run(task, int(seed), float(lr), setting, train_path, out_dir, out_json, int(max_steps))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="sst2,mrpc", help="comma-separated: sst2, mrpc")
     ap.add_argument("--seeds", default="1,2,3")
     ap.add_argument("--batching", default="window",
-                    help="comma-separated bertkit settings: window, window:N (--batching-window N), length, random")
+                    help="comma-separated bertkit settings: window, window:N (--batching-window N), length, random; "
+                         "+noprior after one turns the prior-initialised head off (--no-prior-init), +fulllast the "
+                         "[CLS]-only last layer")
+    ap.add_argument("--lrs", help="comma-separated learning rates (default: each task's own, 5e-5)")
     ap.add_argument("--data-dir", default=str(DATA), help="the GLUE folder (SST-2/, MRPC/)")
     ap.add_argument("--runs-dir", default=str(ROOT.parent / "runs" / "finetune_parity"))
     who = ap.add_mutually_exclusive_group()
@@ -313,8 +331,9 @@ def main() -> None:
     seeds = [int(s) for s in a.seeds.split(",") if s]
     settings = [s for s in a.batching.split(",") if s]
     for s in settings:
-        if s.partition(":")[0] not in ("window", "length", "random"):
-            ap.error(f"--batching {s}: use window, window:N, length or random")
+        base, *mods = s.split("+")
+        if base.partition(":")[0] not in ("window", "length", "random") or any(m not in MODS for m in mods):
+            ap.error(f"--batching {s}: use window, window:N, length or random, optionally +noprior, +fulllast")
     runs = Path(a.runs_dir)
     os.environ["BERTKIT_GLUE_DIR"] = a.data_dir  # read by the peer subprocesses too
     DATA = Path(a.data_dir)
@@ -326,13 +345,15 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     if not a.report:
         for task in tasks:
-            for seed in seeds:
-                if not a.no_peer:
-                    record(runs, {"task": task, "who": "peer", "seed": seed, **run_peer(task, seed, runs, a.smoke)})
-                if not a.peer_only:
-                    for s in settings:
-                        record(runs, {"task": task, "who": f"bertkit-{s}", "seed": seed,
-                                      **run_bertkit(task, seed, s, runs, a.smoke)})
+            for lr in [float(x) for x in a.lrs.split(",")] if a.lrs else [TASKS[task]["lr"]]:
+                for seed in seeds:
+                    if not a.no_peer:
+                        record(runs, {"task": task, "lr": lr, "who": "peer", "seed": seed,
+                                      **run_peer(task, seed, lr, runs, a.smoke)})
+                    if not a.peer_only:
+                        for s in settings:
+                            record(runs, {"task": task, "lr": lr, "who": f"bertkit-{s}", "seed": seed,
+                                          **run_bertkit(task, seed, lr, s, runs, a.smoke)})
     report(runs, tasks)
 
 

@@ -94,8 +94,9 @@ def worker(a) -> None:
     print("RESULT " + json.dumps({"rows": len(texts), "wall": wall, "cpu": cpu, "labels": labels}))
 
 
-def measure(a, kind: str, model: Path, inp: Path, out: Path) -> dict:
-    proc = run([sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--model", str(model),
+def measure(a, kind: str, model: Path, inp: Path, out: Path, script: str = __file__) -> dict:
+    """One path (``kind``: a worker of ``script``, this one by default) in its own process; its rows/s."""
+    proc = run([sys.executable, str(Path(script).resolve()), "--worker", kind, "--model", str(model),
                 "--input", str(inp), "--output", str(out), "--threads", str(a.threads)], a.threads, kind)
     res = json.loads(next(ln for ln in proc.stdout.splitlines()[::-1] if ln.startswith("RESULT "))[7:])
     res["rows_per_s"], res["rows_per_cpu_s"] = res["rows"] / res["wall"], res["rows"] / res["cpu"]

@@ -162,6 +162,30 @@ def span_loss(alpha: float, temperature: float) -> DistillLoss:
     return loss
 
 
+def token_loss(alpha: float, temperature: float) -> DistillLoss:
+    """Token classification: ``alpha`` x the soft-target loss of the teacher's tag distribution at every
+    labelled sub-token (where the labels are not -100: a word's first sub-token, or all of them with
+    --label-all-subtokens) + (1 - alpha) x the cross-entropy of plain fine-tuning there."""
+
+    def loss(outputs, labels, teacher, hard_mask):
+        logits, y = outputs["logits"], labels.get("labels")
+        if y is None:
+            return logits.sum() * 0.0
+        scored = y != -100
+        hard_y = y.masked_fill(~hard_mask.bool()[:, None], -100) if hard_mask is not None else y
+        if bool((hard_y != -100).any()):
+            hard = F.cross_entropy(logits.float().flatten(0, 1), hard_y.flatten(), ignore_index=-100)
+        else:
+            hard = logits.sum() * 0.0
+        if teacher is None or alpha == 0 or not bool(scored.any()):
+            return hard
+        taught = teacher[TEACHER_PREFIX + "logits"][:, :logits.size(1)]
+        soft = soft_target_loss("single", logits[scored], taught[scored], temperature)
+        return alpha * soft + (1 - alpha) * hard
+
+    return loss
+
+
 class HiddenStateLoss(nn.Module):
     """The mean squared error between the student's hidden states and the teacher's at mapped layers:
     student layer ``i`` against teacher layer ``layers[i]``, over the real tokens (where either model

@@ -604,9 +604,9 @@ class FinetuneNERConfig(FinetuneFields):
 # ------------------------------------------------------------------------------------------
 
 @dataclass
-class DistillDataConfig(ClsDataConfig, QALabelledColumns):
+class DistillDataConfig(ClsDataConfig, QALabelledColumns, TaggedColumns):
     train: str | None = opt(None, "Labelled training file, read as the teacher's fine-tuning command reads it "
-                                     "(classification labels: the teacher's).", "--train")
+                                     "(classification labels and tags: the teacher's).", "--train")
     unlabeled: str | None = opt(None, "Texts without labels (the same text columns), labelled by the teacher and "
                                          "appended to the training set: soft targets only.", "--unlabeled")
     max_seq_length: int | None = opt(None, "Maximum tokens per example (default: the teacher's).",
@@ -614,7 +614,8 @@ class DistillDataConfig(ClsDataConfig, QALabelledColumns):
     long_text: Literal["truncate", "head-tail", "sliding-window"] | None = opt(
         None, "How to fit texts longer than --max-seq-length (default: the teacher's).", "--long-text",
         choices=("truncate", "head-tail", "sliding-window"))
-    stride: int | None = opt(None, "Overlap in tokens between sliding windows (default: the teacher's).", "--stride")
+    stride: int | None = opt(None, "Overlap in tokens between sliding windows, of texts (classification) or of "
+                                      "long sentences (token classification) (default: the teacher's).", "--stride")
     doc_stride: int | None = opt(None, "question-answering: tokens of context shared by consecutive windows "
                                           "(default: the teacher's).", "--doc-stride")
     max_question_length: int | None = opt(None, "question-answering: questions are cut to this many tokens "

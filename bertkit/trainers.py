@@ -229,3 +229,7 @@ class DistillTrainer(DistillMixin, ClsTrainer):
 
 class QADistillTrainer(DistillMixin, QATrainer):
     """An extractive-QA student (see :class:`DistillMixin`)."""
+
+
+class TokenClsDistillTrainer(DistillMixin, TokenClsTrainer):
+    """A token-classification student (see :class:`DistillMixin`)."""

@@ -235,6 +235,78 @@ def test_distill_question_answering(mlm_model, tmp_path):
     assert "answer" in read_jsonl(preds)[0]
 
 
+def test_token_alpha_0_is_plain_fine_tuning_loss():
+    """The token-classification loss: --alpha 0 is the model's own loss (unlabelled sub-tokens, -100, left
+    out); at the teacher's own logits the soft part is zero."""
+    from transformers import BertConfig, BertForTokenClassification
+
+    from bertkit.distillation import token_loss
+
+    torch.manual_seed(0)
+    model = BertForTokenClassification(BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=1,
+                                                  num_attention_heads=2, intermediate_size=32, num_labels=5)).eval()
+    x = torch.randint(5, 50, (3, 7))
+    y = torch.randint(0, 5, (3, 7))
+    y[:, 0] = y[:, -1] = y[1, 2] = -100  # [CLS], [SEP] and a later sub-token
+    out = model(input_ids=x, labels=y)
+    labels = {"labels": y}
+    assert torch.allclose(token_loss(0.0, 2.0)(out, labels, {"teacher_logits": torch.randn(3, 7, 5)}, None),
+                          out.loss, atol=1e-6)
+    assert token_loss(1.0, 2.0)(out, labels, {"teacher_logits": out.logits}, None).abs() < 1e-5
+    # the soft part reads only the labelled positions: the teacher's logits elsewhere change nothing
+    other = out.logits.clone()
+    other[y == -100] = 50.0
+    assert token_loss(1.0, 2.0)(out, labels, {"teacher_logits": other}, None).abs() < 1e-5
+
+
+def test_distill_token_classification(mlm_model, tmp_path):
+    """A tagger teacher: per-token soft targets at the labelled sub-tokens; the student keeps the teacher's
+    tags, scheme and windows, and predicts a tag for every word of a sentence longer than a window."""
+    from test_ner import write_tagged
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    names = ["O", "B-PER", "I-PER", "B-geo-loc", "I-geo-loc"]
+    teacher = tmp_path / "ner-teacher"
+    model = BertForTokenClassification.from_pretrained(str(mlm_model), num_labels=len(names),
+                                                       id2label=dict(enumerate(names)),
+                                                       label2id={n: i for i, n in enumerate(names)})
+    model.config.bertkit_tag_scheme, model.config.bertkit_stride = "IOB2", 4
+    model.save_pretrained(str(teacher))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    train = write_tagged(tmp_path / "train.txt", 24, 0, long_every=6)
+    dev = write_tagged(tmp_path / "dev.txt", 8, 1, long_every=4)
+    out = tmp_path / "ner-student"
+    assert cli("distill", "--teacher", teacher, "--output", out, "--train", train, "--validation", dev,
+               "--test", dev, "--max-seq-length", 16, "--max-steps", 3, "--batch-size", 8, "--quiet") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["BertForTokenClassification"] and config["num_hidden_layers"] == 1
+    assert [config["id2label"][str(i)] for i in range(len(names))] == names
+    assert config["bertkit_tag_scheme"] == "IOB2" and config["bertkit_stride"] == 4
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["comparison"]["student"]["metric"] == "f1" and "test_f1" in metrics
+    assert metrics["train_windows"] > metrics["train_examples"]  # long sentences windowed, not cut
+    preds = tmp_path / "tags.jsonl"
+    assert cli("predict", "--model", out, "--input", dev, "--output", preds, "--quiet") == 0
+    words = [len(s.split("\n")) for s in dev.read_text().strip().split("\n\n")]
+    assert [len(r["tags"]) for r in read_jsonl(preds)] == words
+
+
+def test_distill_refuses_tags_the_teacher_lacks(mlm_model, tmp_path, capsys):
+    from test_ner import write_tagged
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    teacher = tmp_path / "ner-teacher"
+    BertForTokenClassification.from_pretrained(str(mlm_model), num_labels=3,
+                                               id2label={0: "O", 1: "B-PER", 2: "I-PER"}).save_pretrained(str(teacher))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    train = write_tagged(tmp_path / "train.txt", 12, 0)
+    out = tmp_path / "student"
+    assert cli("distill", "--teacher", teacher, "--output", out, "--train", train, "--max-steps", 1, "--quiet") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "tags the teacher does not know: B-geo-loc" in err[0]
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("problem", ["multi", "regression"])
 def test_distill_pairs_multi_label_and_regression(problem, mlm_model, tmp_path):
     """Text pairs with a multi-label teacher (and teacher-labelled pairs) or a regression teacher: the

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from conftest import TINY, cli
 
 pytestmark = pytest.mark.faults
 
@@ -412,3 +412,90 @@ def test_predict_stopped_by_sigterm_says_so(tmp_path, classifier):
     assert proc.returncode == 143, err
     assert f"bertkit predict: interrupted (SIGTERM); {out} was not written" in err
     assert not out.exists() and not list(tmp_path.glob(".p.jsonl*"))
+
+
+# ------------------------------------------------------------------------------------------------
+# Every fix an error message suggests is a command that runs
+# ------------------------------------------------------------------------------------------------
+
+def _backticked(line: str) -> list[list[str]]:
+    """The ``bertkit ...`` commands an error line quotes in backticks, as argument lists."""
+    import re
+    import shlex
+
+    return [shlex.split(c)[1:] for c in re.findall(r"`(bertkit [^`]+)`", line)]
+
+
+def test_every_suggested_fix_runs(capsys, tmp_path, mlm_model, classifier, corpus, cls_files):
+    """Each refusal below names a fix (a flag to add or change, or a command to run); the fix, applied as
+    the message words it, runs (exit 0).  The SIGTERM resume line is checked in test_robustness."""
+    import re
+
+    train, dev = cls_files
+    tiny = ["finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev, "--max-steps", 2,
+            "--batch-size", 8, "--quiet"]
+
+    # a finished run: --overwrite, or --resume CHECKPOINT
+    out = tmp_path / "done"
+    assert cli(*tiny, "--output", out) == 0
+    capsys.readouterr()
+    line = one_error(capsys, cli(*tiny, "--output", out), 2, "pass --overwrite", "--resume ")
+    checkpoint = re.search(r"--resume (\S+) ", line).group(1)
+    assert cli(*tiny, "--output", out, "--resume", checkpoint) == 0
+    assert cli(*tiny, "--output", out, "--overwrite") == 0
+
+    # --max-seq-length above the model's positions: "use --max-seq-length N or less"
+    line = one_error(capsys, cli(*tiny, "--output", tmp_path / "long", "--max-seq-length", 100_000), 2,
+                     "use --max-seq-length")
+    n = re.search(r"use --max-seq-length (\d+) or less", line).group(1)
+    assert cli(*tiny, "--output", tmp_path / "long", "--max-seq-length", n) == 0
+
+    # fp16 on a CPU: "use --precision bf16 or no"
+    one_error(capsys, cli(*tiny, "--output", tmp_path / "fp16", "--precision", "fp16"), 2, "--precision bf16")
+    assert cli(*tiny, "--output", tmp_path / "fp16", "--precision", "bf16") == 0
+
+    # outputs that are not empty: --overwrite
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine\n", encoding="utf-8")
+    tok = ["tokenize", corpus, "--tokenizer", mlm_model, "--output", taken, "--max-seq-length", 32, "--quiet"]
+    one_error(capsys, cli(*tok), 2, "pass --overwrite")
+    assert cli(*tok, "--overwrite") == 0
+    export = ["export", "--model", classifier, "--output", taken, "--quiet"]
+    one_error(capsys, cli(*export), 2, "pass --overwrite")
+    assert cli(*export, "--overwrite") == 0
+
+    # pretraining on raw text without a tokenizer: --train-tokenizer
+    mlm = ["pretrain-mlm", "--data", corpus, "--output", tmp_path / "mlm", "--max-steps", 1, "--batch-size", 4,
+           "--max-seq-length", 32, "--quiet", *TINY]
+    one_error(capsys, cli(*mlm), 2, "--train-tokenizer")
+    assert cli(*mlm, "--train-tokenizer", "--vocab-size", 200) == 0
+
+    # the ONNX backend on a torch model dir: the `bertkit export ...` it quotes, then that DIR
+    inp = tmp_path / "in.txt"
+    inp.write_text("a good film\n", encoding="utf-8")
+    predict = ["predict", "--input", inp, "--quiet"]
+    line = one_error(capsys, cli(*predict, "--model", classifier, "--backend", "onnx", "--output",
+                                 tmp_path / "p1.jsonl"), 2, "`bertkit export")
+    [command] = _backticked(line)
+    onnx_dir = tmp_path / "onnx"
+    assert cli(*[str(onnx_dir) if a == "DIR" else a for a in command], "--quiet") == 0
+    assert cli(*predict, "--model", onnx_dir, "--backend", "onnx", "--output", tmp_path / "p2.jsonl") == 0
+
+    # pickle-only weights: --allow-pickle
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(classifier, pickled, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors"))
+    torch.save(load_file(str(classifier / "model.safetensors")), pickled / "pytorch_model.bin")
+    line = one_error(capsys, cli(*predict, "--model", pickled, "--output", tmp_path / "p3.jsonl"), 2,
+                     "--allow-pickle")
+    assert cli(*predict, "--model", pickled, "--output", tmp_path / "p3.jsonl", "--allow-pickle") == 0
+
+    # an unknown recipe: the `bertkit recipes` it quotes
+    line = one_error(capsys, cli("finetune-cls", "--config", "no-such-recipe"), 2, "`bertkit recipes`")
+    for command in _backticked(line):
+        assert cli(*command) == 0

@@ -524,3 +524,26 @@ def test_conll2003_dev_every_entity_scored(tmp_path):
     from transformers import pipeline
 
     assert isinstance(pipeline("token-classification", model=str(out))("EU rejects German call"), list)
+
+
+@pytest.mark.slow
+@needs_shared
+def test_msra_longest_test_sentence_answered_whole(mlm_model, zh_files, tmp_path):
+    """MSRA test's 595-character sentence: a tag for every character (windows of 16 tokens here), entity
+    offsets inside the sentence, nothing cut."""
+    from conftest import read_jsonl
+
+    msra = ner.read_tagged(str(SHARED / "ner" / "msra" / "test.txt"), "--test")
+    longest = max(msra.words, key=len)
+    assert len(longest) == 595
+    tagger = tmp_path / "zh"
+    train, dev = zh_files
+    assert cli("finetune-ner", "--model", mlm_model, "--train", train, "--validation", dev, "--output", tagger,
+               "--max-steps", 2, "--batch-size", 16, "--max-seq-length", 16, "--stride", 4, "--quiet") == 0
+    src = tmp_path / "long.txt"
+    src.write_text("".join(f"{c}\tO\n" for c in longest) + "\n", encoding="utf-8")
+    out = tmp_path / "tags.jsonl"
+    assert cli("predict", "--model", tagger, "--input", src, "--output", out, "--quiet") == 0
+    [rec] = read_jsonl(out)
+    assert rec["words"] == longest and len(rec["tags"]) == 595
+    assert all(rec["text"][e["start"]:e["end"]] == e["text"] for e in rec["entities"])

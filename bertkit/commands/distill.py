@@ -29,6 +29,7 @@ from ..distillation import (
     shrink,
     span_loss,
     teacher_columns,
+    token_loss,
 )
 from ..distributed import is_main_process
 from ..errors import UsageError
@@ -38,9 +39,9 @@ from ..log import get_logger
 from ..modeling import check_compatible, count_parameters, dropout_overrides, init_head_at_prior, new_parameters
 from ..schemas import DistillConfig
 from ..summary import print_summary
-from ..trainers import DistillTrainer, QADistillTrainer
+from ..trainers import DistillTrainer, QADistillTrainer, TokenClsDistillTrainer
 from ..training import save_run, start_run, train_with_signals
-from . import finetune_cls, finetune_qa
+from . import finetune_cls, finetune_ner, finetune_qa
 
 log = get_logger()
 
@@ -414,19 +415,50 @@ class ClassificationDistiller(KindDistiller):
         return Labelled(rows_of(texts, pairs), np.asarray(raw["labels"]))
 
 
-class QuestionAnsweringDistiller(KindDistiller):
+class WindowsDistiller(KindDistiller):
+    """A kind trained on its fine-tuning command's encoded windows (``data.train_windows``), with that
+    command's stages reading the config the teacher's settings make (``ft_cfg``)."""
+
+    ft_cfg: Any = None
+    ft_command: Any = None  # the fine-tuning command's module (its build_trainer, model_card_extra)
+    trainer_cls: Any = None  # the kind's DistillTrainer
+    loss: Any = None  # (alpha, temperature) -> the kind's DistillLoss
+    purpose: str = ""  # the model card's, with {teacher}
+
+    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill):
+        return self.ft_command.build_trainer(self.ft_cfg, out, model, tok, data, head, callbacks,
+                                             trainer_cls=self.trainer_cls,
+                                             title=f"Distilling {cfg.teacher} into a student",
+                                             distill_loss=self.loss(cfg.alpha, cfg.temperature), per_token=True,
+                                             **distill)
+
+    def training_set(self, data):
+        return data.train_windows
+
+    def set_training_set(self, data, ds) -> None:
+        data.train_windows = ds
+
+    def model_card(self, cfg, data):
+        extra = self.ft_command.model_card_extra(self.ft_cfg, data)
+        extra["purpose"] = self.purpose.format(teacher=cfg.teacher)
+        return extra
+
+
+class QuestionAnsweringDistiller(WindowsDistiller):
     """Extractive QA: finetune-qa's stages with the teacher's window, answer and metric settings; the soft
     targets are the teacher's start and end distributions over every training window's tokens."""
 
-    qa_cfg: Any = None  # the finetune-qa config these settings make (finetune-qa's stages read it)
+    ft_command, trainer_cls, loss = finetune_qa, QADistillTrainer, staticmethod(span_loss)
+    purpose = ("an extractive question-answering model distilled from `{teacher}`: use it with "
+               "`pipeline(\"question-answering\")` or `bertkit predict --model DIR`")
 
     def with_teacher_settings(self, cfg, teacher_config):
         from .. import qa
         from ..schemas import FinetuneQAConfig, QADataConfig, QATrainConfig
 
         if cfg.data.unlabeled or cfg.data.test:
-            raise UsageError(f"{'--unlabeled' if cfg.data.unlabeled else '--test'}: for classification students; a "
-                             "question-answering student learns from --train and is scored on --validation")
+            raise UsageError(f"{'--unlabeled' if cfg.data.unlabeled else '--test'}: not for question-answering "
+                             "students, which learn from --train and are scored on --validation")
         d = cfg.data
         s = qa.inference_settings(teacher_config, inference_length(teacher_config, d.max_seq_length))
         data = dataclasses.replace(d, max_seq_length=s["max_seq_length"],
@@ -434,7 +466,7 @@ class QuestionAnsweringDistiller(KindDistiller):
                                    max_question_length=d.max_question_length if d.max_question_length is not None
                                    else s["max_question_length"])
         cfg = dataclasses.replace(cfg, data=data)
-        self.qa_cfg = FinetuneQAConfig(
+        self.ft_cfg = FinetuneQAConfig(
             model=cfg.teacher, output=cfg.output, overwrite=cfg.overwrite, allow_pickle=cfg.allow_pickle,
             metric=cfg.metric or "f1", n_best=s["n_best"], max_answer_length=s["max_answer_length"],
             null_threshold=s["null_threshold"],
@@ -444,43 +476,86 @@ class QuestionAnsweringDistiller(KindDistiller):
                               max_seq_length=data.max_seq_length, doc_stride=data.doc_stride,
                               max_question_length=data.max_question_length),
             train=QATrainConfig(**dataclasses.asdict(cfg.train)))
-        self.qa_cfg.validate()
+        self.ft_cfg.validate()
         return cfg
 
     def load_data(self, cfg, teacher):
-        data = finetune_qa.load_splits(self.qa_cfg, teacher.tokenizer)
+        data = finetune_qa.load_splits(self.ft_cfg, teacher.tokenizer)
         data.train_windows = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
         return data
 
-    def training_set(self, data):
-        return data.train_windows
-
-    def set_training_set(self, data, ds) -> None:
-        data.train_windows = ds
-
-    def build_trainer(self, cfg, out, model, tok, data, head, callbacks, **distill):
-        return finetune_qa.build_trainer(self.qa_cfg, out, model, tok, data, head, callbacks,
-                                         trainer_cls=QADistillTrainer,
-                                         title=f"Distilling {cfg.teacher} into a student",
-                                         distill_loss=span_loss(cfg.alpha, cfg.temperature), per_token=True,
-                                         **distill)
-
     def final_metrics(self, cfg, trainer, data, result, train_time):
-        return finetune_qa.final_metrics(self.qa_cfg, trainer, data, result, train_time)
+        return finetune_qa.final_metrics(self.ft_cfg, trainer, data, result, train_time)
 
     def stamp(self, config, cfg, data):
-        finetune_qa.stamp_inference_settings(config, self.qa_cfg, data.eval)
-
-    def model_card(self, cfg, data):
-        extra = finetune_qa.model_card_extra(self.qa_cfg, data)
-        extra["purpose"] = (f"an extractive question-answering model distilled from `{cfg.teacher}`: use it with "
-                            "`pipeline(\"question-answering\")` or `bertkit predict --model DIR`")
-        return extra
+        finetune_qa.stamp_inference_settings(config, self.ft_cfg, data.eval)
 
     def labelled_validation(self, cfg, data):
         return data.validation
 
 
+class TokenClassificationDistiller(WindowsDistiller):
+    """Token classification (NER, POS, chunking): finetune-ner's stages with the teacher's tags, tag scheme
+    and windows; the soft targets are the teacher's tag distributions at the labelled sub-tokens of every
+    training window."""
+
+    ft_command, trainer_cls, loss = finetune_ner, TokenClsDistillTrainer, staticmethod(token_loss)
+    purpose = ("a token classifier (per-word tags) distilled from `{teacher}`: use it with "
+               "`pipeline(\"token-classification\")` or `bertkit predict --model DIR`")
+
+    def with_teacher_settings(self, cfg, teacher_config):
+        from ..schemas import FinetuneNERConfig, NERDataConfig
+
+        if cfg.data.unlabeled:
+            raise UsageError("--unlabeled: for classification students; a token-classification student learns from "
+                             "--train's tagged sentences")
+        d = cfg.data
+        max_len = inference_length(teacher_config, d.max_seq_length)
+        stride = d.stride if d.stride is not None else getattr(teacher_config, "bertkit_stride", None)
+        stride = min(32 if stride is None else int(stride), max(0, (max_len - 2) // 2 - 1))
+        data = dataclasses.replace(d, max_seq_length=max_len, stride=stride)
+        self.ft_cfg = FinetuneNERConfig(
+            model=cfg.teacher, output=cfg.output, overwrite=cfg.overwrite, allow_pickle=cfg.allow_pickle,
+            metric=cfg.metric or "f1", dropout=cfg.dropout,
+            data=NERDataConfig(train=d.train, validation=d.validation, test=d.test, words_column=d.words_column,
+                               tags_column=d.tags_column, tag_column=d.tag_column,
+                               tag_scheme=getattr(teacher_config, "bertkit_tag_scheme", None) or "auto",
+                               label_all_subtokens=bool(getattr(teacher_config, "bertkit_label_all_subtokens", False)),
+                               max_seq_length=max_len, stride=stride),
+            train=dataclasses.replace(cfg.train))
+        self.ft_cfg.validate()
+        return dataclasses.replace(cfg, data=data)
+
+    def load_data(self, cfg, teacher):
+        from ..errors import DataError
+
+        splits = finetune_ner.read_splits(self.ft_cfg)
+        names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        unknown = sorted(set(splits.names) - set(names))
+        if unknown:
+            raise DataError(f"--train {cfg.data.train}: tags the teacher does not know: {', '.join(unknown[:10])} "
+                            f"(its tags: {', '.join(names)})")
+        # the student's label ids are the teacher's (its soft targets are indexed by them)
+        data = finetune_ner.encode_splits(self.ft_cfg, teacher.tokenizer, dataclasses.replace(splits, names=names))
+        data.train_windows = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
+        return data
+
+    def student_config(self, teacher):
+        names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}}
+
+    def final_metrics(self, cfg, trainer, data, result, train_time):
+        return finetune_ner.final_metrics(trainer, data, result, train_time)
+
+    def stamp(self, config, cfg, data):
+        finetune_ner.stamp_inference_settings(config, self.ft_cfg, data.scheme)
+
+    def labelled_validation(self, cfg, data):
+        return data.validation.tagged
+
+
 # The task kinds distill trains students of, by the kind's name (bertkit.tasks); a kind opts in here.
 DISTILLERS: dict[str, type[KindDistiller]] = {"classification": ClassificationDistiller,
-                                               "question-answering": QuestionAnsweringDistiller}
+                                               "question-answering": QuestionAnsweringDistiller,
+                                               "token-classification": TokenClassificationDistiller}

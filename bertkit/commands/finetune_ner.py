@@ -170,20 +170,23 @@ def load_tagger(cfg: FinetuneNERConfig, base: Checkpoint, data: NERData):
 
 
 def build_trainer(cfg: FinetuneNERConfig, out, model, tok, data: NERData, head: frozenset[str] = frozenset(),
-                  callbacks=()) -> TokenClsTrainer:
+                  callbacks=(), trainer_cls: type[TokenClsTrainer] = TokenClsTrainer, title: str | None = None,
+                  **trainer_kwargs) -> TokenClsTrainer:
+    """The Trainer (``trainer_cls``, given ``trainer_kwargs``: distill's); ``title`` opens the log line."""
     from transformers import DataCollatorForTokenClassification
 
     train = cfg.train
     args, extra = finetune_arguments(train, out, cfg.metric)
     val = data.validation
-    trainer = TokenClsTrainer(
+    trainer = trainer_cls(
         model=model, args=args, train_dataset=data.train_windows, eval_dataset=val.dataset,
         data_collator=DataCollatorForTokenClassification(tok, pad_to_multiple_of=pad_multiple()),
         processing_class=tok, compute_metrics=val.scorer, preprocess_logits_for_metrics=ner.WordScorer.argmax,
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],
         head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None)
-    log.info(f"Fine-tuning {cfg.model} ({count_parameters(model) / 1e6:.1f}M parameters) for token classification "
+        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
+    log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for token "
+             "classification "
              f"({data.scheme}, {len(data.names)} labels): {len(data.train):,} train sentences "
              f"({len(data.train_windows):,} windows), {len(val.tagged):,} validation ({len(val.windows):,} windows)")
     return trainer
