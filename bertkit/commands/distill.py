@@ -511,8 +511,11 @@ class TokenClassificationDistiller(WindowsDistiller):
                              "--train's tagged sentences")
         d = cfg.data
         max_len = inference_length(teacher_config, d.max_seq_length)
-        stride = d.stride if d.stride is not None else getattr(teacher_config, "bertkit_stride", None)
-        stride = min(32 if stride is None else int(stride), max(0, (max_len - 2) // 2 - 1))
+        # the teacher's overlap, kept under half a window when the student trains on shorter ones; a --stride
+        # given is checked as finetune-ner checks it
+        taught = getattr(teacher_config, "bertkit_stride", None)
+        stride = d.stride if d.stride is not None else min(32 if taught is None else int(taught),
+                                                            max(0, (max_len - 2) // 2 - 1))
         data = dataclasses.replace(d, max_seq_length=max_len, stride=stride)
         self.ft_cfg = FinetuneNERConfig(
             model=cfg.teacher, output=cfg.output, overwrite=cfg.overwrite, allow_pickle=cfg.allow_pickle,
