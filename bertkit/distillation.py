@@ -167,20 +167,22 @@ def token_loss(alpha: float, temperature: float) -> DistillLoss:
     labelled sub-token (where the labels are not -100: a word's first sub-token, or all of them with
     --label-all-subtokens) + (1 - alpha) x the cross-entropy of plain fine-tuning there."""
 
+    # masked sums, not boolean indexing or .any(): no host synchronisation at every training step
     def loss(outputs, labels, teacher, hard_mask):
         logits, y = outputs["logits"], labels.get("labels")
         if y is None:
             return logits.sum() * 0.0
-        scored = y != -100
+        scored = (y != -100).float()
         hard_y = y.masked_fill(~hard_mask.bool()[:, None], -100) if hard_mask is not None else y
-        if bool((hard_y != -100).any()):
-            hard = F.cross_entropy(logits.float().flatten(0, 1), hard_y.flatten(), ignore_index=-100)
-        else:
-            hard = logits.sum() * 0.0
-        if teacher is None or alpha == 0 or not bool(scored.any()):
+        ce = F.cross_entropy(logits.float().flatten(0, 1), hard_y.flatten(), ignore_index=-100, reduction="sum")
+        hard = ce / (hard_y != -100).sum().clamp(min=1)
+        if teacher is None or alpha == 0:
             return hard
-        taught = teacher[TEACHER_PREFIX + "logits"][:, :logits.size(1)]
-        soft = soft_target_loss("single", logits[scored], taught[scored], temperature)
+        t = temperature
+        taught = teacher[TEACHER_PREFIX + "logits"][:, :logits.size(1)].float()
+        kl = F.kl_div(F.log_softmax(logits.float() / t, -1), F.log_softmax(taught / t, -1), log_target=True,
+                      reduction="none").sum(-1) * (t * t)
+        soft = (kl * scored).sum() / scored.sum().clamp(min=1)
         return alpha * soft + (1 - alpha) * hard
 
     return loss
