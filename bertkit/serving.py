@@ -19,6 +19,7 @@ import json
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -398,17 +399,17 @@ def watch_loading(batcher: Batcher, server, on_ready) -> threading.Thread:
     return t
 
 
-def run_server(server, sock) -> None:
-    """``server.run`` on ``sock``, ending normally after a graceful shutdown on SIGTERM / Ctrl-C.
-
-    uvicorn shuts down on either signal (stop accepting, finish every request in flight), then raises the
-    signal again so that the handler it found runs; the handlers it finds here do nothing, so the command
-    goes on to its summary and exits 0."""
+@contextmanager
+def signals_ignored():
+    """SIGTERM / Ctrl-C do nothing by themselves inside: uvicorn's handlers, installed over these while it
+    serves, start its graceful shutdown (stop accepting, finish every request in flight) and raise the signal
+    again once it is done, which lands here; a second SIGTERM while the batcher stops then cannot kill the
+    process before its summary (an orchestrator that repeats the signal got exit -15 instead of 0)."""
     import signal
 
     ignore = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run(sockets=[sock])
+        yield
     finally:
         for sig, handler in ignore.items():
             signal.signal(sig, handler)

@@ -80,7 +80,7 @@ def serve(cfg: ServeConfig, opened, sock: socket.socket, threads: int) -> dict:
     """Run the server until a signal; returns the figures of the summary."""
     import uvicorn
 
-    from ..serving import Batcher, DrainingServer, Metrics, build_app, run_server, watch_loading
+    from ..serving import Batcher, DrainingServer, Metrics, build_app, signals_ignored, watch_loading
 
     metrics = Metrics()
     batcher = Batcher(opened, cfg.batch_size, cfg.max_batch_tokens, cfg.max_queue, metrics)
@@ -99,11 +99,12 @@ def serve(cfg: ServeConfig, opened, sock: socket.socket, threads: int) -> dict:
     batcher.start()
     t0 = time.time()
     watch_loading(batcher, server, lambda: _say(f"serve: ready ({opened.task.name} model loaded)"))
-    try:
-        run_server(server, sock)
-    finally:
-        batcher.stop()
-        sock.close()
+    with signals_ignored():
+        try:
+            server.run(sockets=[sock])
+        finally:
+            batcher.stop()
+            sock.close()
     if batcher.load_error is not None:
         raise batcher.load_error
     return {"seconds": time.time() - t0, "requests": dict(metrics.requests), "rows": metrics.rows,
