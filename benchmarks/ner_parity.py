@@ -17,6 +17,7 @@ trust on a shared machine).
     PYTHONPATH=. .venv/bin/python benchmarks/ner_parity.py --seeds 1,2,3
     ... --smoke            # 40 steps on each side, to check the script
     ... --report           # print the table of what --runs-dir holds
+    ... --batching random --no-peer   # bertkit in the Trainer's shuffled order (rows "bertkit-random")
 
 Each finished run is appended to RUNS_DIR/results.jsonl.
 """
@@ -142,7 +143,7 @@ def peer_run(seed: int, out_json: str, max_steps: int) -> None:
                  train_words(train, max_steps), clock)
 
 
-def bertkit_run(seed: int, out_dir: str, out_json: str, max_steps: int) -> None:
+def bertkit_run(seed: int, out_dir: str, out_json: str, max_steps: int, batching: str) -> None:
     """bertkit finetune-ner with its defaults and these flags, in this process (the command's own stages), so
     the training clock rides along as an extra callback."""
     import torch
@@ -155,7 +156,7 @@ def bertkit_run(seed: int, out_dir: str, out_json: str, max_steps: int) -> None:
     flags = {"model": "minilm-l6", "output": out_dir, "overwrite": True,
              "data.train": str(DATA / "train.txt"), "data.validation": str(DATA / "dev.txt"),
              "data.max_seq_length": MAX_LEN, "train.batch_size": BATCH, "train.epochs": EPOCHS, "train.lr": LR,
-             "train.warmup_ratio": 0.0, "train.weight_decay": 0.0, "train.seed": seed,
+             "train.warmup_ratio": 0.0, "train.weight_decay": 0.0, "train.seed": seed, "train.batching": batching,
              "train.max_steps": max_steps if max_steps > 0 else None}
     clock: dict = {}
     m = finetune_ner.run(resolve(FinetuneNERConfig, flags=flags), callbacks=[train_clock(clock)])
@@ -166,12 +167,13 @@ def bertkit_run(seed: int, out_dir: str, out_json: str, max_steps: int) -> None:
 # Driver
 # --------------------------------------------------------------------------------------------
 
-def run_side(who: str, seed: int, runs: Path, max_steps: int) -> dict:
+def run_side(who: str, seed: int, runs: Path, max_steps: int, batching: str = "window") -> dict:
+    who = who if who == "peer" or batching == "window" else f"{who}-{batching}"
     out_json = runs / f"{who}-s{seed}.json"
     log = runs / "logs" / f"{who}-s{seed}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, __file__, "--worker", who, "--seed", str(seed), "--out-json", str(out_json),
-           "--out-dir", str(runs / f"{who}-s{seed}"), "--max-steps", str(max_steps)]
+           "--out-dir", str(runs / f"{who}-s{seed}"), "--max-steps", str(max_steps), "--batching", batching]
     with open(log, "w") as fh:
         p = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env1())
     if p.returncode:
@@ -188,12 +190,18 @@ def report(runs: Path) -> None:
     for line in (runs / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
         recs[(r["who"], r["seed"])] = r  # a rerun replaces
-    seeds = sorted({s for _, s in recs if ("bertkit", s) in recs and ("peer", s) in recs})
+    for who in sorted({w for w, _ in recs if w != "peer"}):
+        table(recs, who)
+
+
+def table(recs: dict, who: str) -> None:
+    seeds = sorted({s for _, s in recs if (who, s) in recs and ("peer", s) in recs})
+    print(f"\n{who} against the peer:")
     print("\n| seed | bertkit F1 | peer F1 | difference (points) | bertkit words/s | peer words/s | ratio (wall) "
           "| ratio (CPU) |\n|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = []
     for s in seeds:
-        b, p = recs[("bertkit", s)], recs[("peer", s)]
+        b, p = recs[(who, s)], recs[("peer", s)]
         row = (b["f1"], p["f1"], b["words_per_second"], p["words_per_second"],
                b["words_per_second"] / p["words_per_second"], b["words_per_cpu_second"] / p["words_per_cpu_second"])
         rows.append(row)
@@ -220,11 +228,13 @@ def main() -> None:
     ap.add_argument("--out-json", help=argparse.SUPPRESS)
     ap.add_argument("--out-dir", help=argparse.SUPPRESS)
     ap.add_argument("--max-steps", type=int, default=-1, help=argparse.SUPPRESS)
+    ap.add_argument("--batching", choices=("window", "length", "random"), default="window",
+                    help="bertkit's --batching (window: its default)")
     a = ap.parse_args()
     if a.worker == "peer":
         return peer_run(a.seed, a.out_json, a.max_steps)
     if a.worker == "bertkit":
-        return bertkit_run(a.seed, a.out_dir, a.out_json, a.max_steps)
+        return bertkit_run(a.seed, a.out_dir, a.out_json, a.max_steps, a.batching)
     runs = Path(a.runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     if not a.report:
@@ -234,7 +244,7 @@ def main() -> None:
             for side in ("bertkit", "peer"):
                 if (side == "peer" and a.no_peer) or (side == "bertkit" and a.peer_only):
                     continue
-                run_side(side, seed, runs, 40 if a.smoke else -1)
+                run_side(side, seed, runs, 40 if a.smoke else -1, a.batching)
     report(runs)
 
 

@@ -29,6 +29,12 @@ class BertkitTrainer(Trainer):
         self.head_lr = head_lr
         self.batching_window = batching_window
         super().__init__(*args, **kwargs)
+        # transformers 5 takes a model whose forward has **kwargs to normalise its loss by the Trainer's
+        # num_items_in_batch; BERT's heads take **kwargs but return their own per-batch mean, so the Trainer
+        # would then neither divide the loss by --grad-accum (measured: the same step loss at 1 and 2, twice
+        # the gradient) nor leave it alone across processes (it multiplies it by their count).  Every bertkit
+        # loss is a per-batch mean: the Trainer's plain accumulation is the right one.
+        self.model_accepts_loss_kwargs = False
         for cb in (PrinterCallback, ProgressCallback):
             self.remove_callback(cb)
 
@@ -98,7 +104,40 @@ class ClsTrainer(BertkitTrainer):
 
 class TokenClsTrainer(BertkitTrainer):
     """Token classification: evaluation is the Trainer's own, with label ids argmax'd batch by batch
-    (``preprocess_logits_for_metrics``) and scored per word by :class:`bertkit.ner.WordScorer`."""
+    (``preprocess_logits_for_metrics``) and scored per word by :class:`bertkit.ner.WordScorer`.
+
+    The training loss weighs every labelled token alike, whatever batch it lands in: the sum of the
+    batch's token losses over the mean labelled tokens of a training batch (``labelled_per_batch``), not
+    over the batch's own count.  With length-grouped batches (``--batching window``, the default) the
+    per-batch mean gave a token of a batch of short sentences (CoNLL's headlines and score lines) several
+    times the weight of one among long ones; with shuffled batches the two are about equal."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labelled_per_batch = labelled_per_row(self.train_dataset) * self.args.per_device_train_batch_size \
+            if self.train_dataset is not None else None
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training or not self.labelled_per_batch or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        import torch.nn.functional as F
+
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs["logits"]
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                               ignore_index=-100, reduction="sum") / self.labelled_per_batch
+        return (loss, outputs) if return_outputs else loss
+
+
+def labelled_per_row(ds) -> float:
+    """Mean labelled tokens (label != -100) per row of an encoded token-classification dataset."""
+    import pyarrow.compute as pc
+
+    if ds is None or len(ds) == 0 or "labels" not in ds.column_names:
+        return 0.0
+    labels = ds.with_format("arrow")[:]["labels"]
+    return pc.sum(pc.not_equal(pc.list_flatten(labels), -100)).as_py() / len(ds)
 
 
 class QATrainer(BertkitTrainer):
@@ -173,9 +212,6 @@ class DistillMixin:
     ``hidden_loss``: a :class:`~bertkit.distillation.HiddenStateLoss` weighted ``hidden_weight``, with the
     teacher model run beside the student on every training batch; the loss module is held by the student
     as ``distill_hidden_loss`` while it trains."""
-
-    # the loss is a mean over this batch: the Trainer divides it by the gradient accumulation steps
-    loss_is_scaled_for_ga = False
 
     def __init__(self, *args, distill_loss=None, per_token: bool = False, hidden_loss=None, teacher_model=None,
                  hidden_weight: float = 0.0, **kwargs):

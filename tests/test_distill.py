@@ -257,6 +257,17 @@ def test_token_alpha_0_is_plain_fine_tuning_loss():
     other = out.logits.clone()
     other[y == -100] = 50.0
     assert token_loss(1.0, 2.0)(out, labels, {"teacher_logits": other}, None).abs() < 1e-5
+    # per_batch: while training, sums over the 14 labelled sub-tokens divided by the training set's mean
+    # per batch (here 7), as finetune-ner's loss; evaluation (no graph) keeps the batch's own mean
+    teacher = {"teacher_logits": torch.randn(3, 7, 5)}
+    with torch.no_grad():  # as the Trainer evaluates
+        evaluated = model(input_ids=x, labels=y)
+    own = token_loss(0.5, 2.0)(evaluated, labels, teacher, None)
+    assert torch.allclose(token_loss(0.5, 2.0, per_batch=7.0)(evaluated, labels, teacher, None), own)
+    trained = model.train()(input_ids=x, labels=y)
+    ratio = token_loss(0.5, 2.0, per_batch=7.0)(trained, labels, teacher, None) / token_loss(0.5, 2.0)(
+        trained, labels, teacher, None)
+    assert ratio.item() == pytest.approx(14 / 7, rel=1e-5)
 
 
 def test_distill_token_classification(mlm_model, tmp_path):
