@@ -12,7 +12,7 @@ trial of each sweep is then read for its test figure, scored once.
 
     .venv/bin/python benchmarks/sweep_chinese.py --pretrained runs/bert-tiny-zh --runs-dir runs/sweep-zh
     .venv/bin/python benchmarks/sweep_chinese.py --task resume --pretrained DIR --runs-dir runs/sweep-resume
-    .venv/bin/python benchmarks/sweep_chinese.py --task msra --train-rows 10000 ...   # the first 10,000 sentences
+    .venv/bin/python benchmarks/sweep_chinese.py --task msra --train-rows 5000 ...   # the first 5,000 sentences
     .venv/bin/python benchmarks/sweep_chinese.py --pretrained DIR --smoke   # 200 rows, 2 trials of 4 steps
 """
 
@@ -94,7 +94,8 @@ def fmt(v) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pretrained", required=True, help="a model dir from pretrain-mlm (pretrain-tiny-zhwiki)")
-    ap.add_argument("--task", choices=sorted(TASKS), default="chnsenticorp")
+    ap.add_argument("--task", choices=sorted(TASKS), default="chnsenticorp",
+                    help="the data set and its recipe: ChnSentiCorp sentiment, MSRA or Resume NER")
     ap.add_argument("--data-dir", help="the task's data folder (default: ../shared/data/...)")
     ap.add_argument("--train-rows", type=int, help="train on the first N rows (sentences) only")
     ap.add_argument("--runs-dir", default=str(ROOT / "runs" / "sweep-zh"))

@@ -20,9 +20,9 @@ from torch.nn import functional as F
 from .errors import UsageError
 
 # what a student is trained with: (model outputs, its labels by name (those the batch has), the teacher's
-# outputs by column (None when evaluating), the hard-label mask (None: every example has a label))
-DistillLoss = Callable[[dict, "dict[str, torch.Tensor]", "dict[str, torch.Tensor] | None", "torch.Tensor | None"],
-                       torch.Tensor]
+# outputs by column (None when evaluating), the hard-label mask (None: every example has a label)); a kind's
+# trainer may add keywords of its own (token classification: per_batch)
+DistillLoss = Callable[..., torch.Tensor]
 TEACHER_PREFIX = "teacher_"  # dataset columns holding the teacher's outputs
 HARD_MASK = "hard_mask"  # dataset column: 1 where the example's label counts, 0 for teacher-labelled texts
 
@@ -162,31 +162,30 @@ def span_loss(alpha: float, temperature: float) -> DistillLoss:
     return loss
 
 
-def token_loss(alpha: float, temperature: float, per_batch: float | None = None) -> DistillLoss:
+def token_loss(alpha: float, temperature: float) -> DistillLoss:
     """Token classification: ``alpha`` x the soft-target loss of the teacher's tag distribution at every
     labelled sub-token (where the labels are not -100: a word's first sub-token, or all of them with
     --label-all-subtokens) + (1 - alpha) x the cross-entropy of plain fine-tuning there.  Both are sums
-    over the batch's labelled sub-tokens divided by ``per_batch`` (the training set's mean labelled
-    sub-tokens per batch, as finetune-ner's loss: every token weighs alike whatever batch it is in) while
-    training, by the batch's own count in evaluation or where it is not given."""
+    over the batch's labelled sub-tokens divided by ``per_batch`` where the trainer gives it (training: the
+    training set's mean labelled sub-tokens per batch, as finetune-ner's loss, so every token weighs alike
+    whatever batch it is in), else by the batch's own count (evaluation)."""
 
     # masked sums, not boolean indexing or .any(): no host synchronisation at every training step
-    def loss(outputs, labels, teacher, hard_mask):
+    def loss(outputs, labels, teacher, hard_mask, per_batch: float | None = None):
         logits, y = outputs["logits"], labels.get("labels")
         if y is None:
             return logits.sum() * 0.0
         scored = (y != -100).float()
-        fixed = per_batch if per_batch and logits.requires_grad else None  # training; evaluation: own count
         hard_y = y.masked_fill(~hard_mask.bool()[:, None], -100) if hard_mask is not None else y
         ce = F.cross_entropy(logits.float().flatten(0, 1), hard_y.flatten(), ignore_index=-100, reduction="sum")
-        hard = ce / (fixed or (hard_y != -100).sum().clamp(min=1))
+        hard = ce / (per_batch or (hard_y != -100).sum().clamp(min=1))
         if teacher is None or alpha == 0:
             return hard
         t = temperature
         taught = teacher[TEACHER_PREFIX + "logits"][:, :logits.size(1)].float()
         kl = F.kl_div(F.log_softmax(logits.float() / t, -1), F.log_softmax(taught / t, -1), log_target=True,
                       reduction="none").sum(-1) * (t * t)
-        soft = (kl * scored).sum() / (fixed or scored.sum().clamp(min=1))
+        soft = (kl * scored).sum() / (per_batch or scored.sum().clamp(min=1))
         return alpha * soft + (1 - alpha) * hard
 
     return loss

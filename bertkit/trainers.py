@@ -136,7 +136,7 @@ def labelled_per_row(ds) -> float:
 
     if ds is None or len(ds) == 0 or "labels" not in ds.column_names:
         return 0.0
-    labels = ds.with_format("arrow")[:]["labels"]
+    labels = ds.select_columns(["labels"]).with_format("arrow")[:]["labels"]  # not the teacher's logits
     return pc.sum(pc.not_equal(pc.list_flatten(labels), -100)).as_py() / len(ds)
 
 
@@ -247,7 +247,7 @@ class DistillMixin:
         labels = {k: inputs.pop(k) for k in self.label_names if k in inputs}
         hidden = self.teacher_model is not None and model.training
         outputs = model(**inputs, output_hidden_states=True) if hidden else model(**inputs)
-        loss = self.distill_loss(outputs, labels, teacher, mask)
+        loss = self.distill_loss(outputs, labels, teacher, mask, **self.distill_loss_kwargs(model))
         if hidden:
             import torch
 
@@ -257,6 +257,10 @@ class DistillMixin:
             loss = loss + self.hidden_weight * module(outputs.hidden_states, taught.hidden_states,
                                                       inputs["attention_mask"])
         return (loss, outputs) if return_outputs else loss
+
+    def distill_loss_kwargs(self, model) -> dict:
+        """Keywords of the kind's own for ``distill_loss`` (none by default)."""
+        return {}
 
 
 class DistillTrainer(DistillMixin, ClsTrainer):
@@ -268,4 +272,8 @@ class QADistillTrainer(DistillMixin, QATrainer):
 
 
 class TokenClsDistillTrainer(DistillMixin, TokenClsTrainer):
-    """A token-classification student (see :class:`DistillMixin`)."""
+    """A token-classification student (see :class:`DistillMixin`); while training, its loss is normalised
+    as finetune-ner's (``labelled_per_batch``)."""
+
+    def distill_loss_kwargs(self, model) -> dict:
+        return {"per_batch": self.labelled_per_batch} if model.training and self.labelled_per_batch else {}

@@ -258,14 +258,23 @@ def test_token_alpha_0_is_plain_fine_tuning_loss():
     other[y == -100] = 50.0
     assert token_loss(1.0, 2.0)(out, labels, {"teacher_logits": other}, None).abs() < 1e-5
     # per_batch: while training, sums over the 14 labelled sub-tokens divided by the training set's mean
-    # per batch (here 7), as finetune-ner's loss; evaluation (no graph) keeps the batch's own mean
+    # per batch (here 7), as finetune-ner's loss; evaluation (no per_batch) keeps the batch's own mean
+    from types import SimpleNamespace
+
+    from bertkit.trainers import TokenClsDistillTrainer
+
     teacher = {"teacher_logits": torch.randn(3, 7, 5)}
     with torch.no_grad():  # as the Trainer evaluates
         evaluated = model(input_ids=x, labels=y)
     own = token_loss(0.5, 2.0)(evaluated, labels, teacher, None)
-    assert torch.allclose(token_loss(0.5, 2.0, per_batch=7.0)(evaluated, labels, teacher, None), own)
+    trainer = SimpleNamespace(labelled_per_batch=7.0)
+    assert TokenClsDistillTrainer.distill_loss_kwargs(trainer, model.eval()) == {}
+    assert torch.allclose(token_loss(0.5, 2.0)(evaluated, labels, teacher, None,
+                                               **TokenClsDistillTrainer.distill_loss_kwargs(trainer, model)), own)
     trained = model.train()(input_ids=x, labels=y)
-    ratio = token_loss(0.5, 2.0, per_batch=7.0)(trained, labels, teacher, None) / token_loss(0.5, 2.0)(
+    kwargs = TokenClsDistillTrainer.distill_loss_kwargs(trainer, model)
+    assert kwargs == {"per_batch": 7.0}
+    ratio = token_loss(0.5, 2.0)(trained, labels, teacher, None, **kwargs) / token_loss(0.5, 2.0)(
         trained, labels, teacher, None)
     assert ratio.item() == pytest.approx(14 / 7, rel=1e-5)
 

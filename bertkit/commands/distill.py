@@ -429,10 +429,8 @@ class WindowsDistiller(KindDistiller):
         return self.ft_command.build_trainer(self.ft_cfg, out, model, tok, data, head, callbacks,
                                              trainer_cls=self.trainer_cls,
                                              title=f"Distilling {cfg.teacher} into a student",
-                                             distill_loss=self.make_loss(cfg, data), per_token=True, **distill)
-
-    def make_loss(self, cfg, data):
-        return self.loss(cfg.alpha, cfg.temperature)
+                                             distill_loss=self.loss(cfg.alpha, cfg.temperature), per_token=True,
+                                             **distill)
 
     def training_set(self, data):
         return data.train_windows
@@ -530,12 +528,6 @@ class TokenClassificationDistiller(WindowsDistiller):
             train=dataclasses.replace(cfg.train))
         self.ft_cfg.validate()
         return dataclasses.replace(cfg, data=data)
-
-    def make_loss(self, cfg, data):
-        from ..trainers import labelled_per_row
-
-        return self.loss(cfg.alpha, cfg.temperature,
-                         per_batch=labelled_per_row(data.train_windows) * self.ft_cfg.train.batch_size)
 
     def load_data(self, cfg, teacher):
         from ..errors import DataError
