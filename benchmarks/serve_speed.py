@@ -8,7 +8,8 @@ unless ``--model`` names one, exported with ``bertkit export`` to ONNX fp32 and 
 dev).  Texts: the SST-2 dev sentences.  Every process gets the same thread count (``--threads``).
 
 Servers, each a subprocess on 127.0.0.1 with a free port: ``python -m bertkit serve --model DIR --port 0
---port-file F --threads N`` (its defaults otherwise: batch 32, --max-queue 256) on the fp32 and the int8 export,
+--port-file F --threads N`` (its defaults otherwise: 8 rows per forward pass on a CPU, --max-queue 256) on the
+fp32 and the int8 export,
 and the peer: this script with ``--worker peer``, ``pipeline("text-classification")`` on the torch model
 called in an ``async def`` handler, so one request at a time (access log off, as for bertkit).
 
@@ -22,10 +23,10 @@ Measured, on each bertkit server (ratios against peers measured in this run):
 
 (a) saturation: closed loops of each of ``--saturation-connections`` connections in turn (each client sends its
     next request when the previous one is answered; one text per request) for ``--phase-seconds``; the most
-    answers/s of them against ``bertkit predict`` rows/s on the same model, threads, batch size and texts (its
-    own figure: weights loaded, rows predicted and written).  Target >= 0.75.  Why several: with as many
-    clients as two batches (64 at batch 32) every client waits in the same round, so the queue is empty while
-    the answers travel and the next round starts small; more clients keep the next batch queued.
+    answers/s of them against ``bertkit predict`` rows/s on the same model, threads and texts (batch
+    ``--batch-size``; its own figure: weights loaded, rows predicted and written).  Target >= 0.75.  Why
+    several: with few clients every client waits in the same round, so the queue is empty while the answers
+    travel and the next round starts small; more clients keep the next round queued.
 (b) p99 latency in an open loop at 50% of (a), against the median latency of single requests sent one after
     another to the idle server.  Target <= 3x.
 (c) an open loop at 2x (a): only 200 and 429 answers, goodput (200 answers per second, from the first due
@@ -53,6 +54,7 @@ import asyncio
 import json
 import os
 import platform
+import random
 import signal
 import statistics
 import subprocess
@@ -483,19 +485,22 @@ def mixed_bodies(texts: list[str], n: int) -> list[bytes]:
     return out
 
 
-def predict_offline(a, model: Path, inp: Path, out: Path, what: str) -> tuple[float, list[dict]]:
+def predict_offline(a, model: Path, inp: Path, out: Path, what: str, batch_size: int | None = None
+                    ) -> tuple[float, list[dict]]:
     """``bertkit predict``'s own rows/s (weights loaded; rows predicted and written) and its records."""
     proc = run(bertkit_cmd() + ["predict", "--model", str(model), "--input", str(inp), "--output", str(out),
-                                "--threads", str(a.threads), "--batch-size", str(a.batch_size), "--device", "cpu"],
+                                "--threads", str(a.threads), "--batch-size", str(batch_size or a.batch_size),
+                                "--device", "cpu"],
                a.threads, what)
     line = next(ln for ln in proc.stderr.splitlines()[::-1] if ln.startswith("predict: "))
     rate = float(line.split("(")[1].split()[0].replace(",", ""))
     return rate, [json.loads(ln) for ln in out.read_text(encoding="utf-8").splitlines()]
 
 
-def bertkit_server(a, name: str, model: Path, work: Path) -> Server:
+def bertkit_server(a, name: str, model: Path, work: Path, batch_size: int | None = None) -> Server:
+    batch_size = batch_size or a.serve_batch_size
     cmd = [sys.executable, "-m", "bertkit", "serve", "--model", str(model), "--port", "0", "--threads", str(a.threads),
-                           "--batch-size", str(a.batch_size), "--quiet"]
+           *(["--batch-size", str(batch_size)] if batch_size else []), "--quiet"]
     return Server(name, cmd, a.threads, work, a.start_timeout)
 
 
@@ -582,6 +587,28 @@ def agreement(a, srv: Server, texts: list[str], ref: list[dict]) -> dict:
     return {"n": len(ref), "labels": same_label, "scores": same_score, "max_diff": max_diff}
 
 
+def int8_consistency(a, model: Path, texts: list[str], ref: list[dict], work: Path) -> dict:
+    """How far int8 answers depend on the batch: ``predict`` on the same rows in a shuffled order against
+    ``ref`` (its answers in file order), and ``serve`` against ``predict`` both at ``--batch-size 1``, where
+    dynamic quantization scales each row by itself."""
+    order = random.Random(0).sample(range(len(texts)), len(texts))
+    shuffled = work / "dev-shuffled.jsonl"
+    shuffled.write_text("".join(json.dumps({"text": texts[i]}) + "\n" for i in order), encoding="utf-8")
+    _, recs = predict_offline(a, model, shuffled, work / "pred-int8-shuffled.jsonl", "bertkit predict int8 shuffled")
+    back = {i: r for i, r in zip(order, recs, strict=True)}
+    same = sum(back[i]["label"] == ref[i]["label"] for i in range(len(texts)))
+    single = work / "dev.jsonl"
+    single.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    _, one = predict_offline(a, model, single, work / "pred-int8-batch1.jsonl", "bertkit predict int8 batch 1",
+                             batch_size=1)
+    srv = bertkit_server(a, "serve-int8-batch1", model, work, batch_size=1)
+    try:
+        g = agreement(a, srv, texts, one)
+    finally:
+        srv.stop()
+    return {"shuffled": same, "n": len(texts), "batch1": g}
+
+
 # ------------------------------------------------------------------------------------------------
 # Report
 # ------------------------------------------------------------------------------------------------
@@ -592,6 +619,13 @@ def ms(x: float) -> str:
 
 def codes(c: dict) -> str:
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(c.items())) or "none"
+
+
+def consistency_line(c: dict) -> str:
+    g = c["batch1"]
+    return (f"int8 batch dependence: predict on the dev rows shuffled = predict in file order on {c['shuffled']}/"
+            f"{c['n']} labels; at --batch-size 1 (each row quantized by itself) serve = predict on "
+            f"{g['labels']}/{g['n']} labels and {g['scores']}/{g['n']} scores to 1e-5.")
 
 
 def report(a, res: dict, peer_res: dict, framework: str, meta: dict) -> None:
@@ -605,8 +639,10 @@ def report(a, res: dict, peer_res: dict, framework: str, meta: dict) -> None:
           f"{meta['load0']}, at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}); python "
           f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
           f"onnxruntime {onnxruntime.__version__}; {meta['started']}.")
-    print(f"Settings: {a.threads} thread(s) for every process; batch {a.batch_size}; bertkit serve defaults "
-          f"otherwise (--max-queue 256, --max-batch-tokens 8192); client: asyncio in the benchmark process, "
+    serve = f"--batch-size {a.serve_batch_size}" if a.serve_batch_size else "defaults"
+    print(f"Settings: {a.threads} thread(s) for every process; predict --batch-size {a.batch_size}; bertkit serve "
+          f"{serve} otherwise (--batch-size 8 on a CPU, --max-queue 256, --max-batch-tokens 8192); client: asyncio "
+          f"in the benchmark process, "
           f"<= {a.connections} keep-alive connections on 127.0.0.1; saturation: the best of closed loops of "
           f"{', '.join(map(str, a.saturation_connections))} connections, {a.warmup_seconds:g} s warm-up then "
           f"{a.phase_seconds:g} s each; "
@@ -671,6 +707,7 @@ def report(a, res: dict, peer_res: dict, framework: str, meta: dict) -> None:
               f" p50 {ms(s['half_p50'])}, client lag p99 {ms(s['half_lag_p99'])}; 2x phase latency p99 "
               f"{ms(o['p99'])}, client lag p99 {ms(o['lag_p99'])}.")
     print(f"int8 predict labels = fp32 predict labels on {res['int8']['vs_fp32']}.")
+    print(consistency_line(res["int8"]["consistency"]))
     missed = [k for k, ok in checks if not ok]
     print(f"\nTargets: {len(checks) - len(missed)} of {len(checks)} met" + (f"; NOT met: {'; '.join(missed)}"
                                                                             if missed else ""))
@@ -682,9 +719,12 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p)
     p.add_argument("--threads", type=int, default=1, help="threads of every process (one count for all)")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass (serve and predict)")
+    p.add_argument("--batch-size", type=int, default=32, help="predict's rows per forward pass")
+    p.add_argument("--serve-batch-size", type=int, help="serve's rows per forward pass (default: serve's own)")
     p.add_argument("--workdir", help="where the model, exports, predictions and server logs go (default: temp)")
     p.add_argument("--quick", action="store_true", help="a smoke run: few hundred requests, short phases")
+    p.add_argument("--agreement-only", action="store_true",
+                   help="only the answers: serve against predict (and int8's batch dependence), no load phases")
     p.add_argument("--predict-rows", type=int, default=5000, help="offline predict: dev repeated to this many rows")
     p.add_argument("--dev-limit", type=int, help="only the first N dev sentences (default: all; --quick: 200)")
     p.add_argument("--phase-seconds", type=float, default=30.0, help="length of each load phase")
@@ -745,11 +785,14 @@ def main(argv=None) -> None:
     same = sum(r["label"] == y for r, y in zip(res["int8"]["records"], fp32_labels, strict=True))
     res["int8"]["vs_fp32"] = f"{same}/{len(texts)} dev rows (offline)"
 
+    res["int8"]["consistency"] = int8_consistency(a, exports["int8"], texts, res["int8"]["records"], work)
     for name, d in exports.items():
         srv = bertkit_server(a, f"serve-{name}", d, work)
         try:
             r = res[name]
             r["agree"] = agreement(a, srv, texts, r["records"])
+            if a.agreement_only:
+                continue
             r["speed"] = speed(a, srv, bodies)
             r["overload"] = overload(a, srv, bodies, r["speed"]["sat"])
             r["rss"] = rss_growth(a, srv, texts)
@@ -757,7 +800,15 @@ def main(argv=None) -> None:
             rc = srv.stop()
         if rc != 0:
             raise SystemExit(f"{srv.name} exited {rc} after SIGTERM:\n{srv.log_tail()}")
-        print(f"[{name}: saturation {res[name]['speed']['sat']:,.1f}/s]", file=sys.stderr, flush=True)
+        if not a.agreement_only:
+            print(f"[{name}: saturation {res[name]['speed']['sat']:,.1f}/s]", file=sys.stderr, flush=True)
+    if a.agreement_only:
+        for name, r in res.items():
+            g = r["agree"]
+            print(f"{name}: serve = predict on {g['labels']}/{g['n']} labels, {g['scores']}/{g['n']} scores to 1e-5 "
+                  f"(max difference {g['max_diff']:.1e})")
+        print(consistency_line(res["int8"]["consistency"]))
+        return
     srv = peer(a, model, work)
     try:
         peer_res = speed(a, srv, bodies)

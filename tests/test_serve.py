@@ -216,3 +216,25 @@ def test_serve_without_the_extra_names_it(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     assert cli("serve", "--model", tmp_path) == 2
     assert "pip install 'bertkit[serve]'" in capsys.readouterr().err
+
+
+def test_waiting_requests_are_encoded_together_as_each_alone(classifier):
+    """The batcher encodes the waiting requests in one tokenizer call and splits the windows back by row:
+    each request's windows equal its own encoding."""
+    from types import SimpleNamespace
+
+    from bertkit.inference import open_model
+    from bertkit.serving import Batcher, Job, Metrics
+
+    cfg = SimpleNamespace(model=str(classifier), allow_pickle=False, max_seq_length=None, device="cpu", task="auto",
+                          backend="torch", threads=1)
+    batcher = Batcher(open_model(cfg), 8, 8192, 64, Metrics())
+    long = " ".join(["the staff were friendly and the food was great"] * 12)  # past the model's 32 tokens
+    requests = [["the place was great"], [long, "ok"], ["服务太差了"], [long]]
+    for rows in requests:
+        batcher.queue.append(Job([{"text": t} for t in rows], SimpleNamespace(top_k=1), None, None))
+    batcher._encode_waiting()
+    for job in batcher.queue:
+        alone = batcher.task.encode(job.rows)
+        assert job.windows is not None and job.windows.inputs == alone.inputs
+        assert job.windows.row.tolist() == alone.row.tolist()

@@ -20,7 +20,7 @@ from ..errors import UsageError
 from ..inference import open_model
 from ..log import quiet
 from ..outputs import write_text
-from ..schemas import ServeConfig
+from ..schemas import SERVE_CPU_BATCH, SERVE_GPU_BATCH, ServeConfig
 from ..summary import fmt_duration, print_summary
 
 EXTRA_HINT = "pip install 'bertkit[serve]'"
@@ -83,9 +83,10 @@ def serve(cfg: ServeConfig, opened, sock: socket.socket, threads: int) -> dict:
     from ..serving import Batcher, DrainingServer, Metrics, build_app, signals_ignored, watch_loading
 
     metrics = Metrics()
-    batcher = Batcher(opened, cfg.batch_size, cfg.max_batch_tokens, cfg.max_queue, metrics)
+    batch_size = cfg.batch_size or (SERVE_CPU_BATCH if opened.device.type == "cpu" else SERVE_GPU_BATCH)
+    batcher = Batcher(opened, batch_size, cfg.max_batch_tokens, cfg.max_queue, metrics)
     limits = {"max_request_rows": cfg.max_request_rows, "max_body_bytes": cfg.max_body_bytes,
-              "max_queue": cfg.max_queue, "max_batch_tokens": cfg.max_batch_tokens, "batch_size": cfg.batch_size,
+              "max_queue": cfg.max_queue, "max_batch_tokens": cfg.max_batch_tokens, "batch_size": batch_size,
               "top_k": cfg.top_k}
     info = {"bertkit_version": __version__, "model": str(opened.path), "task": opened.task.name,
             "description": opened.task.description, "fields": list(opened.task.fields),

@@ -16,6 +16,7 @@ from .base import (
     Task,
     Windows,
     batches,
+    iter_windows,
     pad_batch,
     predict_records,
     run_chunks,
@@ -27,7 +28,7 @@ from .base import (
 MODULES = ("classification", "fill_mask", "question_answering", "token_classification")
 
 __all__ = ["ModelFn", "Scored", "Task", "Windows", "batches", "pad_batch", "predict_records", "run_chunks",
-           "run_windows", "torch_model_fn", "trim_freed_memory", "kinds", "names", "get", "detect"]
+           "iter_windows", "run_windows", "torch_model_fn", "trim_freed_memory", "kinds", "names", "get", "detect"]
 
 
 @cache

@@ -279,13 +279,20 @@ def run_windows(task: Task, model_fn: ModelFn, windows: Windows, batch_size: int
     """Every window through ``model_fn`` in length-sorted batches; returns ``task.window_result`` per
     window, in window order."""
     results: list = [None] * len(windows)
+    for idx, outs in iter_windows(task, model_fn, windows, batch_size):
+        for w, r in zip(idx, outs, strict=True):
+            results[w] = r
+    return results
+
+
+def iter_windows(task: Task, model_fn: ModelFn, windows: Windows, batch_size: int) -> Iterator[tuple[list, list]]:
+    """:func:`run_windows` a batch at a time: (the windows' indices, their ``task.window_result``), shortest
+    windows first (serve answers each request as soon as its windows are done)."""
     pad_id = task.tokenizer.pad_token_id
     for idx in batches(np.argsort(windows.lengths(), kind="stable").tolist(), batch_size):
         batch = pad_batch(windows.inputs, idx, pad_id)
         out = model_fn(batch)
-        for r, w in enumerate(idx):
-            results[w] = task.window_result(out, batch, r)
-    return results
+        yield idx, [task.window_result(out, batch, r) for r in range(len(idx))]
 
 
 def chunks(rows: Sequence, max_rows: int = CHUNK_ROWS, max_chars: int = CHUNK_CHARS) -> Iterator[Sequence]:
