@@ -310,8 +310,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tasks", default="sst2,mrpc", help="comma-separated: sst2, mrpc")
     ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--batching", default="window",
-                    help="comma-separated bertkit settings: window, window:N (--batching-window N), length, random; "
+    ap.add_argument("--batching", default="auto",
+                    help="comma-separated bertkit settings: auto (the default: window up to lr 5e-5, random above), "
+                         "window, window:N (--batching-window N), length, random; "
                          "+noprior after one turns the prior-initialised head off (--no-prior-init), +fulllast the "
                          "[CLS]-only last layer")
     ap.add_argument("--lrs", help="comma-separated learning rates (default: each task's own, 5e-5)")
@@ -332,8 +333,8 @@ def main() -> None:
     settings = [s for s in a.batching.split(",") if s]
     for s in settings:
         base, *mods = s.split("+")
-        if base.partition(":")[0] not in ("window", "length", "random") or any(m not in MODS for m in mods):
-            ap.error(f"--batching {s}: use window, window:N, length or random, optionally +noprior, +fulllast")
+        if base.partition(":")[0] not in ("auto", "window", "length", "random") or any(m not in MODS for m in mods):
+            ap.error(f"--batching {s}: use auto, window, window:N, length or random, optionally +noprior, +fulllast")
     runs = Path(a.runs_dir)
     os.environ["BERTKIT_GLUE_DIR"] = a.data_dir  # read by the peer subprocesses too
     DATA = Path(a.data_dir)

@@ -124,7 +124,7 @@ def finetune_arguments(train, output: Path, metric: str) -> tuple:
     args = training_arguments(
         train, output, eval_strategy="steps" if train.eval_steps else "epoch",
         load_best_model_at_end=True, metric_for_best_model=metric, greater_is_better=greater_is_better(metric),
-        train_sampling_strategy="group_by_length" if train.batching == "length" else "random",
+        train_sampling_strategy="group_by_length" if train.batch_order() == "length" else "random",
         include_num_input_tokens_seen="no")
     return args, [EarlyStoppingCallback(early_stopping_patience=train.patience)] if train.patience else []
 

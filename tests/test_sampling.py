@@ -93,3 +93,15 @@ def test_finetune_batching_window_rejects_zero(workdir, mlm_model, cls_files):
     train, dev = cls_files
     assert cli("finetune-cls", "--model", mlm_model, "--train", train, "--validation", dev,
                "--output", workdir / "cls-batching-0", "--max-steps", 2, "--batching-window", 0, "--quiet") == 2
+
+
+@pytest.mark.parametrize(("batching", "lr", "order"), [("auto", 5e-5, "window"), ("auto", 2e-5, "window"),
+                                                       ("auto", 1e-4, "random"), ("window", 2e-4, "window"),
+                                                       ("length", 1e-4, "length"), ("random", 1e-5, "random")])
+def test_batching_auto_keeps_windows_only_up_to_the_measured_rate(batching, lr, order):
+    from bertkit.schemas import ClsTrainConfig, FinetuneConfig
+
+    train = ClsTrainConfig(batching=batching, lr=lr)
+    assert train.batch_order() == order
+    assert train.sampler_window() == (2 if order == "window" else None)
+    assert FinetuneConfig().train.batching == "auto"  # finetune-cls's default

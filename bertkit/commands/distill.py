@@ -60,17 +60,22 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     with start_run(cfg, "distill") as (out, resume_from):
         data = kind.load_data(cfg, teacher)
         # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
+        cpu0 = time.process_time()
         teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
+        teacher_cpu = time.process_time() - cpu0
         student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
         trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
                                      **hidden_state_loss(cfg, teacher, student, layers))
+    cpu0 = time.process_time()
     result, train_time = train_with_signals(trainer, out, resume_from)
+    train_cpu = time.process_time() - cpu0  # this process's CPU seconds: the cost figure on a shared machine
     metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
     trainer.drop_hidden_loss()
     stamp_settings(trainer.model.config, teacher.config)
     kind.stamp(trainer.model.config, cfg, data)
     metrics.update(distill_metrics(cfg, teacher, layers if student_dir is None else None),
-                   teacher_seconds=round(teacher_seconds, 2))
+                   teacher_seconds=round(teacher_seconds, 2), teacher_cpu_seconds=round(teacher_cpu, 2),
+                   train_cpu_seconds=round(train_cpu, 2))
     if is_main_process():
         metrics.update(compare(kind, cfg, teacher, trainer.model, data))
     # the training data was encoded with the teacher's tokenizer (a --student's has the same vocabulary)

@@ -27,7 +27,7 @@ from ..modeling import (
     weighted_loss,
 )
 from ..sampling import token_lengths
-from ..schemas import FinetuneConfig
+from ..schemas import WINDOW_MAX_LR, FinetuneConfig
 from ..summary import print_summary
 from ..tokenization import encode_for_classification
 from ..trainers import ClsTrainer
@@ -169,6 +169,9 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
                         "train at --lr")
         else:
             log.info(f"New head ({', '.join(sorted(head))}) trains at --head-lr {train.head_lr:g}")
+    if train.batching == "auto":
+        log.info(f"Batch order: {train.batch_order()} (--batching auto: length windows up to --lr "
+                 f"{WINDOW_MAX_LR:g}, the Trainer's shuffled order above)")
     space = data.space
     trainer = trainer_cls(
         model=model, args=args, train_dataset=data.train, eval_dataset=data.validation,
@@ -177,7 +180,7 @@ def build_trainer(cfg: FinetuneConfig, out, model, tok, data: ClsData, head: fro
                                              data.validation),
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],
         compute_loss_func=weighted_loss(space.problem, data.weights), head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
+        batching_window=train.sampler_window(), **trainer_kwargs)
     kind = "regression" if space.problem == "regression" else f"{space.problem}-label classification"
     log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for {kind}: "
              f"{len(data.raw['train']):,} train, {len(data.raw['validation']):,} validation examples"

@@ -184,7 +184,7 @@ def build_trainer(cfg: FinetuneNERConfig, out, model, tok, data: NERData, head: 
         processing_class=tok, compute_metrics=val.scorer, preprocess_logits_for_metrics=ner.WordScorer.argmax,
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks],
         head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
+        batching_window=train.sampler_window(), **trainer_kwargs)
     log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for token "
              "classification "
              f"({data.scheme}, {len(data.names)} labels): {len(data.train):,} train sentences "

@@ -146,7 +146,7 @@ def build_trainer(cfg: FinetuneQAConfig, out, model, tok, data: QASplits, head: 
         data_collator=DataCollatorWithPadding(tok, pad_to_multiple_of=pad_multiple()), processing_class=tok,
         callbacks=[*default_callbacks(out, "examples", train), *extra, *callbacks], qa_eval=data.eval,
         head_params=head, head_lr=train.head_lr,
-        batching_window=train.batching_window if train.batching == "window" else None, **trainer_kwargs)
+        batching_window=train.sampler_window(), **trainer_kwargs)
     log.info(f"{title or f'Fine-tuning {cfg.model}'} ({count_parameters(model) / 1e6:.1f}M parameters) for question "
              "answering: "
              f"{len(data.train):,} train questions ({len(data.train_windows):,} windows), {len(data.validation):,} "
