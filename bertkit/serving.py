@@ -144,6 +144,7 @@ class Batcher:
         self.stopping = False
         self.thread = threading.Thread(target=self._main, name="bertkit-batcher", daemon=True)
         self.model_fn = None
+        self.encode_together = True  # see _encode_waiting
 
     def start(self) -> None:
         self.thread.start()
@@ -222,10 +223,12 @@ class Batcher:
 
     def _encode_waiting(self) -> None:
         """Encode every waiting job in one tokenizer call (up to ENCODE_ROWS rows), then split the
-        windows back by row.  One call per request cost int8 saturation most of its gap to predict: each
-        call hands the GIL back and forth with a busy event loop.  Kinds whose windows carry per-window
-        ``meta`` (QA offsets, word maps) and a batch that fails to encode fall back to one call per job
-        (``_take``), where a bad request fails alone."""
+        windows back by row: one tokenizer round trip (and GIL hand-off with the busy event loop) per round
+        instead of per request.  Kinds whose windows carry per-window ``meta`` (QA offsets, word maps; found
+        on the first try, then not tried again) and a batch that fails to encode fall back to one call per
+        job (``_take``), where a bad request fails alone."""
+        if not self.encode_together:
+            return
         with self.cond:
             waiting, rows = [], 0
             for j in self.queue:
@@ -241,6 +244,7 @@ class Batcher:
         except Exception:  # noqa: BLE001 - each job is encoded (and fails) alone in _take
             return
         if merged.meta:
+            self.encode_together = False
             return
         lo = 0
         for j in waiting:
@@ -252,9 +256,7 @@ class Batcher:
     def _run(self, jobs: list[Job]) -> None:
         """The jobs' windows through the model in length-sorted batches (``iter_windows``); each job is
         decoded and answered as soon as its last window is done, so the event loop sends those answers and
-        reads new requests while the model runs the next batch (answering a whole round at its end left
-        the loop idle during inference and the model idle during the loop's work: int8 saturation was 0.65x
-        predict's rows/s)."""
+        reads new requests while the model runs the next batch, instead of all at the end of the round."""
         if not jobs:
             return
         t0 = time.perf_counter()

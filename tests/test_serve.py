@@ -218,23 +218,38 @@ def test_serve_without_the_extra_names_it(monkeypatch, tmp_path, capsys):
     assert "pip install 'bertkit[serve]'" in capsys.readouterr().err
 
 
-def test_waiting_requests_are_encoded_together_as_each_alone(classifier):
-    """The batcher encodes the waiting requests in one tokenizer call and splits the windows back by row:
-    each request's windows equal its own encoding."""
+def _batcher(model: Path, requests: list[list[dict]]):
+    """A Batcher (thread not started) on ``model`` with ``requests`` waiting."""
     from types import SimpleNamespace
 
     from bertkit.inference import open_model
     from bertkit.serving import Batcher, Job, Metrics
 
-    cfg = SimpleNamespace(model=str(classifier), allow_pickle=False, max_seq_length=None, device="cpu", task="auto",
+    cfg = SimpleNamespace(model=str(model), allow_pickle=False, max_seq_length=None, device="cpu", task="auto",
                           backend="torch", threads=1)
     batcher = Batcher(open_model(cfg), 8, 8192, 64, Metrics())
-    long = " ".join(["the staff were friendly and the food was great"] * 12)  # past the model's 32 tokens
-    requests = [["the place was great"], [long, "ok"], ["服务太差了"], [long]]
     for rows in requests:
-        batcher.queue.append(Job([{"text": t} for t in rows], SimpleNamespace(top_k=1), None, None))
+        batcher.queue.append(Job(rows, SimpleNamespace(top_k=1), None, None))
+    return batcher
+
+
+def test_waiting_requests_are_encoded_together_as_each_alone(classifier):
+    """The batcher encodes the waiting requests in one tokenizer call and splits the windows back by row:
+    each request's windows equal its own encoding."""
+    long = " ".join(["the staff were friendly and the food was great"] * 12)  # past the model's 32 tokens
+    texts = [["the place was great"], [long, "ok"], ["服务太差了"], [long]]
+    batcher = _batcher(classifier, [[{"text": t} for t in rows] for rows in texts])
     batcher._encode_waiting()
     for job in batcher.queue:
         alone = batcher.task.encode(job.rows)
         assert job.windows is not None and job.windows.inputs == alone.inputs
         assert job.windows.row.tolist() == alone.row.tolist()
+
+
+def test_kinds_with_window_maps_are_encoded_a_request_at_a_time(tmp_path, mlm_model):
+    """QA windows carry offsets into their context: the batcher leaves them to one call per request (and
+    stops trying to encode them together)."""
+    rows = [{"question": "who?", "context": "the staff were friendly"}, {"question": "what?", "context": "菜非常好吃"}]
+    batcher = _batcher(_qa_model(mlm_model, tmp_path / "qa"), [[r] for r in rows])
+    batcher._encode_waiting()
+    assert all(job.windows is None for job in batcher.queue) and not batcher.encode_together
