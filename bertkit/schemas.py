@@ -223,7 +223,7 @@ class FinetuneTrainConfig(TrainConfig):
 
 @dataclass
 class ClsTrainConfig(FinetuneTrainConfig):
-    # auto: the windows' speed where they kept parity with the Trainer, its own order where they did not
+    # auto: the windows' speed where they were measured at parity with the Trainer, its own order above
     # (WINDOW_MAX_LR); finetune-ner, finetune-qa and distill keep windows, with which they were measured
     batching: Literal["auto", "window", "length", "random"] = opt(
         "auto", BATCHING_HELP,
@@ -430,8 +430,9 @@ class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
 # serve's rows per forward pass.  A round of the batcher holds what a few hundred clients sent, and its length
 # sorting pads far more than predict's sort over a whole file: on one CPU thread SST-2 pools of 180 rows pad 1.15x
 # the real tokens in batches of 32 but 1.04x in batches of 8, which ONNX Runtime runs as fast per row (int8 MiniLM:
-# 324 rows/CPU-s at 8 vs 288 at 32; fp32 137 vs 125), and serve's int8 saturation rose from 0.70x to 0.87x
-# predict's rows/s.  GPUs want larger batches (not measured).
+# 324 rows/CPU-s at 8 vs 288 at 32; fp32 137 vs 125).  With it (and answers sent as each batch finishes)
+# serve_speed.py's int8 saturation went from 0.65x to 1.11x predict's rows/s.  GPUs want larger batches (not
+# measured).
 SERVE_CPU_BATCH, SERVE_GPU_BATCH = 8, 64
 
 
