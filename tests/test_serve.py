@@ -253,3 +253,12 @@ def test_kinds_with_window_maps_are_encoded_a_request_at_a_time(tmp_path, mlm_mo
     batcher = _batcher(_qa_model(mlm_model, tmp_path / "qa"), [[r] for r in rows])
     batcher._encode_waiting()
     assert all(job.windows is None for job in batcher.queue) and not batcher.encode_together
+
+
+def test_serve_batch_size_defaults_by_device_and_refuses_zero(capsys):
+    """--batch-size: unset means 8 rows on a CPU (64 on a GPU, resolved at start); 0 is a usage error."""
+    from bertkit.schemas import SERVE_CPU_BATCH, ServeConfig
+
+    assert ServeConfig().batch_size is None and SERVE_CPU_BATCH == 8
+    assert cli("serve", "--model", "no-such-dir", "--batch-size", 0) == 2
+    assert "--batch-size 0: must be at least 1" in capsys.readouterr().err
