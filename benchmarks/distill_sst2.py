@@ -20,6 +20,10 @@ only: the baseline), for each of ``--seeds``.  Reported:
 
     nohup .venv/bin/python benchmarks/distill_sst2.py --seeds 0 1 > distill_sst2.log 2>&1 &
 
+With ``--unlabeled FILE`` (texts under a ``sentence`` header) the distilled students also learn the teacher's
+outputs on those texts, and the baselines train on the labelled rows for as many steps; ``--no-speed`` skips
+the export and the inference timings (the students' architecture, hence their speed, does not change).
+
 A quick check that the script runs (minutes on 2 cores; the numbers mean nothing):
 
     .venv/bin/python benchmarks/distill_sst2.py --train-rows 64 --dev-limit 64 --rows 64 --seeds 0
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -57,14 +62,28 @@ def train_teacher(a, out: Path) -> None:
 
 
 def distill(a, teacher: Path, out: Path, alpha: float, seed: int) -> dict:
+    """One student: distilled (``alpha`` > 0, with ``--unlabeled`` when given) or the baseline (``--alpha 0``,
+    the labelled rows alone; with ``--unlabeled``, for as many steps as the distilled student takes)."""
     if (out / "metrics.json").is_file():  # a finished run (a rerun of the script goes on where it stopped)
         return metrics(out)
+    length = ["--epochs", str(a.epochs)]
+    if a.unlabeled and alpha > 0:
+        length += ["--unlabeled", str(a.unlabeled)]
+    elif a.unlabeled:
+        length = ["--max-steps", str(same_steps(a))]
     run(bertkit_cmd() + ["distill", "--teacher", str(teacher), "--train", str(a.train_file), "--validation",
                          str(a.dev_file), *COLUMNS, "--output", str(out), "--student-layers", "3", "--alpha",
-                         str(alpha), "--temperature", str(a.temperature), "--epochs", str(a.epochs), "--lr",
+                         str(alpha), "--temperature", str(a.temperature), *length, "--lr",
                          str(a.lr), "--batch-size", "32", "--seed", str(seed), "--overwrite", "--quiet"],
         a.threads, f"distill --alpha {alpha:g} --seed {seed}")
     return metrics(out)
+
+
+def same_steps(a) -> int:
+    """The distilled student's optimizer steps with ``--unlabeled``: batches of 32 over the labelled and the
+    unlabeled rows, for ``--epochs``."""
+    rows = a.train_rows + len(Path(a.unlabeled).read_text(encoding="utf-8").splitlines()) - 1  # less the header
+    return int(math.ceil(rows / 32) * a.epochs)
 
 
 def print_machine(a, load0: str, started: str) -> None:
@@ -106,6 +125,38 @@ def print_epoch_cost(runs: dict, seeds: list[int], teacher_epoch: float | None =
               "(target <= 1.3x)")
 
 
+def inference_speed(a, teacher: Path, first: Path, work: Path) -> tuple[dict, list, int]:
+    """The int8 export of the first distilled student, then each inference path in its own process on SST-2
+    dev repeated to ``--rows``: (timings by path, gold labels, repeats)."""
+    run(bertkit_cmd() + ["export", "--model", str(first), "--output", str(work / "student-int8"), "--quantize",
+                         "int8", "--validation", str(a.dev_file), "--text-column", "sentence", "--threads",
+                         str(a.threads), "--overwrite"], a.threads, "export --quantize int8")
+
+    dev = read_tsv(a.dev_file)
+    reps = -(-a.rows // len(dev))
+    inp = work / "dev-repeated.jsonl"
+    inp.write_text("".join(json.dumps({"text": t}) + "\n" for _ in range(reps) for t, _ in dev), encoding="utf-8")
+    gold = [y for _ in range(reps) for _, y in dev]
+    speed = {"teacher, pipeline": measure(a, "pipeline", teacher, inp, work / "pred-pipeline.jsonl"),
+             "teacher, bertkit predict (torch)": measure(a, "torch", teacher, inp, work / "pred-teacher.jsonl"),
+             "student, bertkit predict (torch)": measure(a, "torch", first, inp, work / "pred-student.jsonl"),
+             "student int8 ONNX, bertkit predict": measure(a, "onnx", work / "student-int8", inp,
+                                                           work / "pred-int8.jsonl")}
+    return speed, gold, reps
+
+
+def print_speed(speed: dict, gold: list, reps: int) -> None:
+    n = len(gold)
+    print(f"\n### Inference, each path in its own process (SST-2 dev x{reps} = {n:,} rows)\n")
+    print("| path | rows/s (wall) | rows per CPU-s | vs pipeline (CPU) | dev accuracy |")
+    print("|---|---:|---:|---:|---:|")
+    base = speed["teacher, pipeline"]["rows_per_cpu_s"]
+    for k, r in speed.items():
+        acc = sum(int(lab) == y for lab, y in zip(r["labels"], gold, strict=True)) / n
+        print(f"| {k} | {r['rows_per_s']:,.1f} | {r['rows_per_cpu_s']:,.1f} | {r['rows_per_cpu_s'] / base:.2f}x | "
+              f"{acc * 100:.2f} |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", help="a fine-tuned SST-2 classifier dir (default: fine-tune MiniLM-L6 into --workdir)")
@@ -117,6 +168,10 @@ def main(argv=None) -> None:
     p.add_argument("--alpha", type=float, default=0.5, help="the distilled students' --alpha")
     p.add_argument("--temperature", type=float, default=2.0, help="the distilled students' --temperature")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="student seeds")
+    p.add_argument("--unlabeled", help="a TSV of texts under a 'sentence' header: the distilled students' "
+                   "--unlabeled transfer data; the baselines then train for as many steps on the labelled rows")
+    p.add_argument("--no-speed", action="store_true", help="accuracy only: skip the int8 export and the "
+                   "inference timings")
     p.add_argument("--rows", type=int, default=5000, help="dev set repeated to at least this many rows (speed)")
     p.add_argument("--threads", type=int, default=1, help="threads of every process")
     p.add_argument("--dev-limit", type=int, help="only the first N dev rows (a quick check of the script)")
@@ -143,21 +198,9 @@ def main(argv=None) -> None:
     runs = {(name, s): distill(a, teacher, work / f"{name}-seed{s}", alpha, s)
             for s in a.seeds for name, alpha in (("distilled", a.alpha), ("baseline", 0.0))}
     first = work / f"distilled-seed{a.seeds[0]}"
-    run(bertkit_cmd() + ["export", "--model", str(first), "--output", str(work / "student-int8"), "--quantize",
-                         "int8", "--validation", str(a.dev_file), "--text-column", "sentence", "--threads",
-                         str(a.threads), "--overwrite"], a.threads, "export --quantize int8")
-
-    dev = read_tsv(a.dev_file)
-    reps = -(-a.rows // len(dev))
-    inp = work / "dev-repeated.jsonl"
-    inp.write_text("".join(json.dumps({"text": t}) + "\n" for _ in range(reps) for t, _ in dev), encoding="utf-8")
-    gold = [y for _ in range(reps) for _, y in dev]
-    speed = {"teacher, pipeline": measure(a, "pipeline", teacher, inp, work / "pred-pipeline.jsonl"),
-             "teacher, bertkit predict (torch)": measure(a, "torch", teacher, inp, work / "pred-teacher.jsonl"),
-             "student, bertkit predict (torch)": measure(a, "torch", first, inp, work / "pred-student.jsonl"),
-             "student int8 ONNX, bertkit predict": measure(a, "onnx", work / "student-int8", inp,
-                                                           work / "pred-int8.jsonl")}
-
+    speed, gold, reps = {}, [], 0
+    if not a.no_speed:
+        speed, gold, reps = inference_speed(a, teacher, first, work)
 
     t = metrics(teacher)
     print(f"\n## bertkit distill on SST-2: MiniLM-L6 teacher -> 3-layer student ({a.train_rows:,} training rows, "
@@ -172,18 +215,12 @@ def main(argv=None) -> None:
         accs = [runs[(name, s)]["eval_accuracy"] * 100 for s in a.seeds]
         rps = statistics.median(runs[(name, s)]["comparison"]["student"]["rows_per_second"] for s in a.seeds)
         label = f"student, alpha {a.alpha:g}" if name == "distilled" else "student, alpha 0 (no teacher)"
+        label += f", {runs[(name, a.seeds[0])]['steps']:,} steps"
         print(f"| {label} | {statistics.mean(accs):.2f} | {', '.join(f'{x:.2f}' for x in accs)} | "
               f"{comp['student']['parameters'] / 1e6:.1f}M | {rps:,.1f} |")
 
-    n = len(gold)
-    print(f"\n### Inference, each path in its own process (SST-2 dev x{reps} = {n:,} rows)\n")
-    print("| path | rows/s (wall) | rows per CPU-s | vs pipeline (CPU) | dev accuracy |")
-    print("|---|---:|---:|---:|---:|")
-    base = speed["teacher, pipeline"]["rows_per_cpu_s"]
-    for k, r in speed.items():
-        acc = sum(int(lab) == y for lab, y in zip(r["labels"], gold, strict=True)) / n
-        print(f"| {k} | {r['rows_per_s']:,.1f} | {r['rows_per_cpu_s']:,.1f} | {r['rows_per_cpu_s'] / base:.2f}x | "
-              f"{acc * 100:.2f} |")
+    if speed:
+        print_speed(speed, gold, reps)
 
     print_epoch_cost(runs, a.seeds, t["train_seconds"] / max(t["epochs"], 1e-9))
     (work / "results.json").write_text(json.dumps({"teacher": t, "runs": {f"{k[0]}-seed{k[1]}": v

@@ -580,14 +580,19 @@ def empty_context_rows(contexts: Sequence[str | None]) -> list[int]:
     return [i for i, c in enumerate(contexts) if c is None or not str(c).strip()]
 
 
-def read_questions(source: str, question_column: str, context_column: str) -> tuple[list[str], list[str]]:
-    """(questions, contexts) from a .jsonl/.csv/... file or stdin (``question<TAB>context`` lines)."""
+def read_questions(source: str, question_column: str, context_column: str,
+                   ) -> tuple[list[str], list[str], list[str] | None]:
+    """(questions, contexts, ids) from a SQuAD-format .json file (ids: its question ids), a
+    .jsonl/.csv/... file or stdin (``question<TAB>context`` lines; ids: None)."""
     from .data import load_inputs, read_stdin_lines
 
     if source != "-":
+        squad = _squad_file_rows(Path(source))
+        if squad is not None:
+            return [r["question"] for r in squad], [r["context"] for r in squad], [r["id"] for r in squad]
         ds, _ = load_inputs([source], "--input", {"--question-column": question_column,
                                                   "--context-column": context_column})
-        return [str(x) for x in ds[question_column]], [str(x) for x in ds[context_column]]
+        return [str(x) for x in ds[question_column]], [str(x) for x in ds[context_column]], None
     qs, cs = [], []
     for i, line in read_stdin_lines():
         if "\t" not in line:
@@ -597,4 +602,4 @@ def read_questions(source: str, question_column: str, context_column: str) -> tu
         cs.append(c)
     if not qs:
         raise DataError("stdin: no input (one question<TAB>context per line)")
-    return qs, cs
+    return qs, cs, None

@@ -409,8 +409,8 @@ class FinetuneConfig(FinetuneFields):
 class PredictConfig(InferenceFields, TextColumns, QAColumns, WordColumns):
     model: str | None = opt(None, "Local model directory (fill-mask, classification or question answering; a "
                                      "`bertkit export` dir runs on ONNX Runtime).", "--model")
-    input: str | None = opt(None, "Input file (.jsonl .csv .tsv .txt) or - for stdin (one text per line; QA: "
-                                     "question<TAB>context).", "--input")
+    input: str | None = opt(None, "Input file (.jsonl .csv .tsv .txt; QA also SQuAD-format .json) or - for stdin "
+                                     "(one text per line; QA: question<TAB>context).", "--input")
     output: str = opt("-", "Output file (.jsonl or .csv) or - for stdout.", "--output")
     top_k: int = opt(5, "fill-mask: candidates per [MASK]; question-answering: alternative answers (1: none).",
                      "--top-k")

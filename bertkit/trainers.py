@@ -193,12 +193,14 @@ class MLMTrainer(BertkitTrainer):
         if model.training and "attention_mask" in inputs:
             mask = inputs["attention_mask"]
             self.pad_slots += mask.numel()
-            self.real_tokens += int(mask.sum())
+            # summed where the mask is (a GPU tensor here) and read at the next log: reading it every step
+            # would make the host wait for the device at each step
+            self.real_tokens = self.real_tokens + mask.sum()
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def log(self, logs, *args, **kwargs):
         if "loss" in logs and self.pad_slots:
-            logs["padding_share"] = round(1.0 - self.real_tokens / self.pad_slots, 4)
+            logs["padding_share"] = round(1.0 - int(self.real_tokens) / self.pad_slots, 4)
             self.pad_slots = self.real_tokens = 0
         super().log(logs, *args, **kwargs)
 

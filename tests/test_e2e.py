@@ -48,6 +48,9 @@ def test_pretrain_outputs_and_pipeline(mlm_model):
     for key in ("eval_loss", "perplexity", "masked_accuracy", "train_tokens", "steps"):
         assert key in metrics, key
     assert metrics["steps"] == 12
+    assert "gpu_peak_memory_gib" not in metrics  # written on a GPU only
+    logged = [r for r in map(json.loads, (mlm_model / "training_log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert logged and all(0.0 <= r["padding_share"] < 1.0 for r in logged)  # a plain number, not a tensor
     assert metrics["perplexity"] == pytest.approx(__import__("math").exp(metrics["eval_loss"]), rel=1e-4)
     cfg = json.loads((mlm_model / "config.json").read_text())
     assert cfg["architectures"] == ["BertForMaskedLM"]

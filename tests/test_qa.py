@@ -333,6 +333,12 @@ def test_finetune_qa_end_to_end(tmp_path, mlm_model):
         sys.stdin = old_stdin
     assert (tmp_path / "p2.csv").read_text().splitlines()[0].startswith("question,answer,score,start,end")
 
+    # predict on a SQuAD-format file (what finetune-qa and evaluate read): its questions in order, with their ids
+    assert cli("predict", "--model", out, "--input", dev, "--output", tmp_path / "p3.jsonl", "--quiet") == 0
+    squad = [q for a in json.loads(dev.read_text())["data"] for p in a["paragraphs"] for q in p["qas"]]
+    assert [(p["id"], p["question"]) for p in read_jsonl(tmp_path / "p3.jsonl")] == [(str(q["id"]), q["question"])
+                                                                                   for q in squad]
+
     # evaluate: EM/F1 as in training's final evaluation, and a per-question predictions file
     assert cli("evaluate", "--model", out, "--data", dev, "--output", tmp_path / "ev", "--quiet") == 0
     report = json.loads((tmp_path / "ev" / "metrics.json").read_text())

@@ -35,13 +35,16 @@ class QuestionAnsweringTask(Task):
     def read_inputs(self, cfg) -> list[dict]:
         from ..log import get_logger
 
-        questions, contexts = qa.read_questions(cfg.input, cfg.question_column, cfg.context_column)
+        questions, contexts, ids = qa.read_questions(cfg.input, cfg.question_column, cfg.context_column)
         empty = qa.empty_context_rows(contexts)
         if empty:
             get_logger().warning(f"--input {cfg.input}: {len(empty):,} questions have an empty context (rows "
                                  f"{', '.join(str(i + 1) for i in empty[:10])}{', ...' if len(empty) > 10 else ''}); "
                                  'they are not answered: their records have "error": "empty context"')
-        return [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
+        rows = [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
+        for row, i in zip(rows, ids or (), strict=False):  # a SQuAD file's question ids go into the records
+            row["id"] = i
+        return rows
 
     def encode(self, rows: Sequence[dict]) -> Windows:
         s = self.settings
@@ -56,18 +59,19 @@ class QuestionAnsweringTask(Task):
                               top_k=top_k)
 
     def decode(self, rows: Sequence[dict], windows: Windows, results: list, cfg) -> list[dict]:
-        """One answer record per question (``answer``, ``score``, ``start``/``end`` character offsets into
-        the context, and ``alternatives`` with --top-k > 1)."""
+        """One answer record per question (``id`` for a SQuAD-format input, ``answer``, ``score``,
+        ``start``/``end`` character offsets into the context, and ``alternatives`` with --top-k > 1)."""
         top_k = getattr(cfg, "top_k", 1)
         empty = set(qa.empty_context_rows([r["context"] for r in rows]))
         out = []
         for i, (row, r) in enumerate(zip(rows, self.answers(rows, windows, results, top_k), strict=True)):
+            key = {"id": row["id"]} if "id" in row else {}
             if i in empty:  # nothing to answer from: no answer, not a confident empty one
-                out.append({"question": row["question"], "answer": None, "score": None, "start": None, "end": None,
-                            "error": "empty context"})
+                out.append({**key, "question": row["question"], "answer": None, "score": None, "start": None,
+                            "end": None, "error": "empty context"})
                 continue
-            rec = {"question": row["question"], "answer": r["answer"], "score": r["score"], "start": r["start"],
-                   "end": r["end"]}
+            rec = {**key, "question": row["question"], "answer": r["answer"], "score": r["score"],
+                   "start": r["start"], "end": r["end"]}
             if top_k > 1:
                 rec["alternatives"] = r["alternatives"]
             out.append(rec)
