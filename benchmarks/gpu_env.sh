@@ -14,8 +14,9 @@ ready() { $PY -c "import datasets, evaluate, bertkit.cli" 2> "$WORK/import.err";
 for wheels in whl whl-alt; do
   ready && break
   [ -d "$BUNDLE/$wheels" ] || continue
-  [ -d "/tmp/site-$wheels" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-    --target "/tmp/site-$wheels" "$BUNDLE/$wheels"/*.whl
-  export PYTHONPATH=/tmp/site-$wheels:$BASE_PATH
+  site=$(cd "$WORK" && pwd)/site-$wheels
+  [ -d "$site" ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" \
+    "$BUNDLE/$wheels"/*.whl
+  export PYTHONPATH=$site:$BASE_PATH
 done
 ready || { echo "bertkit cannot run with $PY here:"; tail -3 "$WORK/import.err"; exit 3; }
