@@ -48,6 +48,7 @@ from onnx_speed import measure, read_tsv, run  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 COLUMNS = ["--text-column", "sentence", "--label-column", "label"]
+BATCH = 32  # teacher and students
 
 
 def metrics(d: Path) -> dict:
@@ -57,7 +58,7 @@ def metrics(d: Path) -> dict:
 def train_teacher(a, out: Path) -> None:
     run(bertkit_cmd() + ["finetune-cls", "--model", "minilm-l6", "--train", str(a.train_file), "--validation",
                          str(a.dev_file), *COLUMNS, "--output", str(out), "--epochs", str(a.epochs),
-                         "--batch-size", "32", "--max-seq-length", "64", "--overwrite", "--quiet"],
+                         "--batch-size", str(BATCH), "--max-seq-length", "64", "--overwrite", "--quiet"],
         a.threads, "finetune-cls (teacher)")
 
 
@@ -74,16 +75,16 @@ def distill(a, teacher: Path, out: Path, alpha: float, seed: int) -> dict:
     run(bertkit_cmd() + ["distill", "--teacher", str(teacher), "--train", str(a.train_file), "--validation",
                          str(a.dev_file), *COLUMNS, "--output", str(out), "--student-layers", "3", "--alpha",
                          str(alpha), "--temperature", str(a.temperature), *length, "--lr",
-                         str(a.lr), "--batch-size", "32", "--seed", str(seed), "--overwrite", "--quiet"],
+                         str(a.lr), "--batch-size", str(BATCH), "--seed", str(seed), "--overwrite", "--quiet"],
         a.threads, f"distill --alpha {alpha:g} --seed {seed}")
     return metrics(out)
 
 
 def same_steps(a) -> int:
-    """The distilled student's optimizer steps with ``--unlabeled``: batches of 32 over the labelled and the
-    unlabeled rows, for ``--epochs``."""
+    """The distilled student's optimizer steps with ``--unlabeled``: batches of ``BATCH`` over the labelled
+    and the unlabeled rows, for ``--epochs``."""
     rows = a.train_rows + len(Path(a.unlabeled).read_text(encoding="utf-8").splitlines()) - 1  # less the header
-    return int(math.ceil(rows / 32) * a.epochs)
+    return int(math.ceil(rows / BATCH) * a.epochs)
 
 
 def print_machine(a, load0: str, started: str) -> None:
@@ -181,6 +182,8 @@ def main(argv=None) -> None:
     sst2 = Path(a.data_dir) / "glue" / "SST-2"
     if not (sst2 / "dev.tsv").is_file():
         raise SystemExit(f"SST-2 not found under {sst2}; pass --data-dir")
+    if a.unlabeled and not Path(a.unlabeled).is_file():
+        raise SystemExit(f"--unlabeled {a.unlabeled}: no such file")
     work = Path(a.workdir or tempfile.mkdtemp(prefix="bertkit-distill-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     started, load0 = time.strftime("%Y-%m-%d %H:%M %Z"), " ".join(f"{x:.2f}" for x in os.getloadavg())

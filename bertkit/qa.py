@@ -580,26 +580,25 @@ def empty_context_rows(contexts: Sequence[str | None]) -> list[int]:
     return [i for i, c in enumerate(contexts) if c is None or not str(c).strip()]
 
 
-def read_questions(source: str, question_column: str, context_column: str,
-                   ) -> tuple[list[str], list[str], list[str] | None]:
-    """(questions, contexts, ids) from a SQuAD-format .json file (ids: its question ids), a
-    .jsonl/.csv/... file or stdin (``question<TAB>context`` lines; ids: None)."""
+def read_questions(source: str, question_column: str, context_column: str) -> list[dict]:
+    """Rows of ``question`` and ``context`` from a SQuAD-format .json file (with each question's ``id``), a
+    .jsonl/.csv/... file or stdin (``question<TAB>context`` lines)."""
     from .data import load_inputs, read_stdin_lines
 
     if source != "-":
         squad = _squad_file_rows(Path(source))
         if squad is not None:
-            return [r["question"] for r in squad], [r["context"] for r in squad], [r["id"] for r in squad]
+            return [{"id": r["id"], "question": r["question"], "context": r["context"]} for r in squad]
         ds, _ = load_inputs([source], "--input", {"--question-column": question_column,
                                                   "--context-column": context_column})
-        return [str(x) for x in ds[question_column]], [str(x) for x in ds[context_column]], None
-    qs, cs = [], []
+        return [{"question": str(q), "context": str(c)}
+                for q, c in zip(ds[question_column], ds[context_column], strict=True)]
+    rows = []
     for i, line in read_stdin_lines():
         if "\t" not in line:
             raise DataError(f"stdin: line {i}: expected question<TAB>context")
         q, c = line.split("\t", 1)
-        qs.append(q)
-        cs.append(c)
-    if not qs:
+        rows.append({"question": q, "context": c})
+    if not rows:
         raise DataError("stdin: no input (one question<TAB>context per line)")
-    return qs, cs, None
+    return rows

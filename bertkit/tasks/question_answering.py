@@ -35,15 +35,12 @@ class QuestionAnsweringTask(Task):
     def read_inputs(self, cfg) -> list[dict]:
         from ..log import get_logger
 
-        questions, contexts, ids = qa.read_questions(cfg.input, cfg.question_column, cfg.context_column)
-        empty = qa.empty_context_rows(contexts)
+        rows = qa.read_questions(cfg.input, cfg.question_column, cfg.context_column)
+        empty = qa.empty_context_rows([r["context"] for r in rows])
         if empty:
             get_logger().warning(f"--input {cfg.input}: {len(empty):,} questions have an empty context (rows "
                                  f"{', '.join(str(i + 1) for i in empty[:10])}{', ...' if len(empty) > 10 else ''}); "
                                  'they are not answered: their records have "error": "empty context"')
-        rows = [{"question": q, "context": c} for q, c in zip(questions, contexts, strict=True)]
-        for row, i in zip(rows, ids or (), strict=False):  # a SQuAD file's question ids go into the records
-            row["id"] = i
         return rows
 
     def encode(self, rows: Sequence[dict]) -> Windows:
