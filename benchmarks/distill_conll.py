@@ -20,6 +20,12 @@ targets (``--alpha``, ``--temperature``) and with ``--alpha 0`` (hard labels onl
 * the cost of a distillation epoch (the teacher's pass plus training) against an epoch of the student trained
   alone (``--alpha 0``).
 
+The pipeline runs at batch 8 and 32 (the ratios are against the faster), ``bertkit predict`` at its default
+batch size.  With ``--unlabeled-wiki N`` the distilled students also learn the teacher's tags on N untagged
+sentences of English Wikipedia (``pretrain/enwiki_sample.txt``, paragraphs cut at sentence ends, 5 to 60
+words; ``bertkit distill --unlabeled``), and each baseline trains on the tagged sentences for as many steps as
+the distilled student of its seed took; ``--no-speed`` skips the export and the inference timings.
+
     nohup .venv/bin/python benchmarks/distill_conll.py --teacher runs/conll --seeds 0 1 > distill_conll.log 2>&1 &
 
 A quick check that the script runs (minutes on 2 cores; the numbers mean nothing):
@@ -45,6 +51,7 @@ from onnx_speed import measure, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
+PIPELINE_BATCHES = (8, 32)  # the peer's batch sizes; its faster one is the ratios' base
 
 
 def read_conll(path: Path) -> list[list[str]]:
@@ -90,7 +97,7 @@ def worker(a) -> None:
         pipe = pipeline("token-classification", model=a.model, tokenizer=a.model, device=-1,
                         aggregation_strategy="first")
         ents = [[[e["entity_group"], int(e["start"]), int(e["end"])] for e in out]
-                for out in pipe(texts, batch_size=32)]
+                for out in pipe(texts, batch_size=a.batch_size or 32)]
     else:
         from bertkit.commands.predict import run as predict
         from bertkit.log import setup
@@ -98,8 +105,8 @@ def worker(a) -> None:
 
         setup(-1)
         out = Path(a.output)
-        predict(PredictConfig(model=a.model, input=a.input, output=str(out), batch_size=32, threads=a.threads,
-                              backend=a.worker, device="cpu"))
+        predict(PredictConfig(model=a.model, input=a.input, output=str(out), batch_size=a.batch_size or None,
+                              threads=a.threads, backend=a.worker, device="cpu"))
         ents = [[[e["type"], e["start"], e["end"]] for e in json.loads(ln)["entities"]]
                 for ln in out.read_text(encoding="utf-8").splitlines()]
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
@@ -117,15 +124,35 @@ def train_teacher(a, out: Path) -> None:
         a.threads, "finetune-ner (teacher)")
 
 
-def distill(a, teacher: Path, out: Path, alpha: float, seed: int) -> dict:
+def distill(a, teacher: Path, out: Path, alpha: float, seed: int, steps: int | None = None) -> dict:
+    """One student: distilled (``alpha`` > 0; with ``--unlabeled`` sentences when given) or the baseline
+    (``--alpha 0``; for ``steps`` optimizer steps when given, else ``--epochs``)."""
     if not (out / "metrics.json").is_file():
+        length = ["--max-steps", str(steps)] if steps else ["--epochs", str(a.epochs)]
+        if a.unlabeled and alpha > 0:
+            length += ["--unlabeled", str(a.unlabeled)]
         run(bertkit_cmd() + ["distill", "--teacher", str(teacher), "--train", str(a.train_file), "--validation",
                              str(a.dev_file), "--test", str(a.test_file), "--output", str(out), "--student-layers",
-                             "3", "--alpha", str(alpha), "--temperature", str(a.temperature), "--epochs",
-                             str(a.epochs), "--lr", str(a.lr), "--batch-size", "32", "--seed", str(seed),
-                             "--overwrite", "--quiet"],
+                             "3", "--alpha", str(alpha), "--temperature", str(a.temperature), *length, "--lr",
+                             str(a.lr), "--batch-size", "32", "--seed", str(seed), "--overwrite", "--quiet"],
             a.threads, f"distill --alpha {alpha:g} --seed {seed}")
     return metrics(out)
+
+
+def wiki_sentences(src: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` sentences of 5 to 60 words of a one-paragraph-per-line text (cut after . ! or ? before
+    a capital), one per line."""
+    import re
+
+    found = []
+    for para in src.read_text(encoding="utf-8").splitlines():
+        for sent in re.split(r"(?<=[.!?])\s+(?=[A-Z])", para.strip()):
+            if 5 <= len(sent.split()) <= 60:
+                found.append(sent)
+        if len(found) >= n:
+            break
+    dst.write_text("\n".join(found[:n]) + "\n", encoding="utf-8")
+    return dst
 
 
 def evaluate_f1(a, model: Path, data: Path) -> float:
@@ -147,6 +174,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="threads of every process")
     p.add_argument("--limit", type=int, help="only the first N sentences of each split (a quick check)")
     p.add_argument("--workdir", help="where models, exports and predictions go (default: a temp dir)")
+    p.add_argument("--unlabeled-wiki", type=int, metavar="N", help="distil with N untagged English Wikipedia "
+                   "sentences too (--unlabeled); the baselines then train for as many steps")
+    p.add_argument("--no-speed", action="store_true", help="F1 only: skip the int8 export and the timings")
+    p.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
@@ -169,9 +200,22 @@ def main(argv=None) -> None:
     teacher = Path(a.teacher) if a.teacher else work / "teacher"
     if not (teacher / "config.json").is_file():
         train_teacher(a, teacher)
-    runs = {(name, s): distill(a, teacher, work / f"{name}-seed{s}", alpha, s)
-            for s in a.seeds for name, alpha in (("distilled", a.alpha), ("baseline", 0.0))}
+    a.unlabeled = wiki_sentences(Path(a.data_dir) / "pretrain" / "enwiki_sample.txt", work / "unlabeled.txt",
+                                 a.unlabeled_wiki) if a.unlabeled_wiki else None
+    runs = {}
+    for s in a.seeds:
+        runs[("distilled", s)] = distill(a, teacher, work / f"distilled-seed{s}", a.alpha, s)
+        same = runs[("distilled", s)]["steps"] if a.unlabeled else None
+        runs[("baseline", s)] = distill(a, teacher, work / f"baseline-seed{s}", 0.0, s, same)
     first = work / f"distilled-seed{a.seeds[0]}"
+    t = metrics(teacher)
+    if a.no_speed:
+        print_students(a, t, runs, None, load0, started)
+        (work / "results.json").write_text(json.dumps({"teacher": t, "runs": {f"{k[0]}-seed{k[1]}": v
+                                                                               for k, v in runs.items()}},
+                                                      indent=2, default=str))
+        print(f"\nresults: {work / 'results.json'}")
+        return
     int8 = work / "student-int8"
     run(bertkit_cmd() + ["export", "--model", str(first), "--output", str(int8), "--quantize", "int8",
                          "--validation", str(a.dev_file), "--threads", str(a.threads), "--overwrite", "--quiet"],
@@ -182,44 +226,29 @@ def main(argv=None) -> None:
     sents = read_conll(a.dev_file)
     inp = work / "dev-text.jsonl"
     inp.write_text("".join(json.dumps({"text": " ".join(s)}) + "\n" for s in sents), encoding="utf-8")
-    paths = {"teacher, pipeline": ("pipeline", teacher), "teacher, bertkit predict (torch)": ("torch", teacher),
-             "student, bertkit predict (torch)": ("torch", first), "student int8 ONNX, bertkit predict": ("onnx", int8)}
-    speed = {k: measure(a, kind, model, inp, work / f"pred-{i}.jsonl", __file__)
-             for i, (k, (kind, model)) in enumerate(paths.items())}
+    # the pipeline at two batch sizes, its faster the peer; bertkit predict at its defaults
+    paths = {f"teacher, pipeline, batch {b}": ("pipeline", teacher, b) for b in PIPELINE_BATCHES}
+    paths.update({"teacher, bertkit predict (torch)": ("torch", teacher, 0),
+                  "student, bertkit predict (torch)": ("torch", first, 0),
+                  "student int8 ONNX, bertkit predict": ("onnx", int8, 0)})
+    speed = {k: measure(a, kind, model, inp, work / f"pred-{i}.jsonl", __file__, batch=b)
+             for i, (k, (kind, model, b)) in enumerate(paths.items())}
 
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(teacher))
     max_len = json.loads((teacher / "config.json").read_text()).get("bertkit_max_seq_length", 128)
     fits = [len(tok(" ".join(s))["input_ids"]) <= max_len for s in sents]
-    pipe_ents, ours = speed["teacher, pipeline"]["entities"], speed["teacher, bertkit predict (torch)"]["entities"]
+    pipe_ents = speed[f"teacher, pipeline, batch {PIPELINE_BATCHES[-1]}"]["entities"]
+    ours = speed["teacher, bertkit predict (torch)"]["entities"]
     same = sum(sorted(map(tuple, x)) == sorted(map(tuple, y))
                for x, y, ok in zip(pipe_ents, ours, fits, strict=True) if ok)
 
-
-    t = metrics(teacher)
-    print(f"\n## bertkit distill on CoNLL-2003: MiniLM-L6 tagger -> 3-layer student ({t['train_examples']:,} training "
-          f"sentences, {a.epochs:g} epoch(s), seeds {', '.join(map(str, a.seeds))})\n")
-    print_machine(a, load0, started)
-    print("| model | dev F1 (mean) | per seed | test F1 (mean) | parameters | predict sentences/s (in distill) |")
-    print("|---|---:|---|---:|---:|---:|")
-    comp = runs[("distilled", a.seeds[0])]["comparison"]
-    print(f"| teacher (6 layers) | {f1['teacher']['dev'] * 100:.2f} | | {f1['teacher']['test'] * 100:.2f} | "
-          f"{comp['teacher']['parameters'] / 1e6:.1f}M | {comp['teacher']['rows_per_second']:,.1f} |")
-    for name in ("distilled", "baseline"):
-        dev = [runs[(name, s)]["eval_f1"] * 100 for s in a.seeds]
-        test = [runs[(name, s)]["test_f1"] * 100 for s in a.seeds]
-        rps = statistics.median(runs[(name, s)]["comparison"]["student"]["rows_per_second"] for s in a.seeds)
-        label = f"student, alpha {a.alpha:g}" if name == "distilled" else "student, alpha 0 (no teacher)"
-        print(f"| {label} | {statistics.mean(dev):.2f} | {', '.join(f'{x:.2f}' for x in dev)} | "
-              f"{statistics.mean(test):.2f} | {comp['student']['parameters'] / 1e6:.1f}M | {rps:,.1f} |")
-    print(f"| student int8 ONNX (seed {a.seeds[0]}) | {f1['student int8']['dev'] * 100:.2f} | | "
-          f"{f1['student int8']['test'] * 100:.2f} | | |")
-
+    print_students(a, t, runs, f1, load0, started)
     print(f"\n### Inference, each path in its own process (CoNLL-2003 dev, {len(sents):,} sentences as raw text)\n")
-    print("| path | sentences/s (wall) | sentences per CPU-s | vs pipeline (CPU) |")
+    print("| path | sentences/s (wall) | sentences per CPU-s | vs the pipeline's best (CPU) |")
     print("|---|---:|---:|---:|")
-    base = speed["teacher, pipeline"]["rows_per_cpu_s"]
+    base = max(r["rows_per_cpu_s"] for k, r in speed.items() if ", pipeline," in k)
     for k, r in speed.items():
         print(f"| {k} | {r['rows_per_s']:,.1f} | {r['rows_per_cpu_s']:,.1f} | {r['rows_per_cpu_s'] / base:.2f}x |")
     print(f"\nTeacher: bertkit predict and the pipeline give the same entities (type, start, end) on {same:,} of "
@@ -232,6 +261,30 @@ def main(argv=None) -> None:
                                                    "speed": {k: {x: v[x] for x in ("rows_per_s", "rows_per_cpu_s")}
                                                              for k, v in speed.items()}}, indent=2, default=str))
     print(f"\nresults: {work / 'results.json'}")
+
+
+def print_students(a, t: dict, runs: dict, f1: dict | None, load0: str, started: str) -> None:
+    """The F1 table: teacher, distilled students, baselines (and the int8 student when ``f1`` has it)."""
+    unl = f", distilled with {a.unlabeled_wiki:,} untagged Wikipedia sentences" if a.unlabeled_wiki else ""
+    print(f"\n## bertkit distill on CoNLL-2003: MiniLM-L6 tagger -> 3-layer student ({t['train_examples']:,} training "
+          f"sentences{unl}, {a.epochs:g} epoch(s), seeds {', '.join(map(str, a.seeds))})\n")
+    print_machine(a, load0, started)
+    print("| model | steps | dev F1 (mean) | per seed | test F1 (mean) | per seed | predict sentences/s (in distill) |")
+    print("|---|---:|---:|---|---:|---|---:|")
+    comp = runs[("distilled", a.seeds[0])]["comparison"]
+    print(f"| teacher (6 layers, {comp['teacher']['parameters'] / 1e6:.1f}M) | {t['steps']:,} | "
+          f"{t['eval_f1'] * 100:.2f} | | {t['test_f1'] * 100:.2f} | | {comp['teacher']['rows_per_second']:,.1f} |")
+    for name in ("distilled", "baseline"):
+        dev = [runs[(name, s)]["eval_f1"] * 100 for s in a.seeds]
+        test = [runs[(name, s)]["test_f1"] * 100 for s in a.seeds]
+        rps = statistics.median(runs[(name, s)]["comparison"]["student"]["rows_per_second"] for s in a.seeds)
+        label = f"student, alpha {a.alpha:g}" if name == "distilled" else "student, alpha 0 (no teacher)"
+        print(f"| {label} | {runs[(name, a.seeds[0])]['steps']:,} | {statistics.mean(dev):.2f} | "
+              f"{', '.join(f'{x:.2f}' for x in dev)} | {statistics.mean(test):.2f} | "
+              f"{', '.join(f'{x:.2f}' for x in test)} | {rps:,.1f} |")
+    if f1:
+        print(f"| student int8 ONNX (seed {a.seeds[0]}) | | {f1['student int8']['dev'] * 100:.2f} | | "
+              f"{f1['student int8']['test'] * 100:.2f} | | |")
 
 
 if __name__ == "__main__":

@@ -19,19 +19,26 @@
 # transfer of the bundle ~30 s, data 10 s, tokenize 17 s, each pretrain run 32-38 s (mostly process start and
 # evaluation), finetune-sst2 193 s (2 epochs), predict 23 s; finetune-ner was cut by the 480 s limit of
 # that call.  Training steps there cost ~35 ms whatever the model's size (host-bound), so the defaults
-# below (1 epoch each, 100 pretraining steps) keep the whole check near 6 minutes.
+# below (1 epoch each, 100 pretraining steps) keep the whole check near 6 minutes.  Its second run
+# (PARTS="ner distill qa compile", COMPILE_STEPS=200): finetune-conll 47 s, distill-conll 69 s,
+# finetune-squad 32 s, predict-squad 19 s, sst2-no-compile 45 s, sst2-compile 97 s; 359 s in all.
 set -u
 source "$(dirname "$0")/gpu_env.sh"
 STEPS=${STEPS:-100}
 TEACHER_EPOCHS=${TEACHER_EPOCHS:-1}
 NER_EPOCHS=${NER_EPOCHS:-1}
 QA_EPOCHS=${QA_EPOCHS:-2}
+PARTS=${PARTS:-pretrain cls ner qa}  # which parts run; also: compile (finetune-cls --max-steps COMPILE_STEPS with
+# and without --compile), distill (a 3-layer student of the CoNLL-2003 tagger, 1 epoch; needs ner first)
+COMPILE_STEPS=${COMPILE_STEPS:-300}
 STAGE_LIMIT=${STAGE_LIMIT:-240}  # seconds; a stage still running then is stopped (rc 124) and the next one run
 FT_ARGS=${FT_ARGS:-}  # extra flags for every fine-tune (a CPU smoke run of this script: FT_ARGS="--max-steps 3")
 LOGS=$WORK/logs  # one log per stage; packed into $OUT/gpu_check_logs.tar.gz at the end
 mkdir -p "$WORK/data" "$LOGS"
 BK="$PY -m bertkit"
 SMI=$(command -v nvidia-smi || true)
+
+part() { [[ " $PARTS " == *" $1 "* ]]; }  # part NAME: whether PARTS names it
 
 # stage NAME CMD...: runs CMD with its output in $LOGS/NAME.log, sampling the GPU's memory meanwhile
 stage() {
@@ -82,6 +89,7 @@ EOF
 D=$WORK/data
 M=$WORK/minilm
 
+if part pretrain; then
 echo "== pretrain-mlm"
 stage tokenize $BK tokenize "$D/enwiki.txt" --output "$WORK/enwiki-tok" --train-tokenizer --max-seq-length 128 \
   --overwrite --quiet
@@ -92,23 +100,46 @@ for preset in tiny small; do
       --output "$WORK/pretrain-$preset-$prec" --overwrite --quiet
   done
 done
+fi
 
+if part cls; then
 echo "== finetune-cls + predict (MiniLM, SST-2)"
 stage finetune-sst2 $BK finetune-cls --model "$M" --train "$D/sst2/train.tsv" --validation "$D/sst2/dev.tsv" \
   --text-column sentence --label-column label --max-seq-length 64 --batch-size 32 --lr 5e-5 --epochs "$TEACHER_EPOCHS" \
   --output "$WORK/sst2-teacher" --overwrite --quiet $FT_ARGS
 stage predict-sst2 $BK predict --model "$WORK/sst2-teacher" --input "$D/sst2/dev10.tsv" --text-column sentence \
   --output "$WORK/sst2-pred.jsonl"
+fi
 
+if part ner; then
 echo "== finetune-ner (MiniLM, CoNLL-2003)"
 stage finetune-conll $BK finetune-ner --model "$M" --train "$D/conll/train.txt" --validation "$D/conll/dev.txt" \
   --test "$D/conll/test.txt" --max-seq-length 128 --stride 32 --epochs "$NER_EPOCHS" --batch-size 32 --lr 1e-4 \
   --warmup-ratio 0.1 --output "$WORK/conll-teacher" --overwrite --quiet $FT_ARGS
+fi
 
+if part distill; then
+echo "== distill (CoNLL-2003 tagger -> 3 layers, 1 epoch)"
+stage distill-conll $BK distill --teacher "$WORK/conll-teacher" --train "$D/conll/train.txt" \
+  --validation "$D/conll/dev.txt" --test "$D/conll/test.txt" --student-layers 3 --alpha 0.5 --temperature 2 \
+  --epochs 1 --batch-size 32 --lr 1e-4 --output "$WORK/conll-student" --overwrite --quiet $FT_ARGS
+fi
+
+if part qa; then
 echo "== finetune-qa + predict (MiniLM, SQuAD slice)"
 stage finetune-squad $BK finetune-qa --model "$M" --train "$D/squad/train.json" --validation "$D/squad/dev.json" \
   --epochs "$QA_EPOCHS" --batch-size 32 --lr 1e-4 --output "$WORK/squad" --overwrite --quiet $FT_ARGS
 stage predict-squad $BK predict --model "$WORK/squad" --input "$D/squad/dev.json" --output "$WORK/squad-pred.jsonl"
+fi
+
+if part compile; then
+echo "== finetune-cls with and without --compile (MiniLM, SST-2, $COMPILE_STEPS steps)"
+for c in no-compile compile; do
+  stage "sst2-$c" $BK finetune-cls --model "$M" --train "$D/sst2/train.tsv" --validation "$D/sst2/dev.tsv" \
+    --text-column sentence --label-column label --max-seq-length 64 --batch-size 32 --lr 5e-5 \
+    --max-steps "$COMPILE_STEPS" --"$c" --output "$WORK/sst2-$c" --overwrite --quiet
+done
+fi
 
 echo "== summary"
 $PY - "$WORK" "$LOGS" <<'EOF' | tee "$OUT/gpu_check_summary.txt"
@@ -120,22 +151,26 @@ def metrics(d):
     f = work / d / "metrics.json"
     return json.loads(f.read_text()) if f.is_file() else None
 def score(m):
-    keys = [k for k in m if k.startswith(("eval_", "test_")) and not k.endswith(("runtime", "per_second", "loss"))]
+    keys = [k for k in m if re.fullmatch(r"(eval|test)_(accuracy|f1|exact_match)", k)]
     return ", ".join(f"{k} {m[k]:.4f}" for k in sorted(keys) if isinstance(m[k], (int, float)))
 print(f"{'stage':<22} {'rate':>22} {'train s':>8} {'torch peak GiB':>15} {'smi peak GiB':>13}  metric")
 rows = [(f"pretrain-{p}-{q}", f"pretrain-{p}-{q}") for p in ("tiny", "small") for q in ("no", "bf16")]
-rows += [("finetune-sst2", "sst2-teacher"), ("finetune-conll", "conll-teacher"), ("finetune-squad", "squad")]
+rows += [("finetune-sst2", "sst2-teacher"), ("sst2-no-compile", "sst2-no-compile"), ("sst2-compile", "sst2-compile"),
+         ("finetune-conll", "conll-teacher"), ("distill-conll", "conll-student"), ("finetune-squad", "squad")]
 for stage, d in rows:
     m = metrics(d)
     smi = f"{int(peaks.get(stage, 0)) / 1024:.1f}"
     if m is None:
-        print(f"{stage:<22} {'(no metrics.json)':>22}")
+        if stage in peaks:  # run, but it wrote no metrics
+            print(f"{stage:<22} {'(no metrics.json)':>22}")
         continue
     unit = next((k for k in m if k.endswith("_per_second") and not k.startswith(("eval", "test"))), None)
     rate = f"{m[unit]:,.0f} {unit.replace('_per_second', '/s')}" if unit else "-"
     print(f"{stage:<22} {rate:>22} {m.get('train_seconds', 0):>8.1f} {m.get('gpu_peak_memory_gib', 0):>15.2f} "
           f"{smi:>13}  {score(m)}")
 for stage in ("predict-sst2", "predict-squad"):
+    if stage not in peaks:  # not run (PARTS)
+        continue
     log = logs / f"{stage}.log"
     found = re.search(r"predict: (.*?) in ([\d.]+)s \(([\d,.]+) (\w+)/s\)", log.read_text()) if log.is_file() else None
     smi = f"{int(peaks.get(stage, 0)) / 1024:.1f}"

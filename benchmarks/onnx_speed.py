@@ -78,7 +78,8 @@ def worker(a) -> None:
     if a.worker == "pipeline":
         from transformers import pipeline
 
-        pipe = pipeline("text-classification", model=a.model, tokenizer=a.model, device=-1, batch_size=32)
+        pipe = pipeline("text-classification", model=a.model, tokenizer=a.model, device=-1,
+                        batch_size=a.batch_size or 32)
         labels = [o["label"] for o in pipe(texts)]
     else:
         from bertkit.commands.predict import run as predict
@@ -87,17 +88,19 @@ def worker(a) -> None:
 
         setup(-1)
         out = Path(a.output)
-        predict(PredictConfig(model=a.model, input=a.input, output=str(out), batch_size=32, threads=a.threads,
-                              backend=a.worker, device="cpu"))
+        predict(PredictConfig(model=a.model, input=a.input, output=str(out), batch_size=a.batch_size or None,
+                              threads=a.threads, backend=a.worker, device="cpu"))
         labels = [json.loads(ln)["label"] for ln in out.read_text(encoding="utf-8").splitlines()]
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     print("RESULT " + json.dumps({"rows": len(texts), "wall": wall, "cpu": cpu, "labels": labels}))
 
 
-def measure(a, kind: str, model: Path, inp: Path, out: Path, script: str = __file__) -> dict:
-    """One path (``kind``: a worker of ``script``, this one by default) in its own process; its rows/s."""
+def measure(a, kind: str, model: Path, inp: Path, out: Path, script: str = __file__, batch: int = 32) -> dict:
+    """One path (``kind``: a worker of ``script``, this one by default) in its own process, ``batch`` rows per
+    forward pass (0: ``bertkit predict``'s default for the backend); its rows/s."""
     proc = run([sys.executable, str(Path(script).resolve()), "--worker", kind, "--model", str(model),
-                "--input", str(inp), "--output", str(out), "--threads", str(a.threads)], a.threads, kind)
+                "--input", str(inp), "--output", str(out), "--threads", str(a.threads), "--batch-size", str(batch)],
+               a.threads, f"{kind}, batch {batch or 'default'}")
     res = json.loads(next(ln for ln in proc.stdout.splitlines()[::-1] if ln.startswith("RESULT "))[7:])
     res["rows_per_s"], res["rows_per_cpu_s"] = res["rows"] / res["wall"], res["rows"] / res["cpu"]
     return res
@@ -139,6 +142,7 @@ def main(argv=None) -> None:
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
     p.add_argument("--output", help=argparse.SUPPRESS)
+    p.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
         return worker(a)

@@ -165,20 +165,22 @@ def span_loss(alpha: float, temperature: float) -> DistillLoss:
 def token_loss(alpha: float, temperature: float) -> DistillLoss:
     """Token classification: ``alpha`` x the soft-target loss of the teacher's tag distribution at every
     labelled sub-token (where the labels are not -100: a word's first sub-token, or all of them with
-    --label-all-subtokens) + (1 - alpha) x the cross-entropy of plain fine-tuning there.  Both are sums
-    over the batch's labelled sub-tokens divided by ``per_batch`` where the trainer gives it (training: the
-    training set's mean labelled sub-tokens per batch, as finetune-ner's loss, so every token weighs alike
-    whatever batch it is in), else by the batch's own count (evaluation)."""
+    --label-all-subtokens) + (1 - alpha) x the cross-entropy of plain fine-tuning there (sentences of
+    ``--unlabeled``, ``hard_mask`` 0, have positions to score but no labels).  Each is a sum over the batch's
+    sub-tokens divided by the trainer's constant where it gives one (training: the training set's mean scored
+    sub-tokens per batch, ``per_batch``, and its mean labelled ones, ``hard_per_batch``, as finetune-ner's
+    loss, so every token weighs alike whatever batch it is in), else by the batch's own count (evaluation)."""
 
     # masked sums, not boolean indexing or .any(): no host synchronisation at every training step
-    def loss(outputs, labels, teacher, hard_mask, per_batch: float | None = None):
+    def loss(outputs, labels, teacher, hard_mask, per_batch: float | None = None,
+             hard_per_batch: float | None = None):
         logits, y = outputs["logits"], labels.get("labels")
         if y is None:
             return logits.sum() * 0.0
         scored = (y != -100).float()
         hard_y = y.masked_fill(~hard_mask.bool()[:, None], -100) if hard_mask is not None else y
         ce = F.cross_entropy(logits.float().flatten(0, 1), hard_y.flatten(), ignore_index=-100, reduction="sum")
-        hard = ce / (per_batch or (hard_y != -100).sum().clamp(min=1))
+        hard = ce / (hard_per_batch or per_batch or (hard_y != -100).sum().clamp(min=1))
         if teacher is None or alpha == 0:
             return hard
         t = temperature

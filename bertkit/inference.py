@@ -16,6 +16,7 @@ from .errors import UsageError
 from .loading import open_checkpoint
 from .log import is_tty, quiet
 from .modeling import check_compatible
+from .schemas import DEFAULT_BATCH, ONNX_CPU_BATCH
 
 
 def pick_device(name: str, backend: str = "torch"):
@@ -56,6 +57,13 @@ class OpenedModel:
     device: Any
     backend: str = "torch"
     threads: int | None = None
+
+    def batch_size(self, requested: int | None) -> int:
+        """Rows per forward pass: ``requested`` (--batch-size), else the backend's best measured default
+        (:data:`bertkit.schemas.ONNX_CPU_BATCH` on ONNX Runtime on a CPU)."""
+        if requested:
+            return requested
+        return ONNX_CPU_BATCH if self.backend == "onnx" and self.device.type == "cpu" else DEFAULT_BATCH
 
     def model_fn(self) -> tasks.ModelFn:
         """The model as a :data:`bertkit.tasks.ModelFn`: on torch, or (a `bertkit export` dir) ONNX Runtime."""

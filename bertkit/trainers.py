@@ -275,7 +275,22 @@ class QADistillTrainer(DistillMixin, QATrainer):
 
 class TokenClsDistillTrainer(DistillMixin, TokenClsTrainer):
     """A token-classification student (see :class:`DistillMixin`); while training, its loss is normalised
-    as finetune-ner's (``labelled_per_batch``)."""
+    as finetune-ner's: the soft-target loss over the mean scored tokens of a training batch
+    (``labelled_per_batch``), the hard-label loss over the mean of those with a label (``hard_per_batch``:
+    fewer when ``--unlabeled`` sentences are mixed in, so the labels keep their weight, as the mean over the
+    labelled rows does for a classification student)."""
+
+    def __init__(self, *args, **kwargs):
+        from .distillation import HARD_MASK
+
+        super().__init__(*args, **kwargs)
+        ds = self.train_dataset
+        self.hard_per_batch = self.labelled_per_batch
+        if self.labelled_per_batch and HARD_MASK in ds.column_names and not all(ds[HARD_MASK]):
+            hard = ds.filter(lambda m: bool(m), input_columns=[HARD_MASK])
+            self.hard_per_batch = labelled_per_row(hard) * len(hard) / len(ds) * self.args.per_device_train_batch_size
 
     def distill_loss_kwargs(self, model) -> dict:
-        return {"per_batch": self.labelled_per_batch} if model.training and self.labelled_per_batch else {}
+        if not model.training or not self.labelled_per_batch:
+            return {}
+        return {"per_batch": self.labelled_per_batch, "hard_per_batch": self.hard_per_batch or None}

@@ -267,16 +267,25 @@ def test_token_alpha_0_is_plain_fine_tuning_loss():
     with torch.no_grad():  # as the Trainer evaluates
         evaluated = model(input_ids=x, labels=y)
     own = token_loss(0.5, 2.0)(evaluated, labels, teacher, None)
-    trainer = SimpleNamespace(labelled_per_batch=7.0)
+    trainer = SimpleNamespace(labelled_per_batch=7.0, hard_per_batch=7.0)
     assert TokenClsDistillTrainer.distill_loss_kwargs(trainer, model.eval()) == {}
     assert torch.allclose(token_loss(0.5, 2.0)(evaluated, labels, teacher, None,
                                                **TokenClsDistillTrainer.distill_loss_kwargs(trainer, model)), own)
     trained = model.train()(input_ids=x, labels=y)
     kwargs = TokenClsDistillTrainer.distill_loss_kwargs(trainer, model)
-    assert kwargs == {"per_batch": 7.0}
+    assert kwargs == {"per_batch": 7.0, "hard_per_batch": 7.0}
     ratio = token_loss(0.5, 2.0)(trained, labels, teacher, None, **kwargs) / token_loss(0.5, 2.0)(
         trained, labels, teacher, None)
     assert ratio.item() == pytest.approx(14 / 7, rel=1e-5)
+    # with --unlabeled sentences (hard_mask 0) the hard-label loss is over the labelled sub-tokens' own mean
+    # per batch, the soft one over all scored: here row 2 is unlabelled, 9 of the 14 scored sub-tokens labelled
+    mask = torch.tensor([1, 1, 0])
+    alpha_0 = token_loss(0.0, 2.0)(trained, labels, teacher, mask, per_batch=7.0, hard_per_batch=4.5)
+    assert alpha_0.item() == pytest.approx(token_loss(0.0, 2.0)(trained, labels, teacher, mask).item() * 9 / 4.5,
+                                           rel=1e-5)
+    alpha_1 = token_loss(1.0, 2.0)(trained, labels, teacher, mask, per_batch=7.0, hard_per_batch=4.5)
+    assert alpha_1.item() == pytest.approx(token_loss(1.0, 2.0)(trained, labels, teacher, mask).item() * 14 / 7,
+                                           rel=1e-5)
 
 
 def test_distill_token_classification(mlm_model, tmp_path):
@@ -296,8 +305,13 @@ def test_distill_token_classification(mlm_model, tmp_path):
     train = write_tagged(tmp_path / "train.txt", 24, 0, long_every=6)
     dev = write_tagged(tmp_path / "dev.txt", 8, 1, long_every=4)
     out = tmp_path / "ner-student"
+    # untagged raw sentences (one longer than a window; Chinese split per character) the teacher tags
+    unlabeled = tmp_path / "unlabeled.txt"
+    unlabeled.write_text("Alice met Bob in Paris .\n\n张三在北京工作\n" + " ".join(["word"] * 30) + "\n",
+                         encoding="utf-8")
     assert cli("distill", "--teacher", teacher, "--output", out, "--train", train, "--validation", dev,
-               "--test", dev, "--max-seq-length", 16, "--max-steps", 3, "--batch-size", 8, "--quiet") == 0
+               "--test", dev, "--unlabeled", unlabeled, "--max-seq-length", 16, "--max-steps", 3, "--batch-size", 8,
+               "--quiet") == 0
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForTokenClassification"] and config["num_hidden_layers"] == 1
     assert [config["id2label"][str(i)] for i in range(len(names))] == names
@@ -305,6 +319,7 @@ def test_distill_token_classification(mlm_model, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["comparison"]["student"]["metric"] == "f1" and "test_f1" in metrics
     assert metrics["train_windows"] > metrics["train_examples"]  # long sentences windowed, not cut
+    assert metrics["unlabeled_windows"] > 3  # the 30-word sentence takes several windows
     preds = tmp_path / "tags.jsonl"
     assert cli("predict", "--model", out, "--input", dev, "--output", preds, "--quiet") == 0
     words = [len(s.split("\n")) for s in dev.read_text().strip().split("\n\n")]

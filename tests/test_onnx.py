@@ -74,7 +74,8 @@ def test_single_label_export_predict_evaluate(tmp_path, classifier, cls_files):
     _, dev = cls_files
     rep = _export(classifier, tmp_path / "onnx", "--validation", dev)
     assert rep["kind"] == "classification" and rep["opset"] >= 17 and rep["quantize"] == "none"
-    assert rep["fused_operators"].get("Attention") == 2  # the CPU-optimised graph: attention fused per layer
+    # the CPU-optimised graph: attention fused in every layer but the last, which runs for [CLS] alone
+    assert rep["fused_operators"].get("Attention") == 1
     assert rep["sample_inputs"]["max_abs_logit_difference"] < 1e-4
     v = rep["validation"]
     assert v["onnx_fp32_agreement"]["argmax_agreement"] == 1.0
@@ -252,3 +253,17 @@ def test_readme_snippet_runs_without_bertkit(tmp_path, classifier, cls_files, ca
     exec(README_SNIPPET, {"EXPORT_DIR": str(tmp_path / "onnx"), "TEXTS": texts})
     printed = capsys.readouterr().out.strip()
     assert printed == str([r["label"] for r in ref])
+
+
+def test_default_batch_size_follows_the_backend():
+    import torch
+
+    from bertkit.inference import OpenedModel
+
+    def opened(backend, device):
+        return OpenedModel(None, None, None, None, 32, torch.device(device), backend)
+
+    assert opened("onnx", "cpu").batch_size(None) == 8  # ONNX Runtime on a CPU: fastest per row at 8
+    assert opened("torch", "cpu").batch_size(None) == 64
+    assert opened("torch", "cuda").batch_size(None) == 64
+    assert opened("onnx", "cpu").batch_size(32) == 32  # --batch-size wins

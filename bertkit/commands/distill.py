@@ -511,9 +511,6 @@ class TokenClassificationDistiller(WindowsDistiller):
     def with_teacher_settings(self, cfg, teacher_config):
         from ..schemas import FinetuneNERConfig, NERDataConfig
 
-        if cfg.data.unlabeled:
-            raise UsageError("--unlabeled: for classification students; a token-classification student learns from "
-                             "--train's tagged sentences")
         d = cfg.data
         max_len = inference_length(teacher_config, d.max_seq_length)
         # the teacher's overlap, kept under half a window when the student trains on shorter ones; a --stride
@@ -545,8 +542,33 @@ class TokenClassificationDistiller(WindowsDistiller):
                             f"(its tags: {', '.join(names)})")
         # the student's label ids are the teacher's (its soft targets are indexed by them)
         data = finetune_ner.encode_splits(self.ft_cfg, teacher.tokenizer, dataclasses.replace(splits, names=names))
-        data.train_windows = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
+        train = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
+        if cfg.data.unlabeled:
+            import datasets
+
+            extra = self.unlabeled(cfg, teacher.tokenizer, len(names), train.features)
+            log.info(f"--unlabeled: {extra.num_rows:,} windows of untagged sentences tagged by the teacher (soft "
+                     "targets only)")
+            train = datasets.concatenate_datasets([train, extra])
+        data.train_windows = train
         return data
+
+    def unlabeled(self, cfg, tok, num_labels: int, features):
+        """--unlabeled's sentences as training windows with ``hard_mask`` 0: the positions a tag would be
+        read from are scored (a placeholder label there, which the hard-label loss leaves out)."""
+        from .. import ner
+        from ..errors import DataError
+        from ..tasks.token_classification import read_sentences
+
+        d, fd = cfg.data, self.ft_cfg.data
+        words = [s.words for s in read_sentences(d.unlabeled, tok, d.words_column, d.text_column, "--unlabeled")
+                 if s.words]
+        if not words:
+            raise DataError(f"--unlabeled {d.unlabeled}: no sentences")
+        windows = ner.sentence_windows(tok, words, fd.max_seq_length, fd.stride)
+        cont = list(range(num_labels)) if fd.label_all_subtokens else None
+        ds = finetune_ner.windows_dataset(windows, windows.labels([[0] * len(w) for w in words], cont), tok)
+        return ds.add_column(HARD_MASK, [0] * len(ds)).select_columns(list(features)).cast(features)
 
     def student_config(self, teacher):
         names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
@@ -554,7 +576,9 @@ class TokenClassificationDistiller(WindowsDistiller):
                 "label2id": {n: i for i, n in enumerate(names)}}
 
     def final_metrics(self, cfg, trainer, data, result, train_time):
-        return finetune_ner.final_metrics(trainer, data, result, train_time)
+        metrics = finetune_ner.final_metrics(trainer, data, result, train_time)
+        metrics["unlabeled_windows"] = int(len(data.train_windows) - sum(data.train_windows[HARD_MASK]))
+        return metrics
 
     def stamp(self, config, cfg, data):
         finetune_ner.stamp_inference_settings(config, self.ft_cfg, data.scheme)

@@ -7,6 +7,7 @@ a confusion matrix, per-example predictions) -> print the metrics and a summary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..summary import print_summary
 def run(cfg: EvaluateConfig) -> dict:
     cfg.validate()
     opened = open_model(cfg)
+    cfg = dataclasses.replace(cfg, batch_size=opened.batch_size(cfg.batch_size))  # the kinds' score reads it
     task = opened.task
     out = Path(cfg.output) if cfg.output else opened.path / f"eval-{Path(cfg.data).stem}"
     if problems := check_writable(out, "--output"):  # the default, in the model dir, is checked here

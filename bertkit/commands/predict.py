@@ -27,7 +27,7 @@ def run(cfg: PredictConfig) -> dict:
         model_fn = opened.model_fn()
         t0 = time.time()
         progress = RowProgress(len(rows))
-        records = predict_records(task, model_fn, rows, cfg.batch_size, cfg, progress)
+        records = predict_records(task, model_fn, rows, opened.batch_size(cfg.batch_size), cfg, progress)
         n = write_records(records, cfg.output, flatten=task.flatten)
         progress.close()
     elapsed = time.time() - t0

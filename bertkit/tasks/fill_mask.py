@@ -19,6 +19,8 @@ import numpy as np
 
 from .base import FEATURES, ModelFn, Scored, Task, Windows, batches
 
+MASK_ROWS = 64  # rows masked at once when scoring (the masks, hence the metric, depend on it; 64 was the batch)
+
 
 class FillMaskTask(Task):
     name = "fill-mask"
@@ -111,17 +113,21 @@ class FillMaskTask(Task):
         collator = MLMCollator(self.tokenizer, eval_seed=cfg.seed)
         total_loss, total, correct, preds = 0.0, 0, 0, []
         with collator.evaluation():
-            for idx in batches(range(len(labelled)), cfg.batch_size):
-                rows = labelled[idx[0]:idx[-1] + 1]["input_ids"]
-                batch = {k: v.numpy() for k, v in collator([{"input_ids": r} for r in rows]).items()}
-                out = model_fn(batch)
-                keep = batch["labels"] != -100
-                n = int(keep.sum())
-                total_loss += float(out["loss"]) * n
-                total += n
-                p = out["logits"][keep]
-                correct += int((p == batch["labels"][keep]).sum())
-                preds.append(p.astype(np.int64))
+            # the masks are drawn for MASK_ROWS rows at a time, whatever --batch-size (the seeded draws follow
+            # the padded batch's shape): the metric of a model does not depend on the batch size it ran at
+            for group in batches(range(len(labelled)), MASK_ROWS):
+                rows = labelled[group[0]:group[-1] + 1]["input_ids"]
+                masked = {k: v.numpy() for k, v in collator([{"input_ids": r} for r in rows]).items()}
+                for idx in batches(range(len(rows)), cfg.batch_size):
+                    batch = {k: v[idx[0]:idx[-1] + 1] for k, v in masked.items()}
+                    out = model_fn(batch)
+                    keep = batch["labels"] != -100
+                    n = int(keep.sum())
+                    total_loss += float(out["loss"]) * n if n else 0.0  # no masked token: the loss is NaN
+                    total += n
+                    p = out["logits"][keep]
+                    correct += int((p == batch["labels"][keep]).sum())
+                    preds.append(p.astype(np.int64))
                 if progress is not None:
                     progress.update(len(rows))
         loss = total_loss / max(total, 1)

@@ -71,32 +71,14 @@ class TokenClassification(Task):
         """Sentences from ``cfg.input``: ``-`` (stdin: a raw sentence per line), a CoNLL-style file, or
         .jsonl/.csv/.parquet rows (``cfg.words_column`` holding words; else ``cfg.text_column`` holding raw
         text)."""
-        from ..data import read_rows, read_stdin_lines, read_text
+        from ..data import read_stdin_lines
 
-        source = cfg.input
-        if source == "-":
+        if cfg.input == "-":
             rows = [Sentence.from_text(line.strip(), self.tokenizer) for _, line in read_stdin_lines()]
             if not rows:
                 raise DataError("stdin: no input text (one sentence per line)")
             return rows
-        path = Path(source)
-        if not path.is_file():
-            raise DataError(f"--input {source}: no such file")
-        words_column, text_column = cfg.words_column, cfg.text_column
-        ext = path.suffix.lower()
-        if ext in ner.COLUMNAR_EXTS:
-            ds = read_rows(path, (words_column,))
-            if words_column not in ds.column_names:
-                if text_column not in ds.column_names:
-                    raise DataError(f"{path}: no column '{words_column}' (--words-column) or '{text_column}' "
-                                    f"(--text-column); columns found: {', '.join(ds.column_names)}")
-                return [Sentence.from_text(str(t or ""), self.tokenizer) for t in ds[text_column]]
-            tagged = ner.rows_to_tagged(ds, path, words_column, None)
-        elif ext in (".txt", ".text") and "\t" not in (text := read_text(path)):
-            return [Sentence.from_text(line.strip(), self.tokenizer) for line in text.splitlines() if line.strip()]
-        else:
-            tagged = ner.read_tagged(source, "--input", tags_column=None)
-        return [Sentence.from_words(w) for w in tagged.words]
+        return read_sentences(cfg.input, self.tokenizer, cfg.words_column, cfg.text_column)
 
     def request_rows(self, inputs) -> list[Sentence]:
         """Rows of a JSON request: raw text (strings, or objects with ``text``; split into words here) or
@@ -180,3 +162,28 @@ class TokenClassification(Task):
 
 
 TASK = TokenClassification
+
+
+def read_sentences(source: str, tok, words_column: str, text_column: str, flag: str = "--input") -> list[Sentence]:
+    """Untagged sentences from a file: CoNLL-style (a word per line, any tag columns ignored), .jsonl/.csv/
+    .parquet rows (``words_column`` holding words, else ``text_column`` holding raw text), or a .txt of raw
+    sentences, one per line (split into words as :meth:`Sentence.from_text`)."""
+    from ..data import read_rows, read_text
+
+    path = Path(source)
+    if not path.is_file():
+        raise DataError(f"{flag} {source}: no such file")
+    ext = path.suffix.lower()
+    if ext in ner.COLUMNAR_EXTS:
+        ds = read_rows(path, (words_column,))
+        if words_column not in ds.column_names:
+            if text_column not in ds.column_names:
+                raise DataError(f"{path}: no column '{words_column}' (--words-column) or '{text_column}' "
+                                f"(--text-column); columns found: {', '.join(ds.column_names)}")
+            return [Sentence.from_text(str(t or ""), tok) for t in ds[text_column]]
+        tagged = ner.rows_to_tagged(ds, path, words_column, None)
+    elif ext in (".txt", ".text") and "\t" not in (text := read_text(path)):
+        return [Sentence.from_text(line.strip(), tok) for line in text.splitlines() if line.strip()]
+    else:
+        tagged = ner.read_tagged(source, flag, tags_column=None)
+    return [Sentence.from_words(w) for w in tagged.words]
