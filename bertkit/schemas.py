@@ -680,6 +680,10 @@ class DistillConfig(Schema):
     student: str | None = opt(None, "Student model directory with the teacher's vocabulary (a bertkit or Hugging "
                                        "Face model; a head for the teacher's labels is added when it has none).",
                                  "--student")
+    student_preset: str | None = opt(None, "Student = a new, randomly initialised BERT of this size ("
+                                              + ", ".join(PRESETS) + ") with the teacher's vocabulary: it learns "
+                                              "from the task data alone (a --student pretrained with pretrain-mlm "
+                                              "starts further).", "--student-preset")
     student_layers: int | None = opt(None, "Student = a copy of the teacher keeping N of its layers, spread evenly "
                                               "and ending at the top one (6 -> 3 keeps 1, 3, 5); default: half the "
                                               "teacher's layers when --student is not given.", "--student-layers")
@@ -709,9 +713,13 @@ class DistillConfig(Schema):
         found = [] if self.teacher else ["--teacher is required: a fine-tuned model directory"]
         if not self.output:
             found.append("--output is required: the directory to write the student to")
-        if self.student and self.student_layers is not None:
-            found.append("--student and --student-layers: give one (a model dir, or a layer count to copy from the "
-                         "teacher)")
+        given = [f for f, v in (("--student", self.student), ("--student-preset", self.student_preset),
+                                ("--student-layers", self.student_layers)) if v is not None]
+        if len(given) > 1:
+            found.append(f"{' and '.join(given)}: give one (a model dir, a preset size, or a layer count to copy "
+                         "from the teacher)")
+        if self.student_preset is not None and self.student_preset not in PRESETS:
+            found.append(f"--student-preset {self.student_preset}: use one of {', '.join(PRESETS)}")
         found += at_least(self.student_layers, 1, "--student-layers") + in_unit_interval(self.dropout, "--dropout")
         if not self.hidden_loss_weight >= 0:
             found.append(f"--hidden-loss-weight {self.hidden_loss_weight}: must be 0 or more")

@@ -428,6 +428,22 @@ def test_hidden_loss_weight_with_a_narrower_student(classifier, cls_files, tmp_p
     assert json.loads((out / "config.json").read_text())["hidden_size"] == 16
 
 
+def test_student_preset_is_a_new_model_of_that_size(classifier, cls_files, tmp_path):
+    """--student-preset: a new BERT of the preset's shape reading the teacher's vocabulary and giving its
+    labels; it learns the teacher's layers through the projection the hidden-state loss adds."""
+    train, dev = cls_files
+    out = tmp_path / "s"
+    assert cli("distill", "--teacher", classifier, "--student-preset", "tiny", "--output", out, "--train", train,
+               "--validation", dev, "--hidden-loss-weight", 1, "--max-steps", 2, "--batch-size", 16, "--quiet") == 0
+    cfg = json.loads((out / "config.json").read_text())
+    teacher = json.loads((classifier / "config.json").read_text())
+    assert (cfg["num_hidden_layers"], cfg["hidden_size"]) == (2, 128)  # the tiny preset
+    assert cfg["vocab_size"] == teacher["vocab_size"] and cfg["id2label"] == teacher["id2label"]
+    assert cfg["bertkit_max_seq_length"] == teacher["bertkit_max_seq_length"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and metrics["student_layers_kept"] is None
+
+
 def test_usage_errors_leave_nothing_behind(classifier, mlm_model, cls_files, tmp_path, capsys):
     train, dev = cls_files
     out = tmp_path / "out"
@@ -435,6 +451,9 @@ def test_usage_errors_leave_nothing_behind(classifier, mlm_model, cls_files, tmp
     for args, says in ((["--teacher", mlm_model], "distill trains students of classification, question-answering"),
                        (["--teacher", classifier, "--student-layers", 3], "the teacher has 2 layers"),
                        (["--teacher", classifier, "--student", mlm_model, "--student-layers", 1], "give one"),
+                       (["--teacher", classifier, "--student-preset", "mini", "--student-layers", 1],
+                        "--student-preset and --student-layers: give one"),
+                       (["--teacher", classifier, "--student-preset", "huge"], "--student-preset huge: use one of"),
                        (["--teacher", classifier, "--alpha", 1.5], "--alpha 1.5: must be in [0, 1]"),
                        (["--teacher", classifier, "--alpha", 0, "--unlabeled", train], "--unlabeled with --alpha 0")):
         capsys.readouterr()

@@ -55,7 +55,7 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     cfg.validate()
     check_compatible(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, "--teacher")
     teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, cfg.data.max_seq_length, teacher.path)
-    student_dir = open_student(cfg, teacher)
+    student_dir = open_student(cfg, teacher, kind)
     layers = layer_plan(cfg, teacher, student_dir)
     with start_run(cfg, "distill") as (out, resume_from):
         data = kind.load_data(cfg, teacher)
@@ -117,15 +117,33 @@ def distiller_for(kind: type[tasks.Task]) -> KindDistiller:
     return found()
 
 
-def open_student(cfg: DistillConfig, teacher: Teacher):
+def open_student(cfg: DistillConfig, teacher: Teacher, kind: KindDistiller):
     """A --student's (dir, config), refused (one line, exit 2) unless its vocabulary is the teacher's and it
-    takes inputs of the length trained on; None without --student."""
+    takes inputs of the length trained on; (None, config) for --student-preset; None for a copy of the
+    teacher (--student-layers)."""
+    if cfg.student_preset:
+        return None, student_preset_config(cfg.student_preset, teacher, kind)
     if not cfg.student:
         return None
     path, config, tok = open_checkpoint(cfg.student, cfg.allow_pickle, flag="--student")
     check_same_vocabulary(teacher.tokenizer, tok, cfg.student)
     check_compatible(config, teacher.tokenizer, cfg.data.max_seq_length, "--student")
     return path, config
+
+
+def student_preset_config(name: str, teacher: Teacher, kind: KindDistiller):
+    """A new BERT of preset ``name`` reading the teacher's inputs (vocabulary, positions, segments) and giving
+    its outputs (labels)."""
+    from ..modeling import preset_config
+
+    t = teacher.config
+    shape = SimpleNamespace(preset=name, hidden_size=None, num_layers=None, num_heads=None, intermediate_size=None,
+                            max_position_embeddings=t.max_position_embeddings, dropout=0.1)
+    config = preset_config(shape, vocab_size=len(teacher.tokenizer), pad_token_id=teacher.tokenizer.pad_token_id)
+    config.type_vocab_size = getattr(t, "type_vocab_size", 2)
+    for k, v in kind.student_config(teacher).items():
+        setattr(config, k, v)
+    return config
 
 
 def device():
@@ -182,7 +200,16 @@ def make_student(cfg: DistillConfig, kind: KindDistiller, teacher: Teacher, stud
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    if student_dir is not None:
+    if student_dir is not None and student_dir[0] is None:  # --student-preset: new weights, all of them learnt
+        config = student_dir[1]
+        for k, v in dropout_overrides(config, cfg.dropout, "--dropout").items():
+            setattr(config, k, v)
+        model = kind.auto_model(teacher).from_config(config)
+        head = frozenset(n for n, _ in model.named_parameters() if not n.startswith(model.base_model_prefix + "."))
+        kind.init_head(model, head, data)
+        log.info(f"Student: a new '{cfg.student_preset}' model ({config.num_hidden_layers} layers, hidden "
+                 f"{config.hidden_size})")
+    elif student_dir is not None:
         path, config = student_dir
         model, loading = load_model(kind.auto_model(teacher), path, "distillation", flag="--student",
                                     ignore_mismatched_sizes=True, output_loading_info=True,
@@ -259,7 +286,8 @@ def summary_rows(cfg: DistillConfig, teacher: Teacher, metrics: dict, out) -> li
                                           "the rows/s"))
     keep = metrics.get("student_layers_kept")
     rows += [
-        ("student", f"the teacher's layers {', '.join(map(str, keep))}" if keep else str(cfg.student)),
+        ("student", f"the teacher's layers {', '.join(map(str, keep))}" if keep
+         else f"a new '{cfg.student_preset}' model" if cfg.student_preset else str(cfg.student)),
         ("loss", f"alpha {cfg.alpha:g} x soft targets (T {cfg.temperature:g}) + {1 - cfg.alpha:g} x hard labels"
                  + (f" + {cfg.hidden_loss_weight:g} x hidden states" if cfg.hidden_loss_weight else "")),
         ("steps", f"{metrics['steps']:,} ({metrics['epochs']} epochs)"),
