@@ -17,9 +17,9 @@
 #
 # Time on an H200 (firecracker VM, 16 vCPUs; its first run, with TEACHER_EPOCHS=2 and STEPS=200): start and
 # transfer of the bundle ~30 s, data 10 s, tokenize 17 s, each pretrain run 32-38 s (mostly process start and
-# evaluation), finetune-sst2 193 s (2 epochs), predict 23 s; finetune-ner was cut by the 480 s limit of
-# that call.  Training steps there cost ~35 ms whatever the model's size (host-bound), so the defaults
-# below (1 epoch each, 100 pretraining steps) keep the whole check near 6 minutes.  Its second run
+# evaluation), finetune-sst2 193 s (2 epochs), predict 23 s; finetune-ner was stopped by a 480 s limit.
+# Training steps there cost ~35 ms whatever the model's size (host-bound), so the defaults below (1 epoch
+# each, 100 pretraining steps) keep the whole check near 6 minutes.  A second run
 # (PARTS="ner distill qa compile", COMPILE_STEPS=200): finetune-conll 47 s, distill-conll 69 s,
 # finetune-squad 32 s, predict-squad 19 s, sst2-no-compile 45 s, sst2-compile 97 s; 359 s in all.
 set -u

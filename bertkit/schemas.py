@@ -281,8 +281,8 @@ class ModelDirFields(Schema):
 
 # predict's and evaluate's rows per forward pass.  Length-sorted batches pad little at any size; what is left is
 # the runtime's cost per call.  Torch on a CPU was flat from 16 to 64 rows (7% slower at 8); ONNX Runtime's int8
-# MiniLM student ran 1.25x faster at 8 than at 64 (1,043 / 1,012 rows/s against 814 / 840, one thread, SST-2 dev,
-# two runs each) and 1.14x faster than at 32.  Serve's batches are chosen apart (SERVE_CPU_BATCH below).
+# MiniLM student ran 1.24x faster at 8 than at 64 (1,043 / 1,012 rows/s against 814 / 840, one thread, SST-2 dev,
+# two runs each) and 1.15x faster than at 32.  Serve's batches are chosen apart (SERVE_CPU_BATCH below).
 ONNX_CPU_BATCH, DEFAULT_BATCH = 8, 64
 
 
@@ -511,7 +511,9 @@ class ExportConfig(ModelDirFields, LabelledColumns, QALabelledColumns, TaggedCol
                                           "int8 is chosen and checked on it.", "--validation")
     text_column: str = opt("text", "Column holding the text (several: comma-separated).", "--text-column")
     label_column: str = opt("label", "Column holding the label (classifier validation).", "--label-column")
-    batch_size: int = opt(64, "Rows per forward pass while validating.", "--batch-size")
+    batch_size: int = opt(ONNX_CPU_BATCH, "Rows per forward pass while validating (default: what predict runs "
+                                          "on ONNX Runtime on a CPU; int8 scales depend on the batch).",
+                          "--batch-size")
     max_seq_length: int | None = opt(None, "Tokens per input while validating (default: the model's setting).",
                                         "--max-seq-length")
     threads: int | None = opt(None, "ONNX Runtime / torch threads while validating (default: the machine's cores).",
@@ -686,7 +688,8 @@ class DistillConfig(Schema):
                                               "starts further).", "--student-preset")
     student_layers: int | None = opt(None, "Student = a copy of the teacher keeping N of its layers, spread evenly "
                                               "and ending at the top one (6 -> 3 keeps 1, 3, 5); default: half the "
-                                              "teacher's layers when --student is not given.", "--student-layers")
+                                              "teacher's layers when neither --student nor --student-preset is "
+                                              "given.", "--student-layers")
     output: str | None = opt(None, "Output model directory (the student).", "--output")
     overwrite: bool = opt(False, "Replace an existing output directory.", "--overwrite")
     allow_pickle: bool = allow_pickle_field()

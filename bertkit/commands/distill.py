@@ -122,7 +122,7 @@ def open_student(cfg: DistillConfig, teacher: Teacher, kind: KindDistiller):
     takes inputs of the length trained on; (None, config) for --student-preset; None for a copy of the
     teacher (--student-layers)."""
     if cfg.student_preset:
-        return None, student_preset_config(cfg.student_preset, teacher, kind)
+        return None, student_preset_config(cfg.student_preset, teacher, kind, cfg.data.max_seq_length)
     if not cfg.student:
         return None
     path, config, tok = open_checkpoint(cfg.student, cfg.allow_pickle, flag="--student")
@@ -131,16 +131,18 @@ def open_student(cfg: DistillConfig, teacher: Teacher, kind: KindDistiller):
     return path, config
 
 
-def student_preset_config(name: str, teacher: Teacher, kind: KindDistiller):
-    """A new BERT of preset ``name`` reading the teacher's inputs (vocabulary, positions, segments) and giving
-    its outputs (labels)."""
+def student_preset_config(name: str, teacher: Teacher, kind: KindDistiller, max_len: int):
+    """A new BERT of preset ``name`` reading the teacher's inputs (vocabulary, segments; positions up to
+    the teacher's limit, 512 or the training length at most) and giving its outputs (labels)."""
     from ..modeling import preset_config
 
     t = teacher.config
+    positions = min(int(getattr(t, "max_position_embeddings", 512) or 512), max(512, max_len))
     shape = SimpleNamespace(preset=name, hidden_size=None, num_layers=None, num_heads=None, intermediate_size=None,
-                            max_position_embeddings=t.max_position_embeddings, dropout=0.1)
+                            max_position_embeddings=positions, dropout=0.1)
     config = preset_config(shape, vocab_size=len(teacher.tokenizer), pad_token_id=teacher.tokenizer.pad_token_id)
-    config.type_vocab_size = getattr(t, "type_vocab_size", 2)
+    # at least 2: text pairs' segment ids are 0 and 1 whatever the teacher kept (DeBERTa-v2 keeps 0)
+    config.type_vocab_size = max(2, int(getattr(t, "type_vocab_size", 2) or 0))
     for k, v in kind.student_config(teacher).items():
         setattr(config, k, v)
     return config
@@ -593,6 +595,9 @@ class TokenClassificationDistiller(WindowsDistiller):
                  if s.words]
         if not words:
             raise DataError(f"--unlabeled {d.unlabeled}: no sentences")
+        # what the file was read as shows here (a .txt of raw lines, else a word per line, or rows)
+        log.info(f"--unlabeled {d.unlabeled}: {len(words):,} sentences, {sum(map(len, words)) / len(words):.1f} "
+                 "words each on average")
         windows = ner.sentence_windows(tok, words, fd.max_seq_length, fd.stride)
         cont = list(range(num_labels)) if fd.label_all_subtokens else None
         ds = finetune_ner.windows_dataset(windows, windows.labels([[0] * len(w) for w in words], cont), tok)

@@ -114,12 +114,15 @@ class FillMaskTask(Task):
         total_loss, total, correct, preds = 0.0, 0, 0, []
         with collator.evaluation():
             # the masks are drawn for MASK_ROWS rows at a time, whatever --batch-size (the seeded draws follow
-            # the padded batch's shape): the metric of a model does not depend on the batch size it ran at
+            # the padded batch's shape): the metric of a model does not depend on the batch size it ran at (a
+            # --batch-size above MASK_ROWS runs MASK_ROWS rows per pass)
             for group in batches(range(len(labelled)), MASK_ROWS):
                 rows = labelled[group[0]:group[-1] + 1]["input_ids"]
                 masked = {k: v.numpy() for k, v in collator([{"input_ids": r} for r in rows]).items()}
                 for idx in batches(range(len(rows)), cfg.batch_size):
-                    batch = {k: v[idx[0]:idx[-1] + 1] for k, v in masked.items()}
+                    part = slice(idx[0], idx[-1] + 1)
+                    width = int(masked["attention_mask"][part].sum(1).max())  # this batch's own padding
+                    batch = {k: v[part, :width] for k, v in masked.items()}
                     out = model_fn(batch)
                     keep = batch["labels"] != -100
                     n = int(keep.sum())
