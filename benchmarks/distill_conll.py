@@ -46,12 +46,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import bertkit_cmd  # noqa: E402
-from distill_sst2 import print_epoch_cost, print_machine  # noqa: E402
+from distill_sst2 import PIPELINE_BATCHES, pipeline_peer, print_epoch_cost, print_machine  # noqa: E402
 from onnx_speed import measure, run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
-PIPELINE_BATCHES = (8, 32)  # the peer's batch sizes; its faster one is the ratios' base
 
 
 def read_conll(path: Path) -> list[list[str]]:
@@ -248,7 +247,7 @@ def main(argv=None) -> None:
     print(f"\n### Inference, each path in its own process (CoNLL-2003 dev, {len(sents):,} sentences as raw text)\n")
     print("| path | sentences/s (wall) | sentences per CPU-s | vs the pipeline's best (CPU) |")
     print("|---|---:|---:|---:|")
-    base = max(r["rows_per_cpu_s"] for k, r in speed.items() if ", pipeline," in k)
+    base = pipeline_peer(speed)
     for k, r in speed.items():
         print(f"| {k} | {r['rows_per_s']:,.1f} | {r['rows_per_cpu_s']:,.1f} | {r['rows_per_cpu_s'] / base:.2f}x |")
     print(f"\nTeacher: bertkit predict and the pipeline give the same entities (type, start, end) on {same:,} of "

@@ -130,14 +130,17 @@ class TokenClsTrainer(BertkitTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def labelled_per_row(ds) -> float:
-    """Mean labelled tokens (label != -100) per row of an encoded token-classification dataset."""
+def labelled_per_row(ds, only: str | None = None) -> float:
+    """Mean labelled tokens (label != -100) per row of an encoded token-classification dataset; ``only``: a
+    column, counting the tokens of the rows where it is non-zero alone (still over all rows)."""
     import pyarrow.compute as pc
 
     if ds is None or len(ds) == 0 or "labels" not in ds.column_names:
         return 0.0
-    labels = ds.select_columns(["labels"]).with_format("arrow")[:]["labels"]  # not the teacher's logits
-    return pc.sum(pc.not_equal(pc.list_flatten(labels), -100)).as_py() / len(ds)
+    table = ds.select_columns(["labels", *([only] if only else [])]).with_format("arrow")[:]  # not the logits
+    if only:
+        table = table.filter(pc.not_equal(table[only], 0))
+    return (pc.sum(pc.not_equal(pc.list_flatten(table["labels"]), -100)).as_py() or 0) / len(ds)
 
 
 class QATrainer(BertkitTrainer):
@@ -286,9 +289,8 @@ class TokenClsDistillTrainer(DistillMixin, TokenClsTrainer):
         super().__init__(*args, **kwargs)
         ds = self.train_dataset
         self.hard_per_batch = self.labelled_per_batch
-        if self.labelled_per_batch and HARD_MASK in ds.column_names and not all(ds[HARD_MASK]):
-            hard = ds.filter(lambda m: bool(m), input_columns=[HARD_MASK])
-            self.hard_per_batch = labelled_per_row(hard) * len(hard) / len(ds) * self.args.per_device_train_batch_size
+        if self.labelled_per_batch and HARD_MASK in ds.column_names:
+            self.hard_per_batch = labelled_per_row(ds, only=HARD_MASK) * self.args.per_device_train_batch_size
 
     def distill_loss_kwargs(self, model) -> dict:
         if not model.training or not self.labelled_per_batch:

@@ -76,3 +76,17 @@ def test_gradient_accumulation_divides_the_loss(mlm_model, tmp_path):
         step[ga] = float(trainer.training_step(model, dict(long)))
     # transformers alone returned the same loss at both (BERT's forward takes **kwargs)
     assert step[2] == pytest.approx(step[1] / 2, rel=1e-5)
+
+
+def test_labelled_per_row_counts_scored_tokens_and_the_hard_rows_alone():
+    """The token students' loss constants: labelled tokens per row over all rows, and (``only``) those of the
+    tagged rows alone, still per row of the whole set (--unlabeled windows have scored tokens, no tags)."""
+    import datasets
+
+    from bertkit.trainers import labelled_per_row
+
+    ds = datasets.Dataset.from_dict({"labels": [[-100, 1, 0, -100], [-100, 2, -100], [-100, 0, 0, 0, -100]],
+                                     "hard_mask": [1, 1, 0]})
+    assert labelled_per_row(ds) == pytest.approx(6 / 3)
+    assert labelled_per_row(ds, only="hard_mask") == pytest.approx(3 / 3)
+    assert labelled_per_row(ds.select([2]), only="hard_mask") == 0.0
