@@ -343,6 +343,28 @@ def test_distill_refuses_tags_the_teacher_lacks(mlm_model, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_tagger_unlabeled_missing_or_empty_is_one_line(mlm_model, tmp_path, capsys):
+    from test_ner import write_tagged
+    from transformers import AutoTokenizer, BertForTokenClassification
+
+    teacher = tmp_path / "ner-teacher"
+    BertForTokenClassification.from_pretrained(
+        str(mlm_model), num_labels=5, id2label=dict(enumerate(["O", "B-PER", "I-PER", "B-geo-loc", "I-geo-loc"]))
+    ).save_pretrained(str(teacher))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    train = write_tagged(tmp_path / "train.txt", 12, 0)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    out = tmp_path / "student"
+    for unl, says in ((tmp_path / "missing.txt", "missing.txt: no such file"), (empty, "empty.txt: no sentences")):
+        capsys.readouterr()
+        assert cli("distill", "--teacher", teacher, "--output", out, "--train", train, "--unlabeled", unl,
+                   "--max-steps", 1, "--quiet") == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--unlabeled" in err[0] and says in err[0], err
+        assert not out.exists()
+
+
 @pytest.mark.parametrize("problem", ["multi", "regression"])
 def test_distill_pairs_multi_label_and_regression(problem, mlm_model, tmp_path):
     """Text pairs with a multi-label teacher (and teacher-labelled pairs) or a regression teacher: the
