@@ -127,12 +127,14 @@ def distill(a, teacher: Path, out: Path, alpha: float, seed: int, steps: int | N
     """One student: distilled (``alpha`` > 0; with ``--unlabeled`` sentences when given) or the baseline
     (``--alpha 0``; for ``steps`` optimizer steps when given, else ``--epochs``)."""
     if not (out / "metrics.json").is_file():
-        length = ["--max-steps", str(steps)] if steps else ["--epochs", str(a.epochs)]
+        extra = ["--max-steps", str(steps)] if steps else ["--epochs", str(a.epochs)]
         if a.unlabeled and alpha > 0:
-            length += ["--unlabeled", str(a.unlabeled)]
+            extra += ["--unlabeled", str(a.unlabeled)]
+        if a.hidden_loss_weight and alpha > 0:
+            extra += ["--hidden-loss-weight", str(a.hidden_loss_weight)]
         run(bertkit_cmd() + ["distill", "--teacher", str(teacher), "--train", str(a.train_file), "--validation",
                              str(a.dev_file), "--test", str(a.test_file), "--output", str(out), "--student-layers",
-                             "3", "--alpha", str(alpha), "--temperature", str(a.temperature), *length, "--lr",
+                             "3", "--alpha", str(alpha), "--temperature", str(a.temperature), *extra, "--lr",
                              str(a.lr), "--batch-size", "32", "--seed", str(seed), "--overwrite", "--quiet"],
             a.threads, f"distill --alpha {alpha:g} --seed {seed}")
     return metrics(out)
@@ -169,6 +171,8 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="the students' peak learning rate")
     p.add_argument("--alpha", type=float, default=0.5, help="the distilled students' --alpha")
     p.add_argument("--temperature", type=float, default=2.0, help="the distilled students' --temperature")
+    p.add_argument("--hidden-loss-weight", type=float, default=0.0, help="the distilled students' "
+                   "--hidden-loss-weight (hidden states matched to the teacher's; 0: logits only)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="student seeds")
     p.add_argument("--threads", type=int, default=1, help="threads of every process")
     p.add_argument("--limit", type=int, help="only the first N sentences of each split (a quick check)")
@@ -277,7 +281,8 @@ def print_students(a, t: dict, runs: dict, f1: dict | None, load0: str, started:
         dev = [runs[(name, s)]["eval_f1"] * 100 for s in a.seeds]
         test = [runs[(name, s)]["test_f1"] * 100 for s in a.seeds]
         rps = statistics.median(runs[(name, s)]["comparison"]["student"]["rows_per_second"] for s in a.seeds)
-        label = f"student, alpha {a.alpha:g}" if name == "distilled" else "student, alpha 0 (no teacher)"
+        hidden = f", hidden states x {a.hidden_loss_weight:g}" if a.hidden_loss_weight else ""
+        label = f"student, alpha {a.alpha:g}{hidden}" if name == "distilled" else "student, alpha 0 (no teacher)"
         print(f"| {label} | {runs[(name, a.seeds[0])]['steps']:,} | {statistics.mean(dev):.2f} | "
               f"{', '.join(f'{x:.2f}' for x in dev)} | {statistics.mean(test):.2f} | "
               f"{', '.join(f'{x:.2f}' for x in test)} | {rps:,.1f} |")

@@ -135,22 +135,32 @@ def classification_loss(problem: str, alpha: float, temperature: float,
 
 
 def span_hard_loss(start: torch.Tensor, end: torch.Tensor, start_positions: torch.Tensor,
-                   end_positions: torch.Tensor) -> torch.Tensor:
+                   end_positions: torch.Tensor, hard_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Extractive QA's loss of plain fine-tuning (what ``*ForQuestionAnswering`` computes): the mean of the
-    start and end cross-entropies, positions outside the window ignored."""
+    start and end cross-entropies, positions outside the window ignored, and the windows whose ``hard_mask``
+    is 0 (``--unlabeled`` questions).  Sums over a count kept at least 1, not the mean reduction: a batch
+    of unlabelled windows alone has no position left, where that mean is NaN."""
     n = start.size(1)
     sp, ep = start_positions.clamp(0, n), end_positions.clamp(0, n)
-    return (F.cross_entropy(start.float(), sp, ignore_index=n) + F.cross_entropy(end.float(), ep, ignore_index=n)) / 2
+    if hard_mask is not None:
+        unlabelled = ~hard_mask.bool()
+        sp, ep = sp.masked_fill(unlabelled, n), ep.masked_fill(unlabelled, n)
+
+    def mean_ce(logits, y):
+        ce = F.cross_entropy(logits.float(), y, ignore_index=n, reduction="sum")
+        return ce / (y != n).sum().clamp(min=1)
+
+    return (mean_ce(start, sp) + mean_ce(end, ep)) / 2
 
 
 def span_loss(alpha: float, temperature: float) -> DistillLoss:
     """Extractive QA: ``alpha`` x the soft-target loss of the start and end distributions over the window's
-    tokens (their mean) + (1 - alpha) x :func:`span_hard_loss`."""
+    tokens (their mean) + (1 - alpha) x :func:`span_hard_loss` (over the windows with a label)."""
 
     def loss(outputs, labels, teacher, hard_mask):
         start, end = outputs["start_logits"], outputs["end_logits"]
         if "start_positions" in labels:
-            hard = span_hard_loss(start, end, labels["start_positions"], labels["end_positions"])
+            hard = span_hard_loss(start, end, labels["start_positions"], labels["end_positions"], hard_mask)
         else:
             hard = start.sum() * 0.0
         if teacher is None or alpha == 0:

@@ -580,16 +580,17 @@ def empty_context_rows(contexts: Sequence[str | None]) -> list[int]:
     return [i for i, c in enumerate(contexts) if c is None or not str(c).strip()]
 
 
-def read_questions(source: str, question_column: str, context_column: str) -> list[dict]:
-    """Rows of ``question`` and ``context`` from a SQuAD-format .json file (with each question's ``id``), a
-    .jsonl/.csv/... file or stdin (``question<TAB>context`` lines)."""
+def read_questions(source: str, question_column: str, context_column: str, flag: str = "--input") -> list[dict]:
+    """Rows of ``question`` and ``context`` from a SQuAD-format .json file (with each question's ``id``; its
+    answers are not read), a .jsonl/.csv/... file or stdin (``question<TAB>context`` lines); ``flag`` names
+    the option in errors."""
     from .data import load_inputs, read_stdin_lines
 
     if source != "-":
         squad = _squad_file_rows(Path(source))
         if squad is not None:
             return [{"id": r["id"], "question": r["question"], "context": r["context"]} for r in squad]
-        ds, _ = load_inputs([source], "--input", {"--question-column": question_column,
+        ds, _ = load_inputs([source], flag, {"--question-column": question_column,
                                                   "--context-column": context_column})
         return [{"question": str(q), "context": str(c)}
                 for q, c in zip(ds[question_column], ds[context_column], strict=True)]

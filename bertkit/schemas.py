@@ -662,7 +662,9 @@ class DistillDataConfig(ClsDataConfig, QALabelledColumns, TaggedColumns):
     unlabeled: str | None = opt(None, "Texts without labels, labelled by the teacher and appended to the training "
                                          "set (soft targets only): classification rows in the same text columns; "
                                          "for a tagger, sentences (a .txt of one per line, a CoNLL-style file, or "
-                                         "rows of words or text).", "--unlabeled")
+                                         "rows of words or text); for a QA model, questions with their contexts "
+                                         "(a SQuAD-format file, its answers not read, or rows of the question "
+                                         "and context columns).", "--unlabeled")
     max_seq_length: int | None = opt(None, "Maximum tokens per example (default: the teacher's).",
                                         "--max-seq-length")
     long_text: Literal["truncate", "head-tail", "sliding-window"] | None = opt(

@@ -205,6 +205,12 @@ def test_qa_alpha_0_is_plain_fine_tuning_loss():
     assert torch.allclose(span_loss(0.0, 2.0)(out, labels, teacher, None), out.loss, atol=1e-6)
     same = {"teacher_start_logits": out.start_logits, "teacher_end_logits": out.end_logits}
     assert span_loss(1.0, 2.0)(out, labels, same, None).abs() < 1e-5
+    # windows of --unlabeled questions (hard_mask 0) drop from the hard-label loss; a batch of them alone
+    # has a hard-label loss of 0 (not NaN) and learns from the teacher alone
+    kept = model(input_ids=x[[0, 2]], start_positions=sp[[0, 2]], end_positions=ep[[0, 2]]).loss
+    assert torch.allclose(span_loss(0.0, 2.0)(out, labels, teacher, torch.tensor([1, 0, 1, 0])), kept, atol=1e-6)
+    alone = span_loss(0.5, 2.0)(out, labels, teacher, torch.zeros(4))
+    assert torch.isfinite(alone) and torch.allclose(alone, 0.5 * span_loss(1.0, 2.0)(out, labels, teacher, None))
 
 
 def test_distill_question_answering(mlm_model, tmp_path):
@@ -218,21 +224,53 @@ def test_distill_question_answering(mlm_model, tmp_path):
     AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
     train = synthetic_squad(tmp_path / "train.json", 16)
     dev = synthetic_squad(tmp_path / "dev.json", 6, seed=1)
+    # --unlabeled questions: a SQuAD-format file (its answers not read) or rows of question and context
+    unlabeled = synthetic_squad(tmp_path / "unlabeled.json", 5, seed=2)
     out = tmp_path / "qa-student"
     assert cli("distill", "--teacher", teacher, "--output", out, "--train", train, "--validation", dev,
-               "--max-seq-length", 32, "--doc-stride", 8, "--max-question-length", 12, "--max-steps", 3,
-               "--batch-size", 8, "--quiet") == 0
+               "--unlabeled", unlabeled, "--max-seq-length", 32, "--doc-stride", 8, "--max-question-length", 12,
+               "--max-steps", 3, "--batch-size", 8, "--quiet") == 0
     config = json.loads((out / "config.json").read_text())
     assert config["architectures"] == ["BertForQuestionAnswering"] and config["num_hidden_layers"] == 1
     assert config["bertkit_max_seq_length"] == 32 and config["bertkit_doc_stride"] == 8
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["comparison"]["student"]["metric"] == "f1"
+    # 5 contexts (and a second question for the first), each longer than one window of 32 tokens
+    assert metrics["unlabeled_windows"] > 6 and metrics["train_windows"] > metrics["unlabeled_windows"]
     preds = tmp_path / "answers.jsonl"
     questions = tmp_path / "q.jsonl"
     questions.write_text(json.dumps({"question": "what is the capital of france ?",
                                      "context": "paris is the capital of france ."}) + "\n")
     assert cli("predict", "--model", out, "--input", questions, "--output", preds, "--quiet") == 0
     assert "answer" in read_jsonl(preds)[0]
+
+
+def test_qa_unlabeled_rows_and_bad_files(mlm_model, tmp_path, capsys):
+    """--unlabeled for a QA teacher: rows of question and context count; a missing file, or rows without a
+    context, are one line and exit 1, leaving nothing behind."""
+    from test_qa import synthetic_squad
+    from transformers import AutoTokenizer, BertForQuestionAnswering
+
+    teacher = tmp_path / "qa-teacher"
+    BertForQuestionAnswering.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    AutoTokenizer.from_pretrained(str(mlm_model)).save_pretrained(str(teacher))
+    train = synthetic_squad(tmp_path / "train.json", 8)
+    rows, blank = tmp_path / "rows.jsonl", tmp_path / "blank.jsonl"
+    rows.write_text("".join(json.dumps({"question": f"who lives in town {i} ?", "context": f"bob lives in town {i} ."})
+                            + "\n" for i in range(3)), encoding="utf-8")
+    blank.write_text(json.dumps({"question": "who ?", "context": "  "}) + "\n", encoding="utf-8")
+    common = ["--teacher", teacher, "--train", train, "--max-seq-length", 32, "--doc-stride", 8,
+              "--max-question-length", 12, "--max-steps", 1, "--batch-size", 8, "--quiet"]
+    assert cli("distill", *common, "--output", tmp_path / "student", "--unlabeled", rows) == 0
+    assert json.loads((tmp_path / "student" / "metrics.json").read_text())["unlabeled_windows"] == 3
+    out = tmp_path / "refused"
+    for unl, says in ((tmp_path / "missing.jsonl", "missing.jsonl: no such file"),
+                      (blank, "blank.jsonl: no questions with a context")):
+        capsys.readouterr()
+        assert cli("distill", *common, "--output", out, "--unlabeled", unl) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--unlabeled" in err[0] and says in err[0], err
+        assert not out.exists()
 
 
 def test_token_alpha_0_is_plain_fine_tuning_loss():

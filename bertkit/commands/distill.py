@@ -321,6 +321,23 @@ class KindDistiller:
     def set_training_set(self, data, ds) -> None:
         data.train = ds
 
+    def with_unlabeled(self, cfg, tok, windows):
+        """The encoded labelled training ``windows`` (``hard_mask`` 1), followed, with --unlabeled, by those
+        :meth:`unlabeled` encodes (``hard_mask`` 0: soft targets only)."""
+        windows = windows.add_column(HARD_MASK, [1] * len(windows))
+        if not cfg.data.unlabeled:
+            return windows
+        import datasets
+
+        more = self.unlabeled(cfg, tok)
+        more = more.add_column(HARD_MASK, [0] * len(more)).select_columns(list(windows.features))
+        log.info(f"--unlabeled: {more.num_rows:,} training examples the teacher labels (soft targets only)")
+        return datasets.concatenate_datasets([windows, more.cast(windows.features)])
+
+    def unlabeled(self, cfg, tok):
+        """--unlabeled's examples encoded as the training ones are, with placeholder labels."""
+        raise NotImplementedError
+
     def auto_model(self, teacher: Teacher):
         import transformers
 
@@ -372,21 +389,14 @@ class ClassificationDistiller(KindDistiller):
         return dataclasses.replace(cfg, data=data)
 
     def load_data(self, cfg, teacher):
-        import datasets
-
         from ..labels import LabelSpace
 
-        space = LabelSpace.from_model_config(teacher.config)
-        data = finetune_cls.load_splits(cfg, teacher.tokenizer, space)
-        train = data.train.add_column(HARD_MASK, [1] * len(data.train))
-        if cfg.data.unlabeled:
-            extra = self.unlabeled(cfg, teacher.tokenizer, space, train.features)
-            log.info(f"--unlabeled: {len(extra):,} texts labelled by the teacher (soft targets only)")
-            train = datasets.concatenate_datasets([train, extra])
-        data.train = train
+        self.space = LabelSpace.from_model_config(teacher.config)
+        data = finetune_cls.load_splits(cfg, teacher.tokenizer, self.space)
+        data.train = self.with_unlabeled(cfg, teacher.tokenizer, data.train)
         return data
 
-    def unlabeled(self, cfg, tok, space, features):
+    def unlabeled(self, cfg, tok):
         from ..data import load_inputs, split_columns
         from ..errors import DataError
         from ..tokenization import encode_for_classification
@@ -399,9 +409,9 @@ class ClassificationDistiller(KindDistiller):
             raise DataError(f"--unlabeled {d.unlabeled}: no rows")
         enc = encode_for_classification(ds, tok, split_columns(d.text_column), d.text_pair_column, d.max_seq_length,
                                         d.long_text, d.stride)
+        space = self.space
         blank = 0.0 if space.problem == "regression" else [0.0] * space.num_labels if space.problem == "multi" else 0
-        enc = enc.add_column("labels", [blank] * len(enc)).add_column(HARD_MASK, [0] * len(enc))
-        return enc.select_columns(list(features)).cast(features)
+        return enc.add_column("labels", [blank] * len(enc))
 
     def student_config(self, teacher):
         from ..labels import LabelSpace
@@ -473,6 +483,16 @@ class WindowsDistiller(KindDistiller):
     def set_training_set(self, data, ds) -> None:
         data.train_windows = ds
 
+    def final_metrics(self, cfg, trainer, data, result, train_time):
+        metrics = self.command_metrics(trainer, data, result, train_time)
+        metrics["unlabeled_windows"] = int(len(data.train_windows) - sum(data.train_windows[HARD_MASK]))
+        return metrics
+
+    def command_metrics(self, trainer, data, result, train_time) -> dict:
+        """The fine-tuning command's final metrics."""
+        raise NotImplementedError
+
+
     def model_card(self, cfg, data):
         extra = self.ft_command.model_card_extra(self.ft_cfg, data)
         extra["purpose"] = self.purpose.format(teacher=cfg.teacher)
@@ -491,9 +511,8 @@ class QuestionAnsweringDistiller(WindowsDistiller):
         from .. import qa
         from ..schemas import FinetuneQAConfig, QADataConfig, QATrainConfig
 
-        if cfg.data.unlabeled or cfg.data.test:
-            raise UsageError(f"{'--unlabeled' if cfg.data.unlabeled else '--test'}: not for question-answering "
-                             "students, which learn from --train and are scored on --validation")
+        if cfg.data.test:
+            raise UsageError("--test: not for question-answering students, which are scored on --validation")
         d = cfg.data
         s = qa.inference_settings(teacher_config, inference_length(teacher_config, d.max_seq_length))
         data = dataclasses.replace(d, max_seq_length=s["max_seq_length"],
@@ -516,10 +535,27 @@ class QuestionAnsweringDistiller(WindowsDistiller):
 
     def load_data(self, cfg, teacher):
         data = finetune_qa.load_splits(self.ft_cfg, teacher.tokenizer)
-        data.train_windows = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
+        data.train_windows = self.with_unlabeled(cfg, teacher.tokenizer, data.train_windows)
         return data
 
-    def final_metrics(self, cfg, trainer, data, result, train_time):
+    def unlabeled(self, cfg, tok):
+        """--unlabeled's questions (a SQuAD-format file, its answers not read, or rows of --question-column and
+        --context-column) in windows like the training ones, their start and end at [CLS] as for a question
+        without an answer: placeholders the hard-label loss leaves out."""
+        from .. import qa
+        from ..errors import DataError
+
+        d, fd = cfg.data, self.ft_cfg.data
+        rows = [r for r in qa.read_questions(d.unlabeled, d.question_column, d.context_column, flag="--unlabeled")
+                if r["question"].strip() and r["context"].strip()]
+        if not rows:
+            raise DataError(f"--unlabeled {d.unlabeled}: no questions with a context")
+        log.info(f"--unlabeled {d.unlabeled}: {len(rows):,} questions")
+        data = qa.QAData([str(i) for i in range(len(rows))], [r["question"] for r in rows],
+                         [r["context"] for r in rows], [{"text": [], "answer_start": []} for _ in rows])
+        return qa.encode_train(data, tok, fd.max_seq_length, fd.doc_stride, fd.max_question_length)
+
+    def command_metrics(self, trainer, data, result, train_time):
         return finetune_qa.final_metrics(self.ft_cfg, trainer, data, result, train_time)
 
     def stamp(self, config, cfg, data):
@@ -571,21 +607,14 @@ class TokenClassificationDistiller(WindowsDistiller):
             raise DataError(f"--train {cfg.data.train}: tags the teacher does not know: {', '.join(unknown[:10])} "
                             f"(its tags: {', '.join(names)})")
         # the student's label ids are the teacher's (its soft targets are indexed by them)
+        self.num_labels = len(names)
         data = finetune_ner.encode_splits(self.ft_cfg, teacher.tokenizer, dataclasses.replace(splits, names=names))
-        train = data.train_windows.add_column(HARD_MASK, [1] * len(data.train_windows))
-        if cfg.data.unlabeled:
-            import datasets
-
-            extra = self.unlabeled(cfg, teacher.tokenizer, len(names), train.features)
-            log.info(f"--unlabeled: {extra.num_rows:,} windows of untagged sentences tagged by the teacher (soft "
-                     "targets only)")
-            train = datasets.concatenate_datasets([train, extra])
-        data.train_windows = train
+        data.train_windows = self.with_unlabeled(cfg, teacher.tokenizer, data.train_windows)
         return data
 
-    def unlabeled(self, cfg, tok, num_labels: int, features):
-        """--unlabeled's sentences as training windows with ``hard_mask`` 0: the positions a tag would be
-        read from are scored (a placeholder label there, which the hard-label loss leaves out)."""
+    def unlabeled(self, cfg, tok):
+        """--unlabeled's sentences in windows like the tagged ones: the positions a tag would be read from are
+        scored, with a placeholder label the hard-label loss leaves out."""
         from .. import ner
         from ..errors import DataError
         from ..tasks.token_classification import read_sentences
@@ -599,19 +628,16 @@ class TokenClassificationDistiller(WindowsDistiller):
         log.info(f"--unlabeled {d.unlabeled}: {len(words):,} sentences, {sum(map(len, words)) / len(words):.1f} "
                  "words each on average")
         windows = ner.sentence_windows(tok, words, fd.max_seq_length, fd.stride)
-        cont = list(range(num_labels)) if fd.label_all_subtokens else None
-        ds = finetune_ner.windows_dataset(windows, windows.labels([[0] * len(w) for w in words], cont), tok)
-        return ds.add_column(HARD_MASK, [0] * len(ds)).select_columns(list(features)).cast(features)
+        cont = list(range(self.num_labels)) if fd.label_all_subtokens else None
+        return finetune_ner.windows_dataset(windows, windows.labels([[0] * len(w) for w in words], cont), tok)
 
     def student_config(self, teacher):
         names = [teacher.config.id2label[i] for i in range(teacher.config.num_labels)]
         return {"num_labels": len(names), "id2label": dict(enumerate(names)),
                 "label2id": {n: i for i, n in enumerate(names)}}
 
-    def final_metrics(self, cfg, trainer, data, result, train_time):
-        metrics = finetune_ner.final_metrics(trainer, data, result, train_time)
-        metrics["unlabeled_windows"] = int(len(data.train_windows) - sum(data.train_windows[HARD_MASK]))
-        return metrics
+    def command_metrics(self, trainer, data, result, train_time):
+        return finetune_ner.final_metrics(trainer, data, result, train_time)
 
     def stamp(self, config, cfg, data):
         finetune_ner.stamp_inference_settings(config, self.ft_cfg, data.scheme)
