@@ -237,14 +237,21 @@ class HiddenStateLoss(nn.Module):
 PAD_LOGIT = -1e4
 
 
-def teacher_columns(results: list[dict], names: tuple[str, ...], per_token: bool) -> dict[str, list]:
-    """The teacher's kept window outputs (``Task.window_result`` per window) as dataset columns: one
-    float32 vector per window (per-token outputs: as long as the window)."""
-    out = {}
+def teacher_dataset(results: list[dict], names: tuple[str, ...]):
+    """The teacher's kept window outputs (``Task.window_result`` per window) as a ``datasets.Dataset`` of
+    ``teacher_*`` columns, row for row: a float32 vector per window (per-token outputs: as long as the window,
+    a vector per token where the kind has classes per token).  float32, as the model computes them: Python
+    floats would be stored as float64, twice the bytes."""
+    import datasets
+
+    columns, features = {}, {}
     for k in names:
         values = [np.asarray(r[k], dtype=np.float32) for r in results]
-        out[TEACHER_PREFIX + k] = [v.tolist() for v in values] if per_token else np.stack(values).tolist()
-    return out
+        feature = datasets.Value("float32")
+        for _ in range(values[0].ndim if values else 1):
+            feature = datasets.List(feature)
+        columns[TEACHER_PREFIX + k], features[TEACHER_PREFIX + k] = [v.tolist() for v in values], feature
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
 class TeacherCollator:

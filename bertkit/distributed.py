@@ -15,7 +15,10 @@ def _state():
     from accelerate import PartialState
 
     _join_restarted_group()
-    return PartialState()
+    # cpu=True where there is no accelerator: without it accelerate sets up no process group for torchrun's
+    # processes on a CPU (DistributedType.NO), so each one took itself for the main process and barriers
+    # returned at once, until the Trainer's own arguments set the group up (with cpu=True, as here)
+    return PartialState(cpu=not has_accelerator())
 
 
 def _join_restarted_group() -> None:
@@ -41,8 +44,18 @@ def _join_restarted_group() -> None:
                             rank=int(os.environ["RANK"]), world_size=world_size())
 
 
+def current_device():
+    """This process's device: the one the Trainer trains on."""
+    return _state().device
+
+
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_index() -> int:
+    """This process's rank among ``world_size()`` (0 in a single process)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def is_main_process() -> bool:

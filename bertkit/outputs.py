@@ -34,8 +34,9 @@ log = get_logger()
 CHECKPOINTS = "checkpoints"
 TRAINING_LOG = "training_log.jsonl"
 METRICS = "metrics.json"
+TEACHER_OUTPUTS = "teacher_outputs"  # distill's teacher pass, kept while the run trains (commands/distill.py)
 # files an interrupted run leaves besides checkpoints; their presence alone does not make a dir "used"
-_RESUMABLE_LEFTOVERS = {"bertkit_config.yaml", "tokenized", CHECKPOINTS, TRAINING_LOG, ".stop"}
+_RESUMABLE_LEFTOVERS = {"bertkit_config.yaml", "tokenized", CHECKPOINTS, TRAINING_LOG, ".stop", TEACHER_OUTPUTS}
 
 
 def find_checkpoint(output: Path) -> Path | None:

@@ -1,5 +1,6 @@
 """bertkit distill: students picked and copied from the teacher, the cached teacher outputs, the mixed loss,
-and the command end to end (predict on its output, a refused student, resume)."""
+and the command end to end (predict on its output, a refused student, resume, the teacher's pass shared
+under torchrun)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import cli, read_jsonl
+from test_resume import needs_torchrun
 
 from bertkit.distillation import HARD_MASK, classification_loss, hard_label_loss, kept_layers, shrink, soft_target_loss
 from bertkit.errors import UsageError
@@ -91,8 +93,9 @@ def student_dir(workdir, classifier, cls_files, tmp_path_factory):
     return out
 
 
-def test_cached_teacher_outputs_are_the_teachers_predictions(classifier, cls_files):
-    """The teacher's outputs stored per training window equal what predict computes for those rows."""
+def test_cached_teacher_outputs_are_the_teachers_predictions(classifier, cls_files, tmp_path):
+    """The teacher's outputs stored per training window equal what predict computes for those rows; kept in
+    the output dir, a rerun over the same windows reads them back, one over other windows computes its own."""
     from bertkit import tasks
     from bertkit.commands import distill
     from bertkit.config import resolve
@@ -108,7 +111,7 @@ def test_cached_teacher_outputs_are_the_teachers_predictions(classifier, cls_fil
     assert cfg.data.max_seq_length == 32  # the teacher's, not the finetune default
     teacher.task = teacher.task_class(teacher.config, teacher.tokenizer, 32, teacher.path)
     data = kind.load_data(cfg, teacher)
-    distill.add_teacher_outputs(kind, data, teacher, 8)
+    assert distill.add_teacher_outputs(kind, data, teacher, 8, tmp_path)["teacher_outputs"] == "computed"
     cached = np.asarray(data.train["teacher_logits"], dtype=np.float32)
     raw = data.raw["train"]
     model = teacher.task.load_torch(teacher.path)  # no inference-only changes: the plain model
@@ -116,6 +119,13 @@ def test_cached_teacher_outputs_are_the_teachers_predictions(classifier, cls_fil
     assert cached.shape == (len(raw), 2)
     np.testing.assert_allclose(cached, expected, atol=1e-4)
     assert set(data.train[HARD_MASK]) == {1}
+    again = kind.load_data(cfg, teacher)
+    assert distill.add_teacher_outputs(kind, again, teacher, 8, tmp_path)["teacher_outputs"] == "reused"
+    np.testing.assert_array_equal(np.asarray(again.train["teacher_logits"], dtype=np.float32), cached)
+    fewer = kind.load_data(cfg, teacher)
+    fewer.train = fewer.train.select(range(5))
+    assert distill.add_teacher_outputs(kind, fewer, teacher, 8, tmp_path)["teacher_outputs"] == "computed"
+    np.testing.assert_allclose(np.asarray(fewer.train["teacher_logits"], dtype=np.float32), cached[:5], atol=1e-5)
 
 
 def test_distill_end_to_end_then_predict(student_dir, classifier, cls_files):
@@ -127,6 +137,7 @@ def test_distill_end_to_end_then_predict(student_dir, classifier, cls_files):
     assert cfg["bertkit_long_text"] == teacher["bertkit_long_text"]
     metrics = json.loads((student_dir / "metrics.json").read_text())
     assert metrics["student_layers_kept"] == [1] and metrics["unlabeled_examples"] == 3
+    assert metrics["teacher_outputs"] == "computed" and not (student_dir / "teacher_outputs").exists()
     comp = metrics["comparison"]
     assert comp["student"]["parameters"] < comp["teacher"]["parameters"]
     assert comp["student"]["metric"] == comp["teacher"]["metric"] == "accuracy"
@@ -187,6 +198,29 @@ def test_student_dir_and_resume(classifier, mlm_model, cls_files, tmp_path):
     log = read_jsonl(out / "training_log.jsonl")
     assert json.loads((out / "metrics.json").read_text())["steps"] == 3
     assert [r for r in log if r.get("step") == 3]
+
+
+@needs_torchrun
+def test_ddp_processes_share_the_teacher_pass_and_a_rerun_reads_it(classifier, cls_files, tmp_path):
+    """Under torchrun each process runs the teacher over half the windows and writes its share to the output
+    dir; killed after checkpoint-2, the run's rerun resumes there and reads both shares instead of running
+    the teacher again; the finished student's dir keeps none of it."""
+    from test_resume import _killer, _torchrun
+
+    script, env = _killer(tmp_path, at=2, rank=0, on="save")
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", classifier, "--train", cls_files[0], "--validation", cls_files[1], "--output",
+            out, "--student-layers", 1, "--max-steps", 4, "--batch-size", 8, "--save-steps", 2, "--eval-steps", 2,
+            "--quiet"]
+    p = _torchrun(script, *args, env=env, restarts=0, port=29561)
+    assert p.returncode != 0 and (tmp_path / "killed").exists(), p.stderr[-3000:]
+    kept = out / "teacher_outputs"
+    assert json.loads((kept / "key.json").read_text())["processes"] == 2
+    assert sorted(d.name for d in kept.iterdir()) == ["key.json", "part-0", "part-1"]
+    p = _torchrun("-m", "bertkit", *args, env=env, restarts=0, port=29562)
+    assert p.returncode == 0, p.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["teacher_outputs"] == "reused" and metrics["steps"] == 4 and not kept.exists()
 
 
 def test_qa_alpha_0_is_plain_fine_tuning_loss():

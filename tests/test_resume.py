@@ -101,7 +101,7 @@ def qa_files(workdir) -> tuple[Path, Path]:
     return synthetic_squad(workdir / "resume_qa_train.json", 24), synthetic_squad(workdir / "resume_qa_dev.json", 8, 1)
 
 
-def _command(kind: str, tokenized, mlm_model, cls_files, qa_files) -> list:
+def _command(kind: str, tokenized, mlm_model, cls_files, qa_files, classifier=None) -> list:
     if kind == "pretrain-mlm":
         return ["pretrain-mlm", "--data", tokenized, "--max-steps", 12, "--batch-size", 8, "--lr", "1e-3",
                 "--save-steps", 4, "--logging-steps", 2, "--eval-fraction", 0.05, *TINY]
@@ -109,16 +109,21 @@ def _command(kind: str, tokenized, mlm_model, cls_files, qa_files) -> list:
               "--eval-steps", 4, "--logging-steps", 2, "--grad-accum", 2]
     if kind == "finetune-cls":
         return ["finetune-cls", "--train", cls_files[0], "--validation", cls_files[1], *common]
+    if kind == "distill":
+        teacher = [a if a != mlm_model else classifier for a in common]
+        return ["distill", "--teacher", *teacher[1:], "--train", cls_files[0], "--validation", cls_files[1],
+                "--student-layers", 1]
     return ["finetune-qa", "--train", qa_files[0], "--validation", qa_files[1], "--doc-stride", 8,
             "--max-question-length", 12, *common]
 
 
-@pytest.mark.parametrize("kind", ["finetune-cls", "finetune-qa", "pretrain-mlm"])
-def test_killed_and_rerun_equals_uninterrupted(tmp_path, kind, tokenized, mlm_model, cls_files, qa_files):
+@pytest.mark.parametrize("kind", ["finetune-cls", "finetune-qa", "pretrain-mlm", "distill"])
+def test_killed_and_rerun_equals_uninterrupted(tmp_path, kind, tokenized, mlm_model, cls_files, qa_files, classifier):
     """Killed at step 6 of 12, after checkpoint-4 (the model, optimizer, scheduler and RNG states of step 4
     are all that survive), and run again: the same final weights, eval metrics and training log as a run
-    never interrupted (dropout, data order, bertkit's batching and the MLM masks all replay)."""
-    args = _command(kind, tokenized, mlm_model, cls_files, qa_files)
+    never interrupted (dropout, data order, bertkit's batching and the MLM masks all replay; distill reads
+    the teacher's outputs the killed run kept instead of running the teacher again)."""
+    args = _command(kind, tokenized, mlm_model, cls_files, qa_files, classifier)
     script, env = _killer(tmp_path, at=6, on="log")
     ref = tmp_path / "ref"
     with one_thread():
@@ -130,6 +135,7 @@ def test_killed_and_rerun_equals_uninterrupted(tmp_path, kind, tokenized, mlm_mo
     assert any(r["step"] == 6 for r in read_jsonl(out / "training_log.jsonl"))
     assert not (out / "metrics.json").exists() and not (out / "model.safetensors").exists()
     assert sorted(c.name for c in (out / "checkpoints").iterdir()) == ["checkpoint-4"]
+    assert (kind == "distill") == (out / "teacher_outputs" / "key.json").is_file()
     with one_thread():
         assert cli(*args, "--output", out, "--quiet") == 0  # the same command again: --resume auto
     steps = [r["step"] for r in read_jsonl(out / "training_log.jsonl") if "loss" in r]
@@ -138,6 +144,9 @@ def test_killed_and_rerun_equals_uninterrupted(tmp_path, kind, tokenized, mlm_mo
     assert _weights_diff(ref, out) <= 1e-6
     assert _eval_metrics(out) == _eval_metrics(ref) and _eval_metrics(ref)
     assert _metrics(out)["steps"] == 12
+    if kind == "distill":
+        assert _metrics(ref)["teacher_outputs"] == "computed" and _metrics(out)["teacher_outputs"] == "reused"
+        assert not (out / "teacher_outputs").exists()
 
 
 def test_checkpoint_being_written_is_never_picked(tmp_path):

@@ -12,8 +12,11 @@ adding one there.  The teacher runs once over the training windows with its kind
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,15 +31,16 @@ from ..distillation import (
     kept_layers,
     shrink,
     span_loss,
-    teacher_columns,
+    teacher_dataset,
     token_loss,
 )
-from ..distributed import is_main_process
+from ..distributed import current_device, is_main_process, process_index, wait_for_everyone, world_size
 from ..errors import UsageError
 from ..inference import RowProgress, inference_length
 from ..loading import load_model, open_checkpoint
 from ..log import get_logger
 from ..modeling import check_compatible, count_parameters, dropout_overrides, init_head_at_prior, new_parameters
+from ..outputs import TEACHER_OUTPUTS, write_json
 from ..schemas import DistillConfig
 from ..summary import print_summary
 from ..trainers import DistillTrainer, QADistillTrainer, TokenClsDistillTrainer
@@ -60,22 +64,21 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
     with start_run(cfg, "distill") as (out, resume_from):
         data = kind.load_data(cfg, teacher)
         # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
-        cpu0 = time.process_time()
-        teacher_seconds = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2) if cfg.alpha else 0.0
-        teacher_cpu = time.process_time() - cpu0
+        teacher_pass = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2, out) if cfg.alpha else {
+            "teacher_seconds": 0.0, "teacher_cpu_seconds": 0.0}
         student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
         trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
                                      **hidden_state_loss(cfg, teacher, student, layers))
     cpu0 = time.process_time()
     result, train_time = train_with_signals(trainer, out, resume_from)
     train_cpu = time.process_time() - cpu0  # this process's CPU seconds: the cost figure on a shared machine
+    TeacherOutputs.remove_from(out)
     metrics = kind.final_metrics(cfg, trainer, data, result, train_time)
     trainer.drop_hidden_loss()
     stamp_settings(trainer.model.config, teacher.config)
     kind.stamp(trainer.model.config, cfg, data)
     metrics.update(distill_metrics(cfg, teacher, layers if student_dir is None else None),
-                   teacher_seconds=round(teacher_seconds, 2), teacher_cpu_seconds=round(teacher_cpu, 2),
-                   train_cpu_seconds=round(train_cpu, 2))
+                   **teacher_pass, train_cpu_seconds=round(train_cpu, 2))
     if is_main_process():
         metrics.update(compare(kind, cfg, teacher, trainer.model, data))
     # the training data was encoded with the teacher's tokenizer (a --student's has the same vocabulary)
@@ -148,36 +151,112 @@ def student_preset_config(name: str, teacher: Teacher, kind: KindDistiller, max_
     return config
 
 
-def device():
-    """This process's device (the one the Trainer trains on)."""
-    from accelerate import PartialState
-
-    return PartialState().device
-
-
-def add_teacher_outputs(kind: KindDistiller, data, teacher: Teacher, batch_size: int) -> float:
+def add_teacher_outputs(kind: KindDistiller, data, teacher: Teacher, batch_size: int, out: Path) -> dict:
     """Run the teacher once over the training windows (exactly those the student sees) with its kind's
-    loop, and add its outputs as ``teacher_*`` columns; returns the seconds it took.  Every process
-    computes them whole (the same values), so no process waits on a file another writes; a resumed run
-    computes them again (one forward pass of the teacher, less than an epoch's forward and backward)."""
+    loop, and add its outputs as ``teacher_*`` columns, through :class:`TeacherOutputs` (each process runs a
+    share; a rerun of an interrupted run reads them back); returns the pass's figures for metrics.json."""
     ds = kind.training_set(data)
-    windows = tasks.Windows({k: ds[k] for k in tasks.base.FEATURES if k in ds.column_names},
-                            np.arange(len(ds)))
-    t0 = time.time()
-    model_fn = tasks.torch_model_fn(teacher.load(device()))
-    progress = RowProgress(len(windows), "Teacher")
-    results: list = []
-    for lo in range(0, len(windows), tasks.base.CHUNK_ROWS):
-        part = windows.reorder(range(lo, min(lo + tasks.base.CHUNK_ROWS, len(windows))))
-        results += tasks.run_windows(teacher.task, model_fn, part, batch_size)
-        progress.update(len(part))
-    progress.close()
-    for name, values in teacher_columns(results, teacher.task.outputs, teacher.task.per_token).items():
-        ds = ds.add_column(name, values)
-    kind.set_training_set(data, ds)
-    seconds = time.time() - t0
-    log.info(f"Teacher outputs for {len(ds):,} training examples in {seconds:.1f}s")
-    return seconds
+    store = TeacherOutputs(out, ds, teacher)
+    t0, cpu0 = time.time(), time.process_time()
+    outputs = store.read()
+    reused = outputs is not None
+    if reused:
+        log.info(f"Teacher outputs for {len(ds):,} training examples read from {store.dir} (the interrupted "
+                 "run's pass)")
+    else:
+        outputs = store.compute(teacher, ds, batch_size)
+    import datasets
+
+    kind.set_training_set(data, datasets.concatenate_datasets([ds, outputs], axis=1))
+    seconds, cpu = time.time() - t0, time.process_time() - cpu0
+    if not reused:
+        log.info(f"Teacher outputs for {len(ds):,} training examples in {seconds:.1f}s")
+    return {"teacher_seconds": round(seconds, 2), "teacher_cpu_seconds": round(cpu, 2),
+            "teacher_outputs": "reused" if reused else "computed"}
+
+
+class TeacherOutputs:
+    """The teacher's outputs over the training windows, kept in the output dir (``teacher_outputs/``) while
+    the run trains: a rerun of an interrupted run reads them back instead of running the teacher again, and
+    under DDP each process runs the teacher over its own share of the windows (a 1/N of the pass) and reads
+    the others' shares from there (the output dir is shared, as checkpoints are).  ``key.json``, written
+    last, once every share is on disk, names the windows (a hash of their token ids) and the teacher (its
+    dir, files, length) they belong to: a pass cut short, or one for other data, is computed again.  Removed
+    when training ends."""
+
+    def __init__(self, out: Path, ds, teacher: Teacher):
+        self.dir, self.rows = out / TEACHER_OUTPUTS, len(ds)
+        self.key = self.fingerprint(ds, teacher)
+
+    @staticmethod
+    def fingerprint(ds, teacher: Teacher) -> str:
+        import hashlib
+
+        import pyarrow.compute as pc
+
+        h = hashlib.sha256()
+        for chunk in ds.with_format("arrow")["input_ids"].chunks:
+            h.update(np.asarray(pc.list_value_length(chunk), dtype=np.int64).tobytes())
+            h.update(np.asarray(pc.list_flatten(chunk), dtype=np.int64).tobytes())
+        files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in Path(teacher.path).iterdir()
+                       if f.is_file())
+        h.update(repr((str(Path(teacher.path).resolve()), files, teacher.task.max_len, teacher.task.outputs))
+                 .encode())
+        return h.hexdigest()
+
+    def shares(self, world: int) -> list[tuple[int, int]]:
+        """Each process's contiguous rows: the outputs read back in row order are the training set's."""
+        return [(i * self.rows // world, (i + 1) * self.rows // world) for i in range(world)]
+
+    def read(self):
+        """The outputs kept for these windows and this teacher (a ``datasets.Dataset``), or None."""
+        import datasets
+
+        try:
+            meta = json.loads((self.dir / "key.json").read_text(encoding="utf-8"))
+            if meta.get("key") != self.key or meta.get("rows") != self.rows:
+                return None
+            parts = [datasets.load_from_disk(str(self.dir / f"part-{i}"))
+                     for i, (lo, hi) in enumerate(self.shares(int(meta["processes"]))) if hi > lo]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        found = datasets.concatenate_datasets(parts)
+        return found if len(found) == self.rows else None
+
+    def compute(self, teacher: Teacher, ds, batch_size: int):
+        """This process's share through the teacher, written as ``part-<rank>``; the whole, read back once
+        every process has written its share."""
+        rank, world = process_index(), world_size()
+        if is_main_process():
+            shutil.rmtree(self.dir, ignore_errors=True)  # another run's outputs, or a pass cut short
+        wait_for_everyone()
+        lo, hi = self.shares(world)[rank]
+        windows = tasks.Windows({k: ds[k] for k in tasks.base.FEATURES if k in ds.column_names},
+                                np.arange(len(ds)))
+        model_fn = tasks.torch_model_fn(teacher.load(current_device()))
+        progress = RowProgress(hi - lo if is_main_process() else 0, "Teacher")
+        results: list = []
+        for start in range(lo, hi, tasks.base.CHUNK_ROWS):
+            part = windows.reorder(range(start, min(start + tasks.base.CHUNK_ROWS, hi)))
+            results += tasks.run_windows(teacher.task, model_fn, part, batch_size)
+            progress.update(len(part))
+        progress.close()
+        if results:
+            teacher_dataset(results, teacher.task.outputs).save_to_disk(str(self.dir / f"part-{rank}"))
+        wait_for_everyone()
+        if is_main_process():
+            write_json(self.dir / "key.json", {"key": self.key, "rows": self.rows, "processes": world})
+        wait_for_everyone()
+        found = self.read()
+        if found is None:
+            raise RuntimeError(f"{self.dir}: the teacher's outputs were written but cannot be read back")
+        return found
+
+    @staticmethod
+    def remove_from(out: Path) -> None:
+        """Once training has ended: the student's output dir keeps no training-time files."""
+        if is_main_process():
+            shutil.rmtree(out / TEACHER_OUTPUTS, ignore_errors=True)
 
 
 def layer_plan(cfg: DistillConfig, teacher: Teacher, student_dir) -> list[int] | None:
@@ -261,7 +340,7 @@ def compare(kind: KindDistiller, cfg: DistillConfig, teacher: Teacher, student, 
     labelled = kind.labelled_validation(cfg, data)
     opts = SimpleNamespace(batch_size=64)
     found = {}
-    for who, task, model in (("teacher", teacher.task, teacher.load(device())),
+    for who, task, model in (("teacher", teacher.task, teacher.load(current_device())),
                              ("student", kind.task_for(student.config, teacher), student.eval())):
         model_fn = tasks.torch_model_fn(model)
         warm = task.encode(task.sample_rows(["a first call: its one-off costs are not speed"]))
