@@ -187,7 +187,8 @@ def _register_all() -> None:
 _register_all()
 
 sweep_app = typer.Typer(help="Hyperparameter sweeps on Optuna (the sweep extra): bertkit sweep "
-                             "finetune-cls|finetune-qa|finetune-ner (its flags) --param lr=log:1e-5:3e-4 --trials 12; "
+                             "finetune-cls|finetune-qa|finetune-ner|distill (its flags) --param lr=log:1e-5:3e-4 "
+                             "--trials 12; "
                              "bertkit sweep --report STORAGE.",
                         no_args_is_help=False, add_completion=False, pretty_exceptions_enable=False)
 app.add_typer(sweep_app, name="sweep")
@@ -199,13 +200,13 @@ def _sweep_root(ctx: typer.Context,
                     "--report", help="Print the trials table of an existing study: a journal file, a sweep's "
                                      "output dir or a storage URL.")] = None,
                 study: Annotated[str | None, typer.Option("--study", help="Study name (with --report).")] = None):
-    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner [its flags]
+    """Hyperparameter sweeps on Optuna: bertkit sweep finetune-cls|finetune-qa|finetune-ner|distill [its flags]
     --param NAME=KIND:..."""
     if ctx.invoked_subcommand is not None:
         return
     if report is None:
         raise UsageError("bertkit sweep: name the command to sweep (bertkit sweep "
-                         "finetune-cls|finetune-qa|finetune-ner ... --param lr=log:1e-5:3e-4) or give --report "
+                         "finetune-cls|finetune-qa|finetune-ner|distill ... --param lr=log:1e-5:3e-4) or give --report "
                          "STORAGE; see bertkit sweep --help")
     from .commands.sweep import report as sweep_report
 

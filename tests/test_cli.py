@@ -24,10 +24,11 @@ KEY_FLAGS = {
     ("export",): ["--model", "--output", "--quantize"],
     ("serve",): ["--model", "--host", "--port", "--port-file", "--backend", "--threads", "--max-batch-tokens",
                  "--max-queue", "--max-request-rows", "--max-body-bytes"],
-    ("sweep",): ["--report", "--study", "finetune-cls", "finetune-qa", "finetune-ner"],
+    ("sweep",): ["--report", "--study", "finetune-cls", "finetune-qa", "finetune-ner", "distill"],
     ("sweep", "finetune-cls"): ["--param", "--trials", "--storage", "--pruner", "--sampler", "--model", "--lr"],
     ("sweep", "finetune-qa"): ["--param", "--trials", "--storage", "--pruner", "--sampler", "--doc-stride"],
     ("sweep", "finetune-ner"): ["--param", "--trials", "--storage", "--pruner", "--sampler", "--tag-scheme"],
+    ("sweep", "distill"): ["--param", "--trials", "--teacher", "--alpha", "--temperature", "--student-layers"],
     ("env",): [],
     ("recipes",): ["--path", "NAME"],
 }

@@ -97,6 +97,10 @@ def test_direction():
     assert direction("f1", "finetune-qa") == "maximize" and direction("eval_exact_match", "finetune-qa") == "maximize"
     with pytest.raises(UsageError, match="use one of exact_match, f1"):
         direction("accuracy", "finetune-qa")
+    # distill's metric is its teacher's kind's: any target's is known
+    for m in (None, "accuracy", "exact_match", "f1", "precision"):
+        assert direction(m, "distill") == "maximize"
+    assert direction("loss", "distill") == "minimize"
 
 
 def test_pruning_callback_reports_and_stops():
@@ -474,3 +478,23 @@ def test_qa_sweep_end_to_end(mlm_model, qa_files, cls_files, tmp_path, capsys):
     assert cli("sweep", "finetune-cls", *_fixed(mlm_model, cls_train, cls_dev, out), "--param", "lr=log:1e-4:3e-3",
                "--trials", 2) == 2
     assert "command ('finetune-qa' in the study, 'finetune-cls' here)" in capsys.readouterr().err
+
+
+def test_distill_sweep_searches_alpha_and_temperature(classifier, cls_files, tmp_path, capsys):
+    """bertkit sweep distill: each trial a student of the teacher with its --alpha and --temperature, the
+    objective the teacher's kind's validation metric; best/ is a student dir and best.yaml reruns it."""
+    train, dev = cls_files
+    out = tmp_path / "distill-sweep"
+    code = cli("sweep", "distill", "--teacher", classifier, "--train", train, "--validation", dev,
+               "--student-layers", 1, "--batch-size", 16, "--max-steps", 4, "--eval-steps", 2, "--threads", 1,
+               "--output", out, "--param", "alpha=float:0.2:0.9", "--param", "temperature=choice:1,4",
+               "--trials", 2, "--sampler", "random", "--pruner", "none")
+    err = capsys.readouterr().err
+    assert code == 0, err
+    summary = json.loads((out / "sweep.json").read_text())
+    assert summary["command"] == "distill" and summary["direction"] == "maximize"
+    assert summary["metric"] == "accuracy" and summary["trials"] == {"complete": 2}
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert {"alpha", "temperature"} <= set(rows[0]) and len({r["alpha"] for r in rows}) == 2
+    assert json.loads((out / "best" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert (out / "best.yaml").read_text().splitlines()[0] == f"# bertkit distill --config {out / 'best.yaml'}"

@@ -73,7 +73,8 @@ def check(s: Sweep) -> None:
     base = target_config(cfg).validate()  # the fixed values' problems (--train, ...) once, not in every trial
     from ..loading import check_model_dir
 
-    check_model_dir(base.model, "--model", base.allow_pickle)  # once here, not as a failure in every trial
+    field = s.target.model_field  # once here, not as a failure in every trial
+    check_model_dir(getattr(base, field), f"--{field}", base.allow_pickle)
     s.metric = (cfg.metric or "accuracy").removeprefix("eval_")
     direction(cfg.metric, s.target.command)
     s.total = cfg.sweep.trials

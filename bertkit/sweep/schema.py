@@ -1,6 +1,6 @@
 """The schema of ``bertkit sweep <command>``: the target command's schema plus a ``search`` mapping and a
 ``sweep`` section, and :data:`TARGETS`, the commands a sweep can run (finetune-cls, finetune-qa,
-finetune-ner) with their schemas, runners and metrics; the sweep's settings saved in its output and read back
+finetune-ner, distill) with their schemas, runners and metrics; the sweep's settings saved in its output and read back
 by ``--resume``.  The CLI imports every schema at start-up, so this module imports neither Optuna nor
 transformers."""
 
@@ -16,7 +16,7 @@ import yaml
 from ..config import CONFIG_FILENAME, from_dict, opt, resolve, section, set_dotted, to_dict
 from ..errors import UsageError
 from ..outputs import write_text
-from ..schemas import NER_METRICS, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig
+from ..schemas import NER_METRICS, DistillConfig, FinetuneConfig, FinetuneNERConfig, FinetuneQAConfig
 
 
 @dataclass
@@ -80,6 +80,7 @@ def make_sweep_schema(name: str, command: str, target: type) -> type:
 SweepFinetuneConfig = make_sweep_schema("SweepFinetuneConfig", "finetune-cls", FinetuneConfig)
 SweepFinetuneQAConfig = make_sweep_schema("SweepFinetuneQAConfig", "finetune-qa", FinetuneQAConfig)
 SweepFinetuneNERConfig = make_sweep_schema("SweepFinetuneNERConfig", "finetune-ner", FinetuneNERConfig)
+SweepDistillConfig = make_sweep_schema("SweepDistillConfig", "distill", DistillConfig)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class Target:
     # the --metric values it evaluates (the objective; direction from metrics.greater_is_better); None:
     # finetune-cls's, every metric of metrics.METRICS_BY_PROBLEM and loss (kept out of here: it imports numpy)
     metrics: tuple[str, ...] | None = None
+    any_kind: bool = False  # its --metric is that of the teacher's kind: any target's metric is known
+    model_field: str = "model"  # the field naming the model the trials start from (checked once)
 
 
 # Another command becomes sweepable by one entry here (its schema's sweep schema made by make_sweep_schema):
@@ -103,6 +106,9 @@ TARGETS: dict[str, Target] = {
                           metrics=("f1", "exact_match")),
     "finetune-ner": Target("finetune-ner", FinetuneNERConfig, SweepFinetuneNERConfig, "finetune_ner",
                            metrics=NER_METRICS),
+    # a student's --alpha, --temperature, lr ... against its validation metric (the teacher's kind's)
+    "distill": Target("distill", DistillConfig, SweepDistillConfig, "distill", any_kind=True,
+                      model_field="teacher"),
 }
 
 

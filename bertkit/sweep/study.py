@@ -71,11 +71,13 @@ def make_storage(spec: str | None, out: Path | None):
 
 def direction(metric: str | None, command: str = "finetune-cls") -> str:
     """Optuna's direction of the target command's ``--metric`` (finetune-cls's None: the per-problem
-    default, all maximised: accuracy, f1_micro, pearsonr; finetune-qa's f1 and exact_match are maximised)."""
+    default, all maximised: accuracy, f1_micro, pearsonr; finetune-qa's f1 and exact_match are maximised;
+    distill's: its teacher's kind's, so any target's)."""
     m = (metric or "accuracy").removeprefix("eval_")
-    known = set(TARGETS[command].metrics or ())
-    if not known:  # finetune-cls: whatever some problem computes
-        known = {name for names in METRICS_BY_PROBLEM.values() for name in names} | LOWER_IS_BETTER
+    known: set[str] = set()
+    for t in TARGETS.values() if TARGETS[command].any_kind else [TARGETS[command]]:
+        # finetune-cls's None: whatever some problem computes
+        known |= set(t.metrics or {name for names in METRICS_BY_PROBLEM.values() for name in names} | LOWER_IS_BETTER)
     if m not in known:
         raise UsageError(f"--metric {metric}: unknown direction; use one of {', '.join(sorted(known))}")
     return "maximize" if greater_is_better(m) else "minimize"
