@@ -109,10 +109,9 @@ def _command(kind: str, tokenized, mlm_model, cls_files, qa_files, classifier=No
               "--eval-steps", 4, "--logging-steps", 2, "--grad-accum", 2]
     if kind == "finetune-cls":
         return ["finetune-cls", "--train", cls_files[0], "--validation", cls_files[1], *common]
-    if kind == "distill":
-        teacher = [a if a != mlm_model else classifier for a in common]
-        return ["distill", "--teacher", *teacher[1:], "--train", cls_files[0], "--validation", cls_files[1],
-                "--student-layers", 1]
+    if kind == "distill":  # common's settings, with a fine-tuned classifier as the teacher for --model
+        return ["distill", "--teacher", classifier, *common[2:], "--train", cls_files[0], "--validation",
+                cls_files[1], "--student-layers", 1]
     return ["finetune-qa", "--train", qa_files[0], "--validation", qa_files[1], "--doc-stride", 8,
             "--max-question-length", 12, *common]
 
