@@ -35,7 +35,7 @@ from ..distillation import (
     teacher_dataset,
     token_loss,
 )
-from ..distributed import current_device, is_main_process, process_index, wait_for_everyone, world_size
+from ..distributed import agree_max, current_device, is_main_process, process_index, wait_for_everyone, world_size
 from ..errors import UsageError
 from ..inference import RowProgress, inference_length
 from ..loading import load_model, open_checkpoint
@@ -160,6 +160,9 @@ def add_teacher_outputs(kind: KindDistiller, data, teacher: Teacher, batch_size:
     store = TeacherOutputs(out, ds, teacher)
     t0, cpu0 = time.time(), time.process_time()
     outputs = store.read()
+    # every process takes the same road (a process computing alone would wait at barriers forever)
+    if agree_max([float(outputs is None)], current_device())[0]:
+        outputs = None
     reused = outputs is not None
     if reused:
         log.info(f"Teacher outputs for {len(ds):,} training examples read from {store.dir} (the interrupted "
@@ -232,13 +235,14 @@ class TeacherOutputs:
             shutil.rmtree(self.dir, ignore_errors=True)  # another run's outputs, or a pass cut short
         wait_for_everyone()
         lo, hi = self.shares(world)[rank]
-        windows = tasks.Windows({k: ds[k] for k in tasks.base.FEATURES if k in ds.column_names},
-                                np.arange(len(ds)))
+        share = ds.select(range(lo, hi))  # only this process's rows become Python lists
+        windows = tasks.Windows({k: share[k] for k in tasks.base.FEATURES if k in share.column_names},
+                                np.arange(len(share)))
         model_fn = tasks.torch_model_fn(teacher.load(current_device()))
-        progress = RowProgress(hi - lo if is_main_process() else 0, "Teacher")
+        progress = RowProgress(len(share) if is_main_process() else 0, "Teacher")
         results: list = []
-        for start in range(lo, hi, tasks.base.CHUNK_ROWS):
-            part = windows.reorder(range(start, min(start + tasks.base.CHUNK_ROWS, hi)))
+        for start in range(0, len(share), tasks.base.CHUNK_ROWS):
+            part = windows.reorder(range(start, min(start + tasks.base.CHUNK_ROWS, len(share))))
             results += tasks.run_windows(teacher.task, model_fn, part, batch_size)
             progress.update(len(part))
         progress.close()
@@ -377,6 +381,13 @@ def summary_rows(cfg: DistillConfig, teacher: Teacher, metrics: dict, out) -> li
         ("model dir", str(out)),
     ]
     return rows
+
+
+def unlabeled_rows(ds) -> int:
+    """The training rows of --unlabeled (``hard_mask`` 0)."""
+    import pyarrow.compute as pc
+
+    return int(len(ds) - (pc.sum(ds.with_format("arrow")[HARD_MASK]).as_py() or 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -518,7 +529,7 @@ class ClassificationDistiller(KindDistiller):
 
     def final_metrics(self, cfg, trainer, data, result, train_time):
         metrics = finetune_cls.final_metrics(cfg, trainer, data, result, train_time)
-        metrics["unlabeled_examples"] = int(len(data.train) - sum(data.train[HARD_MASK]))
+        metrics["unlabeled_examples"] = unlabeled_rows(data.train)
         return metrics
 
     def stamp(self, config, cfg, data):
@@ -565,13 +576,12 @@ class WindowsDistiller(KindDistiller):
 
     def final_metrics(self, cfg, trainer, data, result, train_time):
         metrics = self.command_metrics(trainer, data, result, train_time)
-        metrics["unlabeled_windows"] = int(len(data.train_windows) - sum(data.train_windows[HARD_MASK]))
+        metrics["unlabeled_windows"] = unlabeled_rows(data.train_windows)
         return metrics
 
     def command_metrics(self, trainer, data, result, train_time) -> dict:
         """The fine-tuning command's final metrics."""
         raise NotImplementedError
-
 
     def model_card(self, cfg, data):
         extra = self.ft_command.model_card_extra(self.ft_cfg, data)
